@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ipitrace shared record format: the one definition of the shared-memory
+ * regions written by the patched QEMU (hypervisor stream) and by the guest
+ * module (guest stream), read by the host agent and the Python harness.
+ *
+ * Included by QEMU's build (via -I), by the guest module (via ccflags -I)
+ * and by the agent; the harness parses the X-macros below.  Never copy it.
+ *
+ * All fields are fixed-width little-endian.  Layout of a region:
+ *
+ *   offset 0                     struct ipt_region_header (IPT_HEADER_SIZE)
+ *   header_size + k*ring_stride  struct ipt_ring_header   (IPT_RING_HEADER_SIZE)
+ *                                struct ipt_record[ring_capacity]
+ *   sym_offset (if sym_capacity) struct ipt_sym[sym_capacity]
+ *
+ * Ring protocol (single writer per ring, any number of readers):
+ *   slot = head % ring_capacity; the writer reserves slot 'head', sets
+ *   rec.seq = IPT_SEQ_INVALID, writes the fields, then rec.seq = index,
+ *   and publishes head = index + 1.  A reader copies a record and accepts it
+ *   only if seq equals the index it expects (seqlock-style torn-read check).
+ *   head never decreases; head > ring_capacity means head - ring_capacity
+ *   records were overwritten (a flight recorder keeps the newest).
+ */
+#ifndef IPITRACE_ABI_H
+#define IPITRACE_ABI_H
+
+#if defined(__KERNEL__)
+#include <linux/types.h>
+typedef __u8 ipt_u8;
+typedef __u16 ipt_u16;
+typedef __u32 ipt_u32;
+typedef __u64 ipt_u64;
+#else
+#include <stdint.h>
+typedef uint8_t ipt_u8;
+typedef uint16_t ipt_u16;
+typedef uint32_t ipt_u32;
+typedef uint64_t ipt_u64;
+#endif
+
+#define IPT_MAGIC 0x4543415254495049ULL /* "IPITRACE" as LE bytes */
+#define IPT_ABI_MAJOR 1
+#define IPT_ABI_MINOR 0
+
+#define IPT_HEADER_SIZE 4096
+#define IPT_RING_HEADER_SIZE 64
+#define IPT_RECORD_SIZE 64
+#define IPT_SYM_SIZE 64
+#define IPT_MAX_CPUS 256
+#define IPT_CPU_NONE 0xffff
+#define IPT_SEQ_INVALID 0xffffffffffffffffULL
+#define IPT_APIC_ID_NONE 0xffffffffU
+
+/* Producers: IPT_PRODUCER(name, value) */
+#define IPT_PRODUCERS(X) \
+	X(QEMU, 1)       \
+	X(GUEST, 2)
+
+/* Region header flags: IPT_REGION_FLAG(name, bit) */
+#define IPT_REGION_FLAGS(X) \
+	X(READY, 0)    /* header complete; rings valid */         \
+	X(TRACING, 1)  /* producer is currently recording */      \
+	X(STOPPED, 2)  /* producer stopped cleanly (unload/exit) */
+
+/*
+ * Record types: IPT_RECORD(name, value, description).
+ * G_* are written by the guest module on guest CPU 'cpu'; H_* by QEMU on
+ * the ring of the vCPU thread that did the work ('cpu' = vCPU index, or
+ * IPT_CPU_NONE on the extra ring for non-vCPU context).
+ * Field use per type (unused fields are zero):
+ *   G_QUEUE      target=T flags=csd type(IPT_CSD_*) a0=func a1=csd a2=callsite
+ *   G_SEND       target=T flags=IPT_SEND_F_* arg0=mask weight a0=callback
+ *                a1=callsite (one record per target of a cpumask send)
+ *   G_ELIDE      target=T (sched_wake_idle_without_ipi: target was polling)
+ *   G_IRQ_ENTRY  vector                    G_IRQ_EXIT vector
+ *   G_FUNC_ENTRY a0=func a1=csd flags=IPT_FUNC_F_*   G_FUNC_EXIT same
+ *   G_HANG       target=T a0=func a1=csd arg0=ms waited flags=1 continued
+ *   G_MARK       arg0=mark id (load start/stop, user marks)
+ *   H_ICR        cpu=source vCPU vector flags=IPT_ICR_F_* arg0=ICR low 32
+ *                bits arg1=destination field (x2APIC: 32 bits, xAPIC: 8)
+ *                a0..a3=bitmap of resolved target vCPUs (bit i of a[i/64])
+ *   H_IRR        target=vCPU vector flags=IPT_IRR_F_* arg0=target PPR
+ *                a0=seq of the H_ICR record on this ring (IPT_SEQ_INVALID
+ *                when not caused by an ICR write: MSI, IOAPIC, LVT)
+ *   H_KICK       target=vCPU flags=IPT_KICK_F_*
+ *   H_ACK        vector (interrupt acknowledged by this vCPU)
+ *   H_EOI        vector (EOI by this vCPU; 0xff when ISR empty) 
+ *   H_HELD       vector arg0=PPR (pending vector held back by priority)
+ *   H_NMI/H_INIT/H_SIPI: like H_IRR, non-fixed delivery to target
+ */
+#define IPT_RECORD_TYPES(X)                                                  \
+	X(G_QUEUE, 1, "csd queued for a target CPU")                         \
+	X(G_SEND, 2, "guest asked for a call-function IPI")                  \
+	X(G_ELIDE, 3, "IPI elided: target idle and polling")                 \
+	X(G_IRQ_ENTRY, 4, "guest IRQ handler entry")                         \
+	X(G_IRQ_EXIT, 5, "guest IRQ handler exit")                           \
+	X(G_FUNC_ENTRY, 6, "csd function entry")                             \
+	X(G_FUNC_EXIT, 7, "csd function exit")                               \
+	X(G_HANG, 8, "guest watchdog: csd outstanding too long")             \
+	X(G_MARK, 9, "guest marker")                                         \
+	X(H_ICR, 32, "ICR write (IPI request) by a vCPU")                    \
+	X(H_IRR, 33, "IRR bit set or coalesced on a target LAPIC")           \
+	X(H_KICK, 34, "target vCPU kicked")                                  \
+	X(H_ACK, 35, "interrupt acknowledged by the vCPU")                   \
+	X(H_EOI, 36, "EOI written by the vCPU")                              \
+	X(H_HELD, 37, "pending vector held back by priority")                \
+	X(H_NMI, 38, "NMI delivered to target")                              \
+	X(H_INIT, 39, "INIT delivered to target")                            \
+	X(H_SIPI, 40, "SIPI delivered to target")
+
+enum ipt_record_type {
+#define IPT_ENUM_RECORD(name, value, desc) IPT_##name = value,
+	IPT_RECORD_TYPES(IPT_ENUM_RECORD)
+#undef IPT_ENUM_RECORD
+};
+
+/* csd types, as CSD_TYPE() in kernel/smp.c, shifted down: flags of G_QUEUE */
+#define IPT_CSD_ASYNC 0
+#define IPT_CSD_SYNC 1
+#define IPT_CSD_IRQ_WORK 2
+#define IPT_CSD_TTWU 3
+
+#define IPT_SEND_F_MASK 0x01 /* from ipi_send_cpumask */
+#define IPT_FUNC_F_FROM_IRQ 0x01 /* ran from the call-function IPI handler */
+#define IPT_ICR_F_X2APIC 0x01 /* written through the x2APIC MSR */
+#define IPT_ICR_F_MORE 0x02 /* targets beyond IPT_MAX_CPUS were resolved */
+#define IPT_IRR_F_COALESCED 0x01 /* IRR bit was already set */
+#define IPT_IRR_F_DELIVERABLE 0x02 /* vector above PPR: deliverable now */
+#define IPT_KICK_F_HALTED 0x01 /* target was halted when kicked */
+
+#define IPT_MARK_LOAD_START 1
+#define IPT_MARK_LOAD_STOP 2
+
+struct ipt_region_header {
+	ipt_u64 magic;            /*   0 IPT_MAGIC */
+	ipt_u16 abi_major;        /*   8 */
+	ipt_u16 abi_minor;        /*  10 */
+	ipt_u16 producer;         /*  12 IPT_PRODUCER_* */
+	ipt_u16 record_size;      /*  14 IPT_RECORD_SIZE */
+	ipt_u32 header_size;      /*  16 bytes before ring 0 */
+	ipt_u32 ring_count;       /*  20 */
+	ipt_u32 ring_capacity;    /*  24 records per ring, power of two */
+	ipt_u32 flags;            /*  28 IPT_REGION_F_* */
+	ipt_u64 ring_stride;      /*  32 bytes per ring incl. its header */
+	ipt_u64 region_size;      /*  40 bytes the producer laid out */
+	ipt_u32 tsc_khz;          /*  48 */
+	ipt_u32 cpu_count;        /*  52 entries valid in apic_id[] */
+	ipt_u8 vec_call_function; /*  56 CALL_FUNCTION_VECTOR */
+	ipt_u8 vec_call_function_single; /* 57 */
+	ipt_u8 vec_reschedule;    /*  58 */
+	ipt_u8 pad0;              /*  59 */
+	ipt_u32 sym_capacity;     /*  60 entries of the symbol table */
+	ipt_u64 sym_offset;       /*  64 byte offset of the symbol table */
+	ipt_u64 generation;       /*  72 bumped at every (re)initialisation */
+	ipt_u64 start_tsc;        /*  80 TSC when recording started */
+	ipt_u64 stop_tsc;         /*  88 TSC when recording stopped, or 0 */
+	char kernel_release[64];  /*  96 guest: utsname release; QEMU: version */
+	ipt_u8 boot_id[16];       /* 160 */
+	ipt_u32 apic_id[IPT_MAX_CPUS]; /* 176 cpu/vCPU index -> APIC ID */
+	ipt_u8 reserved[IPT_HEADER_SIZE - 176 - 4 * IPT_MAX_CPUS];
+};
+
+#define IPT_FLAG_BIT(name, bit) IPT_REGION_F_##name = 1u << (bit),
+enum ipt_region_flag { IPT_REGION_FLAGS(IPT_FLAG_BIT) };
+#undef IPT_FLAG_BIT
+#define IPT_PRODUCER_ENUM(name, value) IPT_PRODUCER_##name = value,
+enum ipt_producer { IPT_PRODUCERS(IPT_PRODUCER_ENUM) };
+#undef IPT_PRODUCER_ENUM
+
+struct ipt_ring_header {
+	ipt_u64 head;     /*  0 records ever written to this ring */
+	ipt_u32 cpu;      /*  8 writer CPU / vCPU index, IPT_CPU_NONE: misc */
+	ipt_u32 flags;    /* 12 */
+	ipt_u64 dropped;  /* 16 records the producer chose not to write */
+	ipt_u8 reserved[IPT_RING_HEADER_SIZE - 24];
+};
+
+struct ipt_record {
+	ipt_u64 seq;      /*  0 index in the ring's stream; written last */
+	ipt_u64 tsc;      /*  8 guest-visible TSC of the writing CPU */
+	ipt_u16 type;     /* 16 enum ipt_record_type */
+	ipt_u16 cpu;      /* 18 writing CPU / vCPU index */
+	ipt_u16 target;   /* 20 target CPU / vCPU, IPT_CPU_NONE if none */
+	ipt_u8 vector;    /* 22 */
+	ipt_u8 flags;     /* 23 type-specific */
+	ipt_u32 arg0;     /* 24 */
+	ipt_u32 arg1;     /* 28 */
+	ipt_u64 a[4];     /* 32 */
+};
+
+/* Symbol table entry: a function pointer seen in the stream, resolved in
+ * the guest off the hot path, printed by the agent as name+off/size. */
+struct ipt_sym {
+	ipt_u64 addr;     /*  0 */
+	ipt_u32 offset;   /*  8 */
+	ipt_u32 size;     /* 12 */
+	char name[48];    /* 16 NUL-terminated (truncated) symbol name */
+};
+
+#if defined(__cplusplus)
+static_assert(sizeof(struct ipt_region_header) == IPT_HEADER_SIZE, "hdr");
+static_assert(sizeof(struct ipt_ring_header) == IPT_RING_HEADER_SIZE, "ring");
+static_assert(sizeof(struct ipt_record) == IPT_RECORD_SIZE, "record");
+static_assert(sizeof(struct ipt_sym) == IPT_SYM_SIZE, "sym");
+#elif defined(__KERNEL__)
+/* checked with BUILD_BUG_ON() in the module */
+#else
+_Static_assert(sizeof(struct ipt_region_header) == IPT_HEADER_SIZE, "hdr");
+_Static_assert(sizeof(struct ipt_ring_header) == IPT_RING_HEADER_SIZE, "ring");
+_Static_assert(sizeof(struct ipt_record) == IPT_RECORD_SIZE, "record");
+_Static_assert(sizeof(struct ipt_sym) == IPT_SYM_SIZE, "sym");
+#endif
+
+#endif /* IPITRACE_ABI_H */

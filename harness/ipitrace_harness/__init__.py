@@ -1,0 +1,1 @@
+"""ipitrace harness: orchestration and end-to-end validation (tests only)."""

@@ -1,0 +1,261 @@
+"""Boot one traced TCG guest through libvirt and take a snapshot.
+
+The VM is a transient, auto-destroyed libvirt domain that uses the patched
+QEMU as <emulator>, carries an ivshmem-plain <shmem> device for the guest
+module's region, and creates the QEMU `ipitrace` object (hypervisor region
+plus fault injection) through <qemu:commandline>.  The guest's busybox init
+(guest-kmod/initramfs/init) prints markers on the serial console; when it
+prints IPITRACE-DONE the VM is suspended (freezing the evidence), both
+regions are copied, and the VM is destroyed.
+"""
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from xml.sax.saxutils import quoteattr, escape
+
+import libvirt
+
+from . import artifacts
+
+DEFAULT_URI_ROOT = "/tmp/ipt-embed"
+
+EMBED_QEMU_CONF = """\
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+namespaces = [ ]
+cgroup_controllers = [ ]
+stdio_handler = "file"
+"""
+
+
+class HarnessError(Exception):
+    """A run that could not produce a snapshot; .outcome says why."""
+
+    def __init__(self, outcome, msg):
+        super().__init__(msg)
+        self.outcome = outcome
+
+
+_loop_lock = threading.Lock()
+_loop_started = False
+
+
+def _ensure_event_loop():
+    global _loop_started
+    with _loop_lock:
+        if _loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-event", daemon=True).start()
+        _loop_started = True
+
+
+def default_uri():
+    root = f"{DEFAULT_URI_ROOT}-{os.getpid()}"
+    return f"qemu:///embed?root={root}"
+
+
+def open_connection(uri):
+    _ensure_event_loop()
+    if uri.startswith("qemu:///embed"):
+        root = uri.split("root=", 1)[1].split("&")[0]
+        for sub in ("etc", "etc/qemu"):
+            os.makedirs(os.path.join(root, sub), exist_ok=True)
+            with open(os.path.join(root, sub, "qemu.conf"), "w") as f:
+                f.write(EMBED_QEMU_CONF)
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        raise HarnessError("infra-failed", f"cannot open libvirt URI {uri}: {e}") from e
+
+
+def domain_xml(name, qemu, kernel, initrd, cmdline, vcpus, mem_mb, x2apic,
+               console, shm_name, shm_mb, ipt_object):
+    feature = "require" if x2apic else "disable"
+    args = ["-L", "/usr/share/qemu", "-L", "/usr/share/seabios", "-object", ipt_object]
+    qargs = "\n".join(f"    <qemu:arg value={quoteattr(a)}/>" for a in args)
+    return f"""<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>{escape(name)}</name>
+  <memory unit='MiB'>{mem_mb}</memory>
+  <vcpu>{vcpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{escape(kernel)}</kernel>
+    <initrd>{escape(initrd)}</initrd>
+    <cmdline>{escape(cmdline)}</cmdline>
+  </os>
+  <features><acpi/><apic/></features>
+  <cpu mode='custom' match='exact' check='none'>
+    <model fallback='allow'>qemu64</model>
+    <feature policy='{feature}' name='x2apic'/>
+  </cpu>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>preserve</on_crash>
+  <devices>
+    <emulator>{escape(qemu)}</emulator>
+    <serial type='file'><source path={quoteattr(console)}/><target port='0'/></serial>
+    <shmem name={quoteattr(shm_name)}><model type='ivshmem-plain'/><size unit='M'>{shm_mb}</size></shmem>
+    <memballoon model='none'/>
+  </devices>
+  <qemu:commandline>
+{qargs}
+  </qemu:commandline>
+</domain>
+"""
+
+
+def parse_fault(spec):
+    """'route:nth=3[:vector=251]' -> (stage, dict). Raises ValueError."""
+    parts = spec.split(":")
+    stage = parts[0]
+    if stage != "route":
+        raise ValueError(f"unknown fault stage '{stage}' (supported: route)")
+    opts = {}
+    for p in parts[1:]:
+        if "=" not in p:
+            raise ValueError(f"bad fault option '{p}' in '{spec}'")
+        k, v = p.split("=", 1)
+        if k not in ("nth", "vector"):
+            raise ValueError(f"unknown fault option '{k}' in '{spec}'")
+        opts[k] = int(v, 0)
+    if "nth" not in opts or opts["nth"] < 1:
+        raise ValueError(f"fault '{spec}' needs nth=K with K >= 1")
+    return stage, opts
+
+
+def _wait_console(path, marker, deadline, dom, progress=None):
+    seen = 0
+    while time.time() < deadline:
+        try:
+            text = open(path, errors="replace").read()
+        except FileNotFoundError:
+            text = ""
+        if marker in text:
+            return text
+        if "IPITRACE-ERROR" in text:
+            line = [ln for ln in text.splitlines() if "IPITRACE-ERROR" in ln][0]
+            raise HarnessError("infra-failed", f"guest reported: {line.strip()}")
+        if "Kernel panic" in text:
+            raise HarnessError("vm-crashed", "guest kernel panicked (see console.log)")
+        if not dom.isActive():
+            raise HarnessError("vm-crashed", "VM exited before printing " + marker)
+        if progress and len(text) != seen:
+            seen = len(text)
+        time.sleep(0.2)
+    raise HarnessError("hung-unexplained", f"timed out waiting for {marker}")
+
+
+def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
+        x2apic=False, mem_mb=768, shm_mb=64, hv_capacity=1 << 19, timeout=None,
+        threads=None, log=print):
+    """Boot, load, snapshot. Returns the manifest dict."""
+    os.makedirs(out, exist_ok=True)
+    for stage_opts in faults:
+        parse_fault(stage_opts)
+    qemu = artifacts.qemu()
+    guest = artifacts.guest()
+    uri = uri or default_uri()
+    tag = uuid.uuid4().hex[:8]
+    name = f"ipt-{tag}"
+    shm_name = f"ipt-guest-{tag}"
+    shm_path = f"/dev/shm/{shm_name}"
+    hv_path = f"/dev/shm/ipt-hv-{tag}"
+    truth_path = f"/dev/shm/ipt-truth-{tag}.jsonl"
+    console = os.path.abspath(os.path.join(out, "console.log"))
+    for p in (shm_path, hv_path, truth_path, console):
+        if os.path.exists(p):
+            os.unlink(p)
+    obj = f"ipitrace,id=ipt0,path={hv_path},capacity={hv_capacity}"
+    if faults:
+        obj += f",faults={';'.join(faults)},truth={truth_path}"
+        open(truth_path, "w").close()
+        os.chmod(truth_path, 0o666)
+    threads = threads or vcpus
+    cmdline = (f"console=ttyS0 quiet panic=-1 ipt.seconds={seconds} "
+               f"ipt.threads={threads} ipt.mode={mode} ipt.wait={wait} ipt.action=load")
+    xml = domain_xml(name, qemu, guest["KERNEL"], guest["INITRD"], cmdline, vcpus,
+                     mem_mb, x2apic, console, shm_name, shm_mb, obj)
+    manifest = {
+        "name": name, "uri": uri, "vcpus": vcpus, "seconds": seconds,
+        "mode": mode, "wait": wait, "threads": threads, "x2apic": x2apic,
+        "faults": list(faults), "qemu": qemu, "kernel": guest["KERNEL"],
+        "initrd": guest["INITRD"], "hv_capacity": hv_capacity, "shm_mb": shm_mb,
+        "started": time.time(), "complete": False,
+    }
+    with open(os.path.join(out, "domain.xml"), "w") as f:
+        f.write(xml)
+    conn = open_connection(uri)
+    dom = None
+    try:
+        try:
+            dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+        except libvirt.libvirtError as e:
+            raise HarnessError("infra-failed", f"VM failed to start: {e}") from e
+        log(f"[{name}] started: {vcpus} vCPUs, load {seconds}s {mode} wait={wait}")
+        limit = timeout or (120 + 4 * seconds)
+        deadline = time.time() + limit
+        _wait_console(console, "IPITRACE-LOAD-START", deadline, dom)
+        log(f"[{name}] load running")
+        text = _wait_console(console, "IPITRACE-DONE", deadline, dom)
+        dom.suspend()
+        log(f"[{name}] done; VM suspended, taking snapshot")
+        shutil.copyfile(shm_path, os.path.join(out, "guest.region"))
+        shutil.copyfile(hv_path, os.path.join(out, "hv.region"))
+        if faults:
+            shutil.copyfile(truth_path, os.path.join(out, "faults.jsonl"))
+        else:
+            open(os.path.join(out, "faults.jsonl"), "w").close()
+        manifest["interrupts"] = parse_interrupts(text)
+        manifest["complete"] = True
+    finally:
+        manifest["finished"] = time.time()
+        if dom is not None:
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                pass
+        conn.close()
+        for p in (shm_path, hv_path, truth_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        with open(os.path.join(out, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=2)
+    return manifest
+
+
+def parse_interrupts(console_text):
+    """The guest's /proc/interrupts, printed between markers, as
+    {row_name: [count per CPU]} (rows with per-CPU numeric columns)."""
+    lines = console_text.splitlines()
+    try:
+        b = next(i for i, ln in enumerate(lines) if "IPITRACE-INTERRUPTS-BEGIN" in ln)
+        e = next(i for i, ln in enumerate(lines) if "IPITRACE-INTERRUPTS-END" in ln)
+    except StopIteration:
+        return {}
+    block = [ln.strip("\r") for ln in lines[b + 1:e]]
+    if not block:
+        return {}
+    ncpu = len([c for c in block[0].split() if c.startswith("CPU")])
+    rows = {}
+    for ln in block[1:]:
+        if ":" not in ln:
+            continue
+        key, rest = ln.split(":", 1)
+        cols = rest.split()
+        if len(cols) < ncpu or not all(c.isdigit() for c in cols[:ncpu]):
+            continue
+        rows[key.strip()] = [int(c) for c in cols[:ncpu]]
+    return rows
