@@ -80,6 +80,12 @@ def open_connection(uri):
         raise HarnessError("infra-failed", f"cannot open libvirt URI {uri}: {e}") from e
 
 
+def start_flags(uri):
+    # The embedded driver cannot auto-destroy (libvirt 11.3): its domains
+    # die with this process, and run() destroys them in a finally block.
+    return 0 if uri.startswith("qemu:///embed") else libvirt.VIR_DOMAIN_START_AUTODESTROY
+
+
 def domain_xml(name, qemu, kernel, initrd, cmdline, vcpus, mem_mb, x2apic,
                console, shm_name, shm_mb, ipt_object):
     feature = "require" if x2apic else "disable"
@@ -201,7 +207,7 @@ def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
     dom = None
     try:
         try:
-            dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+            dom = conn.createXML(xml, start_flags(uri))
         except libvirt.libvirtError as e:
             raise HarnessError("infra-failed", f"VM failed to start: {e}") from e
         log(f"[{name}] started: {vcpus} vCPUs, load {seconds}s {mode} wait={wait}")
