@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* ipitrace: scftorture-like smp_call_function load generator. */
+#include <linux/cpu.h>
 #include <linux/cpumask.h>
 #include <linux/err.h>
 #include <linux/kthread.h>
@@ -19,7 +20,8 @@ MODULE_PARM_DESC(load_threads, "load kthreads (default: online CPUs)");
 
 static char *load_mode = "single";
 module_param(load_mode, charp, 0444);
-MODULE_PARM_DESC(load_mode, "single: smp_call_function_single round-robin; many: smp_call_function_many to all others");
+MODULE_PARM_DESC(load_mode,
+		 "single: round-robin smp_call_function_single; many: to all others");
 
 static bool load_wait = true;
 module_param(load_wait, bool, 0444);
@@ -49,7 +51,6 @@ void ipt_load_emit_mark(u32 mark)
 	};
 
 	preempt_disable();
-	ev.tsc = rdtsc_ordered();
 	ipt_ring_write(&ev);
 	preempt_enable();
 }

@@ -26,7 +26,6 @@ static void ipt_probe_queue(void *data, const unsigned int cpu,
 			    call_single_data_t *csd)
 {
 	struct ipt_ev ev = {
-		.tsc = rdtsc_ordered(),
 		.type = IPT_G_QUEUE,
 		.target = ipt_cpu16(cpu),
 		.flags = (csd->node.u_flags & CSD_FLAG_TYPE_MASK) >> 4,
@@ -43,7 +42,6 @@ static void ipt_probe_send_cpu(void *data, const unsigned int cpu,
 			       unsigned long callsite, void *callback)
 {
 	struct ipt_ev ev = {
-		.tsc = rdtsc_ordered(),
 		.type = IPT_G_SEND,
 		.target = ipt_cpu16(cpu),
 		.a0 = (unsigned long)callback,
@@ -77,7 +75,6 @@ static void ipt_probe_send_mask(void *data, const struct cpumask *cpumask,
 static void ipt_probe_elide(void *data, int cpu)
 {
 	struct ipt_ev ev = {
-		.tsc = rdtsc_ordered(),
 		.type = IPT_G_ELIDE,
 		.target = ipt_cpu16(cpu),
 	};
@@ -89,7 +86,6 @@ static void ipt_probe_elide(void *data, int cpu)
 static void ipt_probe_irq_entry(void *data, int vector)
 {
 	struct ipt_ev ev = {
-		.tsc = rdtsc_ordered(),
 		.type = IPT_G_IRQ_ENTRY,
 		.target = IPT_CPU_NONE,
 		.vector = vector,
@@ -103,7 +99,6 @@ static void ipt_probe_irq_entry(void *data, int vector)
 static void ipt_probe_irq_exit(void *data, int vector)
 {
 	struct ipt_ev ev = {
-		.tsc = rdtsc_ordered(),
 		.type = IPT_G_IRQ_EXIT,
 		.target = IPT_CPU_NONE,
 		.vector = vector,
@@ -119,7 +114,6 @@ static __always_inline void ipt_func_ev(u16 type, smp_call_func_t func,
 					call_single_data_t *csd)
 {
 	struct ipt_ev ev = {
-		.tsc = rdtsc_ordered(),
 		.type = type,
 		.target = IPT_CPU_NONE,
 		.flags = this_cpu_read(ipt_in_cf_irq) ? IPT_FUNC_F_FROM_IRQ : 0,

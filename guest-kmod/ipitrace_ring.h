@@ -17,7 +17,11 @@ DECLARE_PER_CPU(struct ipt_ring_header *, ipt_ring);
 DECLARE_PER_CPU(u64 [IPT_NR_GUEST_TYPES], ipt_rec_count);
 extern u64 ipt_ring_mask;
 
-/* What a probe wants written; the writer adds seq, cpu and type checks. */
+/*
+ * What a probe wants written; the writer adds seq and cpu.  tsc == 0 means
+ * "stamp at reservation", which keeps the ring in TSC order unless an IRQ
+ * lands in the few instructions between reservation and stamp.
+ */
 struct ipt_ev {
 	u64 tsc;
 	u16 type;
@@ -58,7 +62,7 @@ static __always_inline void ipt_ring_write(const struct ipt_ev *ev)
 
 	WRITE_ONCE(rec->seq, IPT_SEQ_INVALID);
 	barrier();
-	rec->tsc = ev->tsc;
+	rec->tsc = ev->tsc ? ev->tsc : rdtsc_ordered();
 	rec->type = ev->type;
 	rec->cpu = smp_processor_id();
 	rec->target = ev->target;
