@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: MIT
+#ifndef IPITRACE_HOST_AGENT_ANALYZER_H_
+#define IPITRACE_HOST_AGENT_ANALYZER_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cpu_map.h"
+#include "result.h"
+#include "snapshot.h"
+#include "stats.h"
+#include "tracker.h"
+
+namespace ipitrace {
+
+// Per guest CPU counters for cross-checking the two streams.
+struct CpuSummary {
+  uint32_t cpu = 0;
+  int32_t vcpu = -1;
+  uint32_t apic_id = IPT_APIC_ID_NONE;
+  bool matched = false;
+  // H_ACK of the two call-function vectors on the vCPU's ring with tsc >=
+  // the guest header's start_tsc, and all of them.
+  uint64_t hv_ack_callfunc = 0;
+  uint64_t hv_ack_callfunc_total = 0;
+  // G_IRQ_ENTRY of the two call-function vectors on the CPU's guest ring.
+  uint64_t guest_irq_callfunc = 0;
+};
+
+struct AnalyzerOptions {
+  double threshold_ms = 10.0;  // served requests slower than this are listed
+};
+
+// Everything a report needs.  'stats' points at the Stats the analysis
+// counted into (owned by the caller).
+struct Analysis {
+  Snapshot snapshot;
+  const Stats* stats = nullptr;
+  AnalyzerOptions options;
+  std::vector<Request> requests;
+  std::array<uint64_t, kNumVerdicts> verdict_counts{};
+  std::vector<CpuSummary> per_cpu;
+  uint64_t tsc_khz = 0;
+  std::vector<size_t> slow;  // indexes of served requests above threshold
+};
+
+// Analyzer runs the pipeline: load a snapshot, join CPUs to vCPUs, follow
+// every request, and summarise per CPU.  It is the one place main.cc and the
+// tests enter, so both exercise the same path.
+class Analyzer {
+ public:
+  Analyzer(Stats* stats, AnalyzerOptions options)
+      : stats_(stats), options_(options) {}
+
+  Result<Analysis> AnalyzeDir(const std::string& dir);
+  Analysis Analyze(Snapshot snapshot);
+
+ private:
+  Stats* stats_;
+  AnalyzerOptions options_;
+};
+
+}  // namespace ipitrace
+
+#endif  // IPITRACE_HOST_AGENT_ANALYZER_H_

@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: MIT
+//
+// End-to-end: runs make_snapshot and the ipitrace binary (paths from the
+// environment, set by meson test) and checks exit codes and the JSON.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <catch2/catch_test_macros.hpp>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct Run {
+  int rc = -1;
+  std::string out;
+};
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  REQUIRE(v != nullptr);
+  return v;
+}
+
+// Runs cmd; captures stdout (or, with want_stderr, stderr instead).
+Run Exec(const std::string& cmd, bool want_stderr = false) {
+  Run r;
+  const std::string redir = want_stderr ? " 2>&1 >/dev/null" : " 2>/dev/null";
+  FILE* p = ::popen((cmd + redir).c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string Stderr(const std::string& cmd) {
+  return Exec(cmd, /*want_stderr=*/true).out;
+}
+
+std::string TempDir() {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "ipitrace-cli-XXXXXX").string();
+  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  return tmpl;
+}
+
+std::string Agent() { return Env("IPITRACE_BIN"); }
+
+std::string MakeSnapshot(const std::string& kind) {
+  const std::string dir = TempDir() + "/snap";
+  REQUIRE(Exec(Env("IPITRACE_MAKE_SNAPSHOT") + " " + dir + " " + kind).rc == 0);
+  return dir;
+}
+
+TEST_CASE("cli - version, help and usage errors") {
+  Run v = Exec(Agent() + " --version");
+  CHECK(v.rc == 0);
+  CHECK(v.out.find("ipitrace") != std::string::npos);
+  CHECK(Exec(Agent() + " --help").rc == 0);
+  Run h = Exec(Agent() + " analyze --help");
+  CHECK(h.rc == 0);
+  CHECK(h.out.find("--threshold-ms") != std::string::npos);
+  CHECK(Exec(Agent() + " dump --help").rc == 0);
+  CHECK(Exec(Agent()).rc == 2);
+  CHECK(Exec(Agent() + " analyze").rc == 2);
+  CHECK(Exec(Agent() + " analyze /tmp --bogus").rc == 2);
+  CHECK(Exec(Agent() + " frobnicate").rc == 2);
+  CHECK(Exec(Agent() + " analyze /tmp --threshold-ms -1").rc == 2);
+}
+
+TEST_CASE("cli - missing or unreadable input exits 3") {
+  CHECK(Exec(Agent() + " analyze /nonexistent/snapshot").rc == 3);
+  const std::string dir = MakeSnapshot("mixed");
+  std::filesystem::remove(dir + "/guest.region");
+  CHECK(Exec(Agent() + " analyze " + dir).rc == 3);
+  const std::string err = Stderr(Agent() + " analyze " + dir);
+  CHECK(err.find("guest.region") != std::string::npos);
+  CHECK(err.find('\n') == err.size() - 1);  // one line
+}
+
+TEST_CASE("cli - malformed region exits 4") {
+  const std::string dir = MakeSnapshot("badmagic");
+  CHECK(Exec(Agent() + " analyze " + dir).rc == 4);
+  CHECK(Stderr(Agent() + " analyze " + dir).find("bad magic") != std::string::npos);
+  std::filesystem::resize_file(dir + "/hv.region", 10);
+  CHECK(Exec(Agent() + " analyze " + dir + " --json").rc == 4);
+}
+
+TEST_CASE("cli - analyze --json on a synthetic snapshot") {
+  const std::string dir = MakeSnapshot("mixed");
+  Run r = Exec(Agent() + " analyze " + dir + " --json --threshold-ms 5");
+  REQUIRE(r.rc == 0);
+  const auto j = nlohmann::json::parse(r.out);
+
+  CHECK(j["requests"] == 18);
+  const auto& vc = j["verdict_counts"];
+  CHECK(vc.size() == 10);
+  CHECK(vc["served-by-ipi"] == 13);
+  CHECK(vc["served-without-ipi"] == 2);
+  CHECK(vc["lost-in-routing"] == 2);
+  CHECK(vc["in-flight"] == 1);
+  CHECK(vc["lost-guest-to-hypervisor"] == 0);
+  CHECK(vc["inconclusive-gap"] == 0);
+
+  REQUIRE(j["losses"].size() == 2);
+  int late = 0;
+  for (const auto& l : j["losses"]) {
+    CHECK(l["verdict"] == "lost-in-routing");
+    CHECK(l["target_cpu"] == 2);
+    CHECK(l["target_vcpu"] == 2);
+    CHECK(l["func"] == "0xffffffff81001000");
+    CHECK(l["func_name"] == "generic_func");
+    CHECK(l["evidence"].size() >= 3);
+    CHECK(l["evidence"][0]["type"] == "G_QUEUE");
+    CHECK(l["evidence"][0]["stream"] == "guest");
+    CHECK(l["evidence"][2]["type"] == "H_ICR");
+    CHECK(l["evidence"][2]["stream"] == "hv");
+    CHECK(l["evidence"][2]["a"].size() == 4);
+    if (l["served_late"] == true) {
+      ++late;
+      CHECK(l["source_cpu"] == 1);
+      CHECK(l["vector"] == 0xfb);
+      CHECK(l["served_tsc"].is_number());
+    } else {
+      CHECK(l["source_cpu"] == 0);
+      CHECK(l["vector"] == 0xfc);
+      CHECK(l["served_tsc"].is_null());
+    }
+  }
+  CHECK(late == 1);
+
+  REQUIRE(j["per_cpu"].size() == 4);
+  CHECK(j["per_cpu"][2]["vcpu"] == 2);
+  CHECK(j["per_cpu"][2]["apic_id"] == 2);
+  CHECK(j["per_cpu"][1]["hv_ack_callfunc"] == 4);  // 3 single + 1 mask
+  CHECK(j["per_cpu"][1]["guest_irq_callfunc"] == 4);
+
+  bool saw_torn = false;
+  for (const auto& s : j["stats"]) {
+    CHECK(s.contains("severity"));
+    CHECK(s.contains("description"));
+    if (s["name"] == "torn_record") {
+      saw_torn = true;
+      CHECK(s["count"] == 0);
+    }
+  }
+  CHECK(saw_torn);
+  CHECK(j["window"]["guest"]["rings"].size() == 4);
+  CHECK(j["window"]["hv"]["rings"].size() == 5);
+  CHECK(j["manifest"]["format"] == 1);
+  CHECK(j["unresolved"].size() == 1);
+}
+
+TEST_CASE("cli - analyze text report and dump") {
+  const std::string dir = MakeSnapshot("mixed");
+  Run r = Exec(Agent() + " analyze " + dir);
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("lost-in-routing") != std::string::npos);
+  CHECK(r.out.find("data quality") != std::string::npos);
+  CHECK(r.out.find("served late") != std::string::npos);
+  Run d = Exec(Agent() + " dump " + dir + " --limit 5");
+  CHECK(d.rc == 0);
+  CHECK(std::count(d.out.begin(), d.out.end(), '\n') == 5);
+}
+
+}  // namespace

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: MIT
+#include "json_report.h"
+
+#include <fmt/format.h>
+
+namespace ipitrace {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr size_t kMaxListed = 1000;
+
+std::string Hex(uint64_t v) { return fmt::format("{:#x}", v); }
+
+Json OrNull(int32_t v) { return v < 0 ? Json(nullptr) : Json(v); }
+
+Json EvidenceJson(const Evidence& e) {
+  const ipt_record& r = e.rec;
+  Json j;
+  j["stream"] = std::string(StreamName(e.stream));
+  j["ring"] = e.ring;
+  j["seq"] = r.seq;
+  j["type"] = std::string(RecordTypeName(r.type));
+  j["tsc"] = r.tsc;
+  j["cpu"] = r.cpu;
+  j["target"] = r.target;
+  j["vector"] = r.vector;
+  j["flags"] = r.flags;
+  j["arg0"] = r.arg0;
+  j["arg1"] = r.arg1;
+  j["a"] = Json::array({Hex(r.a[0]), Hex(r.a[1]), Hex(r.a[2]), Hex(r.a[3])});
+  return j;
+}
+
+Json RegionWindow(const Region& region) {
+  Json j;
+  j["start_tsc"] = region.header.start_tsc;
+  j["stop_tsc"] = region.header.stop_tsc;
+  j["ring_capacity"] = region.header.ring_capacity;
+  Json rings = Json::array();
+  for (const Ring& r : region.rings) {
+    Json rj;
+    rj["ring"] = r.index;
+    rj["cpu"] = r.cpu;
+    rj["head"] = r.head;
+    rj["retained"] = r.records.size();
+    rj["overwritten"] = r.overwritten;
+    rj["torn"] = r.gaps.size();
+    rj["dropped"] = r.dropped;
+    rj["first_tsc"] = r.empty() ? Json(nullptr) : Json(r.first_tsc());
+    rj["last_tsc"] = r.empty() ? Json(nullptr) : Json(r.last_tsc());
+    rings.push_back(std::move(rj));
+  }
+  j["rings"] = std::move(rings);
+  return j;
+}
+
+}  // namespace
+
+Json JsonReport::RequestJson(const Request& r) const {
+  Json j;
+  j["verdict"] = std::string(VerdictName(r.verdict));
+  j["source_cpu"] = r.source_cpu;
+  j["target_cpu"] = r.target_cpu;
+  j["source_vcpu"] = OrNull(r.source_vcpu);
+  j["target_vcpu"] = OrNull(r.target_vcpu);
+  j["vector"] = r.vector;
+  j["queue_tsc"] = r.queue_tsc;
+  j["func"] = Hex(r.func);
+  const Symbol* sym = a_->snapshot.guest.FindSymbol(r.func);
+  j["func_name"] = sym ? Json(sym->name) : Json(nullptr);
+  j["csd"] = Hex(r.csd);
+  j["csd_type"] = r.csd_type;
+  j["owns_ipi"] = r.owns_ipi;
+  j["served_late"] = r.served_late;
+  j["served_tsc"] = r.served_tsc ? Json(*r.served_tsc) : Json(nullptr);
+  j["rode_on_queue_tsc"] =
+      r.rode_on >= 0
+          ? Json(a_->requests[static_cast<size_t>(r.rode_on)].queue_tsc)
+          : Json(nullptr);
+  j["reason"] = r.reason;
+  Json ev = Json::array();
+  for (const Evidence& e : r.evidence) ev.push_back(EvidenceJson(e));
+  j["evidence"] = std::move(ev);
+  return j;
+}
+
+Json JsonReport::Build() const {
+  const Analysis& a = *a_;
+  Json out;
+  out["tool"] = "ipitrace";
+  out["snapshot"] = a.snapshot.dir;
+  out["requests"] = a.requests.size();
+
+  Json counts = Json::object();
+  for (size_t v = 0; v < kNumVerdicts; ++v)
+    counts[std::string(VerdictName(static_cast<Verdict>(v)))] = a.verdict_counts[v];
+  out["verdict_counts"] = std::move(counts);
+
+  Json losses = Json::array();
+  Json unresolved = Json::array();
+  bool truncated = false;
+  for (const Request& r : a.requests) {
+    if (IsLoss(r.verdict)) {
+      losses.push_back(RequestJson(r));
+    } else if (r.verdict == Verdict::kInconclusiveGap ||
+               r.verdict == Verdict::kInFlight) {
+      if (unresolved.size() < kMaxListed)
+        unresolved.push_back(RequestJson(r));
+      else
+        truncated = true;
+    }
+  }
+  out["losses"] = std::move(losses);
+  out["unresolved"] = std::move(unresolved);
+  out["unresolved_truncated"] = truncated;
+
+  Json slow;
+  slow["threshold_ms"] = a.options.threshold_ms;
+  slow["count"] = a.slow.size();
+  Json slow_list = Json::array();
+  for (size_t i = 0; i < a.slow.size() && i < kMaxListed; ++i) {
+    const Request& r = a.requests[a.slow[i]];
+    Json sj;
+    sj["verdict"] = std::string(VerdictName(r.verdict));
+    sj["source_cpu"] = r.source_cpu;
+    sj["target_cpu"] = r.target_cpu;
+    sj["queue_tsc"] = r.queue_tsc;
+    sj["served_tsc"] = *r.served_tsc;
+    sj["latency_ms"] = static_cast<double>(*r.served_tsc - r.queue_tsc) /
+                       static_cast<double>(a.tsc_khz);
+    sj["func"] = Hex(r.func);
+    slow_list.push_back(std::move(sj));
+  }
+  slow["requests"] = std::move(slow_list);
+  out["slow"] = std::move(slow);
+
+  Json per_cpu = Json::array();
+  for (const CpuSummary& c : a.per_cpu) {
+    Json cj;
+    cj["cpu"] = c.cpu;
+    cj["vcpu"] = OrNull(c.vcpu);
+    cj["apic_id"] = c.apic_id == IPT_APIC_ID_NONE ? Json(nullptr) : Json(c.apic_id);
+    cj["apic_matched"] = c.matched;
+    cj["hv_ack_callfunc"] = c.hv_ack_callfunc;
+    cj["hv_ack_callfunc_total"] = c.hv_ack_callfunc_total;
+    cj["guest_irq_callfunc"] = c.guest_irq_callfunc;
+    per_cpu.push_back(std::move(cj));
+  }
+  out["per_cpu"] = std::move(per_cpu);
+
+  Json stats = Json::array();
+  for (size_t i = 0; i < kNumStats; ++i) {
+    const auto id = static_cast<StatId>(i);
+    Json sj;
+    sj["name"] = std::string(Stats::Name(id));
+    sj["severity"] = std::string(Stats::SeverityName(Stats::SeverityOf(id)));
+    sj["count"] = a.stats->Get(id);
+    sj["description"] = std::string(Stats::Description(id));
+    stats.push_back(std::move(sj));
+  }
+  out["stats"] = std::move(stats);
+
+  Json window;
+  window["tsc_khz"] = a.tsc_khz;
+  window["guest"] = RegionWindow(a.snapshot.guest);
+  window["hv"] = RegionWindow(a.snapshot.hv);
+  out["window"] = std::move(window);
+  out["manifest"] = a.snapshot.manifest;
+  return out;
+}
+
+}  // namespace ipitrace

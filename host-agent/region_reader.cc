@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: MIT
+#include "region_reader.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include <fmt/format.h>
+
+namespace ipitrace {
+namespace {
+
+template <typename T>
+T LoadAt(std::span<const std::byte> bytes, uint64_t offset) {
+  T value;
+  IPT_CHECK(offset <= bytes.size() && sizeof(T) <= bytes.size() - offset);
+  std::memcpy(&value, bytes.data() + offset, sizeof(T));
+  return value;
+}
+
+bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+// a * b + c without overflow; false if it would overflow.
+bool MulAdd(uint64_t a, uint64_t b, uint64_t c, uint64_t* out) {
+  uint64_t product = 0;
+  return !__builtin_mul_overflow(a, b, &product) &&
+         !__builtin_add_overflow(product, c, out);
+}
+
+}  // namespace
+
+const Symbol* Region::FindSymbol(uint64_t addr) const {
+  for (const Symbol& s : symbols)
+    if (s.addr == addr) return &s;
+  return nullptr;
+}
+
+Status RegionReader::Fail(StatId id, ErrorCode code, std::string message) {
+  stats_->Increment(id);
+  return Status::Error(code, std::move(message));
+}
+
+Result<Region> RegionReader::Read(std::span<const std::byte> bytes,
+                                  StreamKind kind, std::string_view name) {
+  const uint64_t size = bytes.size();
+  if (size < sizeof(ipt_region_header)) {
+    return Fail(StatId::region_truncated, ErrorCode::kMalformed,
+                fmt::format("{}: truncated: {} bytes, header needs {}", name,
+                            size, sizeof(ipt_region_header)));
+  }
+  Region region;
+  region.kind = kind;
+  region.ring_of_cpu.fill(-1);
+  region.header = LoadAt<ipt_region_header>(bytes, 0);
+  const ipt_region_header& h = region.header;
+
+  if (h.magic != IPT_MAGIC) {
+    return Fail(StatId::bad_magic, ErrorCode::kMalformed,
+                fmt::format("{}: bad magic {:#018x} (not an ipitrace region)",
+                            name, h.magic));
+  }
+  if (h.abi_major != IPT_ABI_MAJOR) {
+    return Fail(StatId::abi_major_mismatch, ErrorCode::kMalformed,
+                fmt::format("{}: ABI major {} not supported (agent speaks {})",
+                            name, h.abi_major, IPT_ABI_MAJOR));
+  }
+  if (h.abi_minor > IPT_ABI_MINOR) stats_->Increment(StatId::abi_minor_newer);
+  const uint16_t want_producer =
+      kind == StreamKind::kGuest ? IPT_PRODUCER_GUEST : IPT_PRODUCER_QEMU;
+  if (h.producer != want_producer) {
+    return Fail(StatId::producer_mismatch, ErrorCode::kMalformed,
+                fmt::format("{}: producer {} but expected {} ({})", name,
+                            h.producer, want_producer, StreamName(kind)));
+  }
+  auto out_of_range = [&](std::string_view field, uint64_t value) {
+    return Fail(StatId::header_field_out_of_range, ErrorCode::kMalformed,
+                fmt::format("{}: header field {} out of range: {}", name,
+                            field, value));
+  };
+  if (h.record_size != IPT_RECORD_SIZE)
+    return out_of_range("record_size", h.record_size);
+  if (h.header_size < IPT_HEADER_SIZE || h.header_size % 8 != 0)
+    return out_of_range("header_size", h.header_size);
+  const uint32_t max_rings =
+      kind == StreamKind::kGuest ? IPT_MAX_CPUS : IPT_MAX_CPUS + 1;
+  if (h.ring_count == 0 || h.ring_count > max_rings)
+    return out_of_range("ring_count", h.ring_count);
+  if (!IsPowerOfTwo(h.ring_capacity))
+    return out_of_range("ring_capacity", h.ring_capacity);
+  if (h.cpu_count > IPT_MAX_CPUS) return out_of_range("cpu_count", h.cpu_count);
+  uint64_t min_stride = 0;
+  if (!MulAdd(h.ring_capacity, IPT_RECORD_SIZE, IPT_RING_HEADER_SIZE,
+              &min_stride) ||
+      h.ring_stride < min_stride || h.ring_stride % 8 != 0) {
+    return out_of_range("ring_stride", h.ring_stride);
+  }
+  uint64_t layout_end = 0;
+  if (!MulAdd(h.ring_count, h.ring_stride, h.header_size, &layout_end)) {
+    return out_of_range("ring_stride", h.ring_stride);
+  }
+  if (layout_end > size) {
+    return Fail(StatId::region_truncated, ErrorCode::kMalformed,
+                fmt::format("{}: truncated: {} rings of {} bytes need {} "
+                            "bytes, file has {}",
+                            name, h.ring_count, h.ring_stride, layout_end,
+                            size));
+  }
+  if (h.region_size > size) {
+    return Fail(StatId::region_truncated, ErrorCode::kMalformed,
+                fmt::format("{}: truncated: header declares {} bytes, file "
+                            "has {}",
+                            name, h.region_size, size));
+  }
+  if (h.region_size != 0 && h.region_size < layout_end)
+    return out_of_range("region_size", h.region_size);
+
+  if (!(h.flags & IPT_REGION_F_READY)) stats_->Increment(StatId::region_not_ready);
+  if ((h.flags & IPT_REGION_F_TRACING) && !(h.flags & IPT_REGION_F_STOPPED))
+    stats_->Increment(StatId::region_still_tracing);
+
+  region.rings.reserve(h.ring_count);
+  for (uint32_t i = 0; i < h.ring_count; ++i) {
+    ReadRing(bytes, h.header_size + uint64_t{i} * h.ring_stride, i, &region);
+  }
+  ReadSymbols(bytes, &region);
+  return region;
+}
+
+void RegionReader::ReadRing(std::span<const std::byte> bytes, uint64_t offset,
+                            uint32_t index, Region* region) {
+  const ipt_region_header& h = region->header;
+  const auto rh = LoadAt<ipt_ring_header>(bytes, offset);
+  Ring ring;
+  ring.index = index;
+  ring.cpu = rh.cpu;
+  ring.flags = rh.flags;
+  ring.head = rh.head;
+  ring.capacity = h.ring_capacity;
+  ring.dropped = rh.dropped;
+  if (rh.dropped) stats_->Increment(StatId::records_dropped, rh.dropped);
+
+  bool usable = true;
+  if (rh.cpu == IPT_CPU_NONE && region->kind == StreamKind::kHv) {
+    if (region->misc_ring >= 0) {
+      stats_->Increment(StatId::ring_cpu_duplicate);
+      usable = false;
+    } else {
+      region->misc_ring = static_cast<int32_t>(index);
+    }
+  } else if (rh.cpu >= IPT_MAX_CPUS) {
+    stats_->Increment(StatId::ring_cpu_out_of_range);
+    usable = false;
+  } else if (region->ring_of_cpu[rh.cpu] >= 0) {
+    stats_->Increment(StatId::ring_cpu_duplicate);
+    usable = false;
+  } else {
+    region->ring_of_cpu[rh.cpu] = static_cast<int32_t>(index);
+  }
+  if (!usable) {
+    ring.head = 0;  // keep the slot in rings[] so indexes stay positional
+    region->rings.push_back(std::move(ring));
+    return;
+  }
+
+  const uint64_t cap = h.ring_capacity;
+  ring.first_index = rh.head > cap ? rh.head - cap : 0;
+  ring.overwritten = ring.first_index;
+  if (ring.overwritten) stats_->Increment(StatId::ring_overwritten, ring.overwritten);
+
+  const uint64_t slots = offset + IPT_RING_HEADER_SIZE;
+  const uint64_t n = rh.head - ring.first_index;  // <= cap
+  ring.records.reserve(static_cast<size_t>(n));
+  std::vector<uint64_t> pending_gaps;  // indexes awaiting their tsc bound
+  uint64_t prev_tsc = 0;
+  for (uint64_t i = ring.first_index; i < rh.head; ++i) {
+    const auto rec =
+        LoadAt<ipt_record>(bytes, slots + (i & (cap - 1)) * IPT_RECORD_SIZE);
+    if (rec.seq != i) {
+      stats_->Increment(StatId::torn_record);
+      pending_gaps.push_back(i);
+      continue;
+    }
+    if (!IsKnownRecordType(rec.type)) {
+      // Possibly a newer minor ABI: skip without declaring a gap.
+      stats_->Increment(StatId::unknown_record_type);
+      continue;
+    }
+    const bool cpu_ok = rec.cpu < IPT_MAX_CPUS || rec.cpu == IPT_CPU_NONE;
+    const bool target_ok = !RecordHasTarget(rec.type) ||
+                           rec.target < IPT_MAX_CPUS ||
+                           rec.target == IPT_CPU_NONE;
+    if (!cpu_ok || !target_ok) {
+      stats_->Increment(StatId::cpu_out_of_range);
+      pending_gaps.push_back(i);
+      continue;
+    }
+    if (rec.cpu != ring.cpu) stats_->Increment(StatId::record_cpu_mismatch);
+    if (!ring.records.empty() && rec.tsc < prev_tsc)
+      stats_->Increment(StatId::tsc_backwards);
+    prev_tsc = rec.tsc;
+    for (uint64_t g : pending_gaps) ring.gaps.push_back({g, rec.tsc});
+    pending_gaps.clear();
+    ring.records.push_back(rec);
+  }
+  for (uint64_t g : pending_gaps)
+    ring.gaps.push_back({g, std::numeric_limits<uint64_t>::max()});
+  region->rings.push_back(std::move(ring));
+}
+
+void RegionReader::ReadSymbols(std::span<const std::byte> bytes,
+                               Region* region) {
+  const ipt_region_header& h = region->header;
+  if (h.sym_capacity == 0) return;
+  uint64_t end = 0;
+  if (!MulAdd(h.sym_capacity, IPT_SYM_SIZE, h.sym_offset, &end) ||
+      end > bytes.size() || h.sym_offset < h.header_size) {
+    stats_->Increment(StatId::symbol_table_invalid);
+    return;
+  }
+  for (uint64_t i = 0; i < h.sym_capacity; ++i) {
+    const auto s = LoadAt<ipt_sym>(bytes, h.sym_offset + i * IPT_SYM_SIZE);
+    if (s.addr == 0) continue;
+    Symbol sym;
+    sym.addr = s.addr;
+    sym.offset = s.offset;
+    sym.size = s.size;
+    sym.name.assign(s.name, strnlen(s.name, sizeof(s.name)));
+    region->symbols.push_back(std::move(sym));
+  }
+}
+
+}  // namespace ipitrace

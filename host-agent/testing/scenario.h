@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: MIT
+#ifndef IPITRACE_HOST_AGENT_TESTING_SCENARIO_H_
+#define IPITRACE_HOST_AGENT_TESTING_SCENARIO_H_
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+#include "analyzer.h"
+#include "snapshot.h"
+#include "stats.h"
+#include "testing/region_builder.h"
+
+namespace ipitrace::testing {
+
+// Scenario writes both streams of an N-CPU guest (guest CPU i = vCPU i,
+// APIC ID i) record by record, in the vocabulary of docs/streams.md, and
+// turns them into a Snapshot (in memory) or a snapshot directory (on disk).
+class Scenario {
+ public:
+  static constexpr uint8_t kVecSingle = RegionBuilder::kVecCallFunctionSingle;
+  static constexpr uint8_t kVecMask = RegionBuilder::kVecCallFunction;
+  static constexpr uint64_t kCallback = 0xffffffff81100000ULL;
+
+  explicit Scenario(uint32_t cpus, uint32_t capacity = 256);
+
+  RegionBuilder& guest() { return guest_; }
+  RegionBuilder& hv() { return hv_; }
+
+  // Guest stream.
+  void Queue(uint32_t s, uint32_t t, uint64_t tsc, uint64_t func, uint64_t csd,
+             uint8_t csd_type = IPT_CSD_SYNC);
+  void Send(uint32_t s, uint32_t t, uint64_t tsc, bool mask = false,
+            uint64_t callback = kCallback);
+  void Elide(uint32_t s, uint32_t t, uint64_t tsc);
+  void IrqEntry(uint32_t cpu, uint8_t vector, uint64_t tsc);
+  void FuncEntry(uint32_t cpu, uint64_t func, uint64_t csd, uint64_t tsc);
+  void Mark(uint32_t cpu, uint64_t tsc);  // unrelated later activity
+
+  // Hypervisor stream.  Icr returns the H_ICR seq on vCPU vs's ring.
+  uint64_t Icr(uint32_t vs, uint8_t vector, uint64_t tsc,
+               std::initializer_list<uint32_t> targets);
+  void Irr(uint32_t vs, uint32_t vt, uint8_t vector, uint64_t icr_seq,
+           uint64_t tsc, bool coalesced = false);
+  void Ack(uint32_t v, uint8_t vector, uint64_t tsc);
+  void Eoi(uint32_t v, uint8_t vector, uint64_t tsc);
+
+  // Whole single-send chain S -> T starting at tsc (records 10 ticks
+  // apart): queue, send, ICR, IRR, ACK, IRQ entry, function entry.
+  void FullChain(uint32_t s, uint32_t t, uint64_t tsc, uint64_t func,
+                 uint64_t csd);
+
+  Snapshot Load(Stats* stats) const;
+  Analysis Analyze(Stats* stats) const;
+  // Writes manifest.json, hv.region and guest.region into dir (created).
+  void WriteDir(const std::string& dir) const;
+
+ private:
+  RegionBuilder guest_;
+  RegionBuilder hv_;
+};
+
+}  // namespace ipitrace::testing
+
+#endif  // IPITRACE_HOST_AGENT_TESTING_SCENARIO_H_

@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: MIT
+#include "tracker.h"
+
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/generators/catch_generators.hpp>
+
+#include "analyzer.h"
+#include "testing/scenario.h"
+
+namespace ipitrace {
+namespace {
+
+using testing::Scenario;
+
+constexpr uint64_t kFunc = 0xffffffff81001000ULL;
+constexpr uint64_t kCsd = 0xffff888003a00000ULL;
+constexpr uint8_t kVs = Scenario::kVecSingle;
+constexpr uint8_t kVm = Scenario::kVecMask;
+constexpr uint8_t kTimer = 0xec;
+
+uint64_t Count(const Analysis& a, Verdict v) {
+  return a.verdict_counts[static_cast<size_t>(v)];
+}
+
+// The single request of a scenario (a copy: the Analysis is often a
+// temporary).
+Request Only(const Analysis& a) {
+  REQUIRE(a.requests.size() == 1);
+  return a.requests[0];
+}
+
+TEST_CASE("tracker - full chain is served-by-ipi") {
+  Scenario sc(2);
+  sc.FullChain(0, 1, 100, kFunc, kCsd);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  const Request r = Only(a);
+  CHECK(r.verdict == Verdict::kServedByIpi);
+  CHECK(r.owns_ipi);
+  CHECK(r.vector == kVs);
+  CHECK(r.source_vcpu == 0);
+  CHECK(r.target_vcpu == 1);
+  CHECK(r.served_tsc == 160u);
+  CHECK_FALSE(r.served_late);
+  REQUIRE(r.evidence.size() == 7);
+  CHECK(r.evidence[0].rec.type == IPT_G_QUEUE);
+  CHECK(r.evidence[2].rec.type == IPT_H_ICR);
+  CHECK(r.evidence[3].rec.type == IPT_H_IRR);
+  CHECK(r.evidence[6].rec.type == IPT_G_FUNC_ENTRY);
+}
+
+TEST_CASE("tracker - elided IPI is served-without-ipi") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Elide(0, 1, 110);
+  sc.FuncEntry(1, kFunc, kCsd, 200);
+  Stats stats;
+  const Request r = Only(sc.Analyze(&stats));
+  CHECK(r.verdict == Verdict::kServedWithoutIpi);
+  CHECK(r.elided);
+  CHECK_FALSE(r.owns_ipi);
+}
+
+TEST_CASE("tracker - rider without a send is served-without-ipi") {
+  Scenario sc(2);
+  // Owner: full chain; the rider queues between the owner's send and the
+  // IRQ, so no send of its own, and the same IRQ serves it.
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  sc.Queue(0, 1, 115, kFunc + 0x40, kCsd + 0x40);  // rider
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  sc.Irr(0, 1, kVs, icr, 130);
+  sc.Ack(1, kVs, 140);
+  sc.IrqEntry(1, kVs, 150);
+  sc.FuncEntry(1, kFunc, kCsd, 160);
+  sc.FuncEntry(1, kFunc + 0x40, kCsd + 0x40, 170);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.requests.size() == 2);
+  CHECK(a.requests[0].verdict == Verdict::kServedByIpi);
+  CHECK(a.requests[1].verdict == Verdict::kServedWithoutIpi);
+  CHECK_FALSE(a.requests[1].owns_ipi);
+}
+
+TEST_CASE("tracker - coalesced IPI rides on pending IRR") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  sc.Irr(0, 1, kVs, icr, 130, /*coalesced=*/true);
+  sc.Ack(1, kVs, 140);
+  sc.IrqEntry(1, kVs, 150);
+  sc.FuncEntry(1, kFunc, kCsd, 160);
+  Stats stats;
+  const Request r = Only(sc.Analyze(&stats));
+  CHECK(r.verdict == Verdict::kServedByIpi);
+  CHECK(r.evidence[3].rec.flags & IPT_IRR_F_COALESCED);
+}
+
+TEST_CASE("tracker - served by a flush before its IPI arrived") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  sc.FuncEntry(1, kFunc, kCsd, 115);  // idle flush on T
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  sc.Irr(0, 1, kVs, icr, 130);
+  sc.Ack(1, kVs, 140);
+  sc.IrqEntry(1, kVs, 150);
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kServedWithoutIpi);
+}
+
+// Queue + send + ICR to T, no H_IRR for T; vCPU 0's ring goes on.
+void LostRouting(Scenario* sc) {
+  sc->Queue(0, 1, 100, kFunc, kCsd);
+  sc->Send(0, 1, 110);
+  sc->Icr(0, kVs, 120, {1});
+  sc->Ack(0, kTimer, 300);
+  sc->Mark(1, 400);
+}
+
+TEST_CASE("tracker - ICR without IRR is lost-in-routing") {
+  Scenario sc(2);
+  LostRouting(&sc);
+  bool flushed = GENERATE(false, true);
+  if (flushed) sc.FuncEntry(1, kFunc, kCsd, 900);
+  Stats stats;
+  const Request r = Only(sc.Analyze(&stats));
+  CHECK(r.verdict == Verdict::kLostInRouting);
+  CHECK(r.served_late == flushed);
+  CHECK(r.served_tsc.has_value() == flushed);
+  if (flushed) CHECK(*r.served_tsc == 900);
+  CHECK(r.evidence.back().rec.type == (flushed ? IPT_G_FUNC_ENTRY : IPT_H_ICR));
+}
+
+TEST_CASE("tracker - ring overwritten past the queue is inconclusive-gap") {
+  Scenario sc(2, /*capacity=*/8);
+  LostRouting(&sc);
+  // vCPU 1 (T) wraps: its first retained record is after the queue TSC.
+  for (uint64_t i = 0; i < 20; ++i) sc.Ack(1, kTimer, 200 + i);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  CHECK(Only(a).verdict == Verdict::kInconclusiveGap);
+  CHECK(stats.Get(StatId::ring_overwritten) == 12);
+}
+
+TEST_CASE("tracker - overwritten before the queue does not matter") {
+  Scenario sc(2, /*capacity=*/8);
+  for (uint64_t i = 0; i < 20; ++i) sc.Ack(1, kTimer, 10 + i);
+  LostRouting(&sc);
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kLostInRouting);
+}
+
+TEST_CASE("tracker - torn record after the queue is inconclusive-gap") {
+  Scenario sc(2);
+  LostRouting(&sc);
+  sc.hv().Tear(0, 1);  // the record after the ICR (seq 1) on vCPU 0
+  sc.Ack(0, kTimer, 500);
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kInconclusiveGap);
+  CHECK(stats.Get(StatId::torn_record) == 1);
+}
+
+TEST_CASE("tracker - end of trace is in-flight") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  SECTION("no ICR yet, vCPU ring ends") {}
+  SECTION("IRR set, target ring ends") {
+    const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+    sc.Irr(0, 1, kVs, icr, 130);
+  }
+  SECTION("ICR is the last hv record") { sc.Icr(0, kVs, 120, {1}); }
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kInFlight);
+}
+
+TEST_CASE("tracker - mask send with one IRR dropped is one lost-in-routing") {
+  Scenario sc(3);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Queue(0, 2, 101, kFunc, kCsd + 0x20);
+  sc.Send(0, 1, 110, /*mask=*/true);
+  sc.Send(0, 2, 110, /*mask=*/true);
+  const uint64_t icr = sc.Icr(0, kVm, 120, {1, 2});
+  sc.Irr(0, 1, kVm, icr, 130);
+  sc.Ack(1, kVm, 140);
+  sc.IrqEntry(1, kVm, 150);
+  sc.FuncEntry(1, kFunc, kCsd, 160);
+  sc.Ack(0, kTimer, 300);
+  sc.Mark(2, 400);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.requests.size() == 2);
+  CHECK(Count(a, Verdict::kServedByIpi) == 1);
+  CHECK(Count(a, Verdict::kLostInRouting) == 1);
+  CHECK(a.requests[1].verdict == Verdict::kLostInRouting);
+  CHECK(a.requests[1].target_cpu == 2);
+  CHECK(a.requests[1].vector == kVm);
+}
+
+TEST_CASE("tracker - send with no ICR is lost-guest-to-hypervisor") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  sc.Ack(0, kTimer, 300);
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kLostGuestToHypervisor);
+}
+
+TEST_CASE("tracker - ICR bitmap without the target does not match") {
+  Scenario sc(3);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  sc.Icr(0, kVs, 120, {2});
+  sc.Ack(0, kTimer, 300);
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kLostGuestToHypervisor);
+}
+
+TEST_CASE("tracker - missing ACK: injection, blocked or in-flight") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  sc.Irr(0, 1, kVs, icr, 130);
+  Verdict want = Verdict::kInFlight;
+  SECTION("T acknowledged other vectors later") {
+    sc.Ack(1, kTimer, 200);
+    want = Verdict::kLostInInjection;
+  }
+  SECTION("T acknowledged nothing but its ring continues") {
+    sc.Eoi(1, 0xff, 200);
+    want = Verdict::kTargetBlocked;
+  }
+  SECTION("T's ring ends") {}
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == want);
+}
+
+TEST_CASE("tracker - ACK without guest IRQ entry is lost-in-guest-entry") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  sc.Irr(0, 1, kVs, icr, 130);
+  sc.Ack(1, kVs, 140);
+  sc.Mark(1, 300);
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kLostInGuestEntry);
+}
+
+TEST_CASE("tracker - IRQ entered but function never ran is handler-missed-work") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  sc.Irr(0, 1, kVs, icr, 130);
+  sc.Ack(1, kVs, 140);
+  sc.IrqEntry(1, kVs, 150);
+  sc.FuncEntry(1, kFunc, kCsd + 0x1000, 160);  // someone else's csd
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kHandlerMissedWork);
+}
+
+TEST_CASE("tracker - unserved rider inherits the loss of the IPI it rode on") {
+  Scenario sc(2);
+  LostRouting(&sc);
+  sc.Queue(0, 1, 200, kFunc + 0x40, kCsd + 0x40);  // rider, no send
+  sc.Mark(1, 500);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.requests.size() == 2);
+  CHECK(a.requests[0].verdict == Verdict::kLostInRouting);
+  CHECK(a.requests[1].verdict == Verdict::kLostInRouting);
+  CHECK(a.requests[1].rode_on == 0);
+}
+
+TEST_CASE("tracker - irq_work and ttwu requests are served without a csd match") {
+  Scenario sc(2);
+  SECTION("irq_work: first call-function IRQ entry serves it") {
+    sc.Queue(0, 1, 100, kFunc, kCsd, IPT_CSD_IRQ_WORK);
+    sc.Send(0, 1, 110);
+    const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+    sc.Irr(0, 1, kVs, icr, 130);
+    sc.Ack(1, kVs, 140);
+    sc.IrqEntry(1, kVs, 150);
+  }
+  SECTION("ttwu: matched by function") {
+    sc.Queue(0, 1, 100, kFunc, kCsd, IPT_CSD_TTWU);
+    sc.Send(0, 1, 110);
+    const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+    sc.Irr(0, 1, kVs, icr, 130);
+    sc.Ack(1, kVs, 140);
+    sc.IrqEntry(1, kVs, 150);
+    sc.FuncEntry(1, kFunc, 0, 160);
+  }
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kServedByIpi);
+}
+
+TEST_CASE("tracker - reschedule sends (callback 0) are not call-function sends") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 105, false, /*callback=*/0);
+  sc.FuncEntry(1, kFunc, kCsd, 200);
+  Stats stats;
+  const Request r = Only(sc.Analyze(&stats));
+  CHECK_FALSE(r.owns_ipi);
+  CHECK(r.verdict == Verdict::kServedWithoutIpi);
+}
+
+TEST_CASE("tracker - cpu map joins by APIC ID, identity fallback counted") {
+  Scenario sc(2);
+  // Guest CPU 0 is APIC 1 = vCPU 1, guest CPU 1 is APIC 0 = vCPU 0.
+  SECTION("permuted") {
+    sc.guest().header().apic_id[0] = 1;
+    sc.guest().header().apic_id[1] = 0;
+    sc.Queue(0, 1, 100, kFunc, kCsd);
+    sc.Send(0, 1, 110);
+    const uint64_t icr = sc.Icr(1, kVs, 120, {0});
+    sc.Irr(1, 0, kVs, icr, 130);
+    sc.Ack(0, kVs, 140);
+    sc.IrqEntry(1, kVs, 150);
+    sc.FuncEntry(1, kFunc, kCsd, 160);
+    Stats stats;
+    const Request r = Only(sc.Analyze(&stats));
+    CHECK(r.source_vcpu == 1);
+    CHECK(r.target_vcpu == 0);
+    CHECK(r.verdict == Verdict::kServedByIpi);
+    CHECK(stats.Get(StatId::unmatched_cpu_map) == 0);
+  }
+  SECTION("missing table") {
+    sc.guest().header().cpu_count = 0;
+    sc.FullChain(0, 1, 100, kFunc, kCsd);
+    Stats stats;
+    const Request r = Only(sc.Analyze(&stats));
+    CHECK(r.verdict == Verdict::kServedByIpi);
+    CHECK(stats.Get(StatId::unmatched_cpu_map) == 2);
+  }
+}
+
+TEST_CASE("tracker - per-CPU call-function counters") {
+  Scenario sc(2);
+  sc.guest().header().start_tsc = 50;
+  sc.Ack(1, kVs, 10);  // before the guest started recording
+  sc.FullChain(0, 1, 100, kFunc, kCsd);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.per_cpu.size() == 2);
+  CHECK(a.per_cpu[1].hv_ack_callfunc == 1);
+  CHECK(a.per_cpu[1].hv_ack_callfunc_total == 2);
+  CHECK(a.per_cpu[1].guest_irq_callfunc == 1);
+  CHECK(a.per_cpu[0].hv_ack_callfunc_total == 0);
+}
+
+}  // namespace
+}  // namespace ipitrace
