@@ -176,6 +176,12 @@ static int ipt_pci_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ret = ipt_probes_attach();
 	if (ret)
 		goto err_stopped;
+	/*
+	 * Arming the probes patches kernel text, which itself sends
+	 * call-function IPIs; the window where every probe is live (and so
+	 * where guest and hypervisor counts must agree) starts only now.
+	 */
+	ipt_hdr->start_tsc = rdtsc_ordered();
 	ipt_pdev = pdev;
 	ipt_armed = true;
 	mutex_unlock(&ipt_lock);

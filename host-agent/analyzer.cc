@@ -45,7 +45,9 @@ Analysis Analyzer::Analyze(Snapshot snapshot) {
     }
     if (const Ring* g = s.guest.RingForCpu(e.cpu)) {
       for (const ipt_record& r : g->records)
-        if (r.type == IPT_G_IRQ_ENTRY && is_cf(r.vector)) ++c.guest_irq_callfunc;
+        if (r.type == IPT_G_IRQ_ENTRY && is_cf(r.vector) &&
+            r.tsc >= s.guest.header.start_tsc)
+          ++c.guest_irq_callfunc;
     }
     a.per_cpu.push_back(c);
   }

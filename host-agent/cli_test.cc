@@ -99,7 +99,8 @@ TEST_CASE("cli - analyze --json on a synthetic snapshot") {
 
   CHECK(j["requests"] == 18);
   const auto& vc = j["verdict_counts"];
-  CHECK(vc.size() == 10);
+  CHECK(vc.size() == 11);
+  CHECK(vc["queued-behind-loss"] == 0);
   CHECK(vc["served-by-ipi"] == 13);
   CHECK(vc["served-without-ipi"] == 2);
   CHECK(vc["lost-in-routing"] == 2);

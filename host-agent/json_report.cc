@@ -104,7 +104,8 @@ Json JsonReport::Build() const {
     if (IsLoss(r.verdict)) {
       losses.push_back(RequestJson(r));
     } else if (r.verdict == Verdict::kInconclusiveGap ||
-               r.verdict == Verdict::kInFlight) {
+               r.verdict == Verdict::kInFlight ||
+               r.verdict == Verdict::kQueuedBehindLoss) {
       if (unresolved.size() < kMaxListed)
         unresolved.push_back(RequestJson(r));
       else

@@ -448,11 +448,14 @@ void Tracker::ResolveRiders(std::vector<Request>* requests) {
     --o;
     const Request& owner = (*requests)[o->second];
     if (!IsLoss(owner.verdict)) continue;
-    r.verdict = owner.verdict;
+    // Not a loss of its own: the guest correctly sent no IPI (the queue
+    // was not empty); the blame belongs to the owner's lost IPI alone.
+    r.verdict = Verdict::kQueuedBehindLoss;
     r.rode_on = static_cast<int64_t>(o->second);
-    r.reason = fmt::format("rode on the IPI of the request queued at tsc {} "
-                           "by CPU {}: {}",
-                           owner.queue_tsc, owner.source_cpu, owner.reason);
+    r.reason = fmt::format("queued behind the request queued at tsc {} by "
+                           "CPU {}, whose IPI was lost ({}): {}",
+                           owner.queue_tsc, owner.source_cpu,
+                           VerdictName(owner.verdict), owner.reason);
     for (const Evidence& e : owner.evidence) r.evidence.push_back(e);
   }
 }

@@ -30,6 +30,7 @@ namespace ipitrace {
   X(kLostInGuestEntry, "lost-in-guest-entry", true)        \
   X(kHandlerMissedWork, "handler-missed-work", true)       \
   X(kInconclusiveGap, "inconclusive-gap", false)           \
+  X(kQueuedBehindLoss, "queued-behind-loss", false)        \
   X(kInFlight, "in-flight", false)
 
 enum class Verdict {

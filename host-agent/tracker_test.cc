@@ -263,7 +263,7 @@ TEST_CASE("tracker - IRQ entered but function never ran is handler-missed-work")
   CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kHandlerMissedWork);
 }
 
-TEST_CASE("tracker - unserved rider inherits the loss of the IPI it rode on") {
+TEST_CASE("tracker - unserved rider is queued behind the lost IPI, not lost itself") {
   Scenario sc(2);
   LostRouting(&sc);
   sc.Queue(0, 1, 200, kFunc + 0x40, kCsd + 0x40);  // rider, no send
@@ -272,7 +272,8 @@ TEST_CASE("tracker - unserved rider inherits the loss of the IPI it rode on") {
   const Analysis a = sc.Analyze(&stats);
   REQUIRE(a.requests.size() == 2);
   CHECK(a.requests[0].verdict == Verdict::kLostInRouting);
-  CHECK(a.requests[1].verdict == Verdict::kLostInRouting);
+  CHECK(a.requests[1].verdict == Verdict::kQueuedBehindLoss);
+  CHECK_FALSE(IsLoss(a.requests[1].verdict));
   CHECK(a.requests[1].rode_on == 0);
 }
 
