@@ -166,7 +166,7 @@ def _wait_console(path, marker, deadline, dom, progress=None):
 
 def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
         x2apic=False, mem_mb=768, shm_mb=64, hv_capacity=1 << 19, timeout=None,
-        threads=None, log=print):
+        threads=None, hang_grace=25, log=print):
     """Boot, load, snapshot. Returns the manifest dict."""
     os.makedirs(out, exist_ok=True)
     for stage_opts in faults:
@@ -215,9 +215,22 @@ def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
         deadline = time.time() + limit
         _wait_console(console, "IPITRACE-LOAD-START", deadline, dom)
         log(f"[{name}] load running")
-        text = _wait_console(console, "IPITRACE-DONE", deadline, dom)
+        # The load stops after `seconds`; if the guest does not get there
+        # (e.g. a CPU spins forever on a CSD lock because an IPI was lost),
+        # it is hung: freeze it at once and keep the evidence.
+        load_deadline = min(deadline, time.time() + seconds + hang_grace)
+        try:
+            text = _wait_console(console, "IPITRACE-DONE", load_deadline, dom)
+            manifest["outcome"] = "completed"
+        except HarnessError as e:
+            if e.outcome != "hung-unexplained":
+                raise
+            text = open(console, errors="replace").read()
+            manifest["outcome"] = "guest-hung"
+            log(f"[{name}] guest hung (no IPITRACE-DONE {seconds + hang_grace}s after "
+                "load start)")
         dom.suspend()
-        log(f"[{name}] done; VM suspended, taking snapshot")
+        log(f"[{name}] VM suspended, taking snapshot")
         shutil.copyfile(shm_path, os.path.join(out, "guest.region"))
         shutil.copyfile(hv_path, os.path.join(out, "hv.region"))
         if faults:
