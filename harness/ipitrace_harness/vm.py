@@ -87,8 +87,15 @@ def start_flags(uri):
 
 
 def domain_xml(name, qemu, kernel, initrd, cmdline, vcpus, mem_mb, x2apic,
-               console, shm_name, shm_mb, ipt_object):
+               console, shm_name, shm_mb, ipt_object, machine="pc"):
+    """x2apic=True also gives the guest an interrupt-remapping IOMMU (q35 +
+    intel-iommu, eim on): without one, Linux under TCG stays in xAPIC mode."""
     feature = "require" if x2apic else "disable"
+    if x2apic:
+        machine = "q35"
+    iommu = ("<iommu model='intel'><driver intremap='on' eim='on'/></iommu>"
+             if x2apic else "")
+    features = "<acpi/><apic/><ioapic driver='qemu'/>" if x2apic else "<acpi/><apic/>"
     args = ["-L", "/usr/share/qemu", "-L", "/usr/share/seabios", "-object", ipt_object]
     qargs = "\n".join(f"    <qemu:arg value={quoteattr(a)}/>" for a in args)
     return f"""<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
@@ -96,12 +103,12 @@ def domain_xml(name, qemu, kernel, initrd, cmdline, vcpus, mem_mb, x2apic,
   <memory unit='MiB'>{mem_mb}</memory>
   <vcpu>{vcpus}</vcpu>
   <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
+    <type arch='x86_64' machine='{machine}'>hvm</type>
     <kernel>{escape(kernel)}</kernel>
     <initrd>{escape(initrd)}</initrd>
     <cmdline>{escape(cmdline)}</cmdline>
   </os>
-  <features><acpi/><apic/></features>
+  <features>{features}</features>
   <cpu mode='custom' match='exact' check='none'>
     <model fallback='allow'>qemu64</model>
     <feature policy='{feature}' name='x2apic'/>
@@ -115,6 +122,7 @@ def domain_xml(name, qemu, kernel, initrd, cmdline, vcpus, mem_mb, x2apic,
     <serial type='file'><source path={quoteattr(console)}/><target port='0'/></serial>
     <shmem name={quoteattr(shm_name)}><model type='ivshmem-plain'/><size unit='M'>{shm_mb}</size></shmem>
     <memballoon model='none'/>
+    {iommu}
   </devices>
   <qemu:commandline>
 {qargs}
@@ -123,22 +131,35 @@ def domain_xml(name, qemu, kernel, initrd, cmdline, vcpus, mem_mb, x2apic,
 """
 
 
+FAULT_STAGES = ("icr", "route", "inject", "kick", "entry")
+FAULT_OPTIONS = ("nth", "vector", "prob", "seed", "source", "target", "count", "delay_us")
+
+
 def parse_fault(spec):
-    """'route:nth=3[:vector=251]' -> (stage, dict). Raises ValueError."""
+    """'route:nth=3[:vector=251]' -> (stage, dict). Raises ValueError.
+
+    The same syntax as QEMU's `ipitrace,faults=` property (one fault; QEMU
+    takes several separated by ';').  Validated here so that a typo fails
+    before a VM is booted; QEMU validates again (docs/system/ipitrace.rst).
+    """
     parts = spec.split(":")
     stage = parts[0]
-    if stage != "route":
-        raise ValueError(f"unknown fault stage '{stage}' (supported: route)")
+    if stage not in FAULT_STAGES:
+        raise ValueError(f"unknown fault stage '{stage}' (one of {', '.join(FAULT_STAGES)})")
     opts = {}
     for p in parts[1:]:
         if "=" not in p:
             raise ValueError(f"bad fault option '{p}' in '{spec}'")
         k, v = p.split("=", 1)
-        if k not in ("nth", "vector"):
+        if k not in FAULT_OPTIONS:
             raise ValueError(f"unknown fault option '{k}' in '{spec}'")
-        opts[k] = int(v, 0)
-    if "nth" not in opts or opts["nth"] < 1:
+        opts[k] = float(v) if k == "prob" else int(v, 0)
+    if "nth" not in opts and "prob" not in opts:
+        raise ValueError(f"fault '{spec}' needs a trigger: nth=K (K >= 1) or prob=P")
+    if "nth" in opts and opts["nth"] < 1:
         raise ValueError(f"fault '{spec}' needs nth=K with K >= 1")
+    if "prob" in opts and not 0.0 < opts["prob"] <= 1.0:
+        raise ValueError(f"fault '{spec}': prob must be in (0, 1]")
     return stage, opts
 
 
@@ -166,7 +187,7 @@ def _wait_console(path, marker, deadline, dom, progress=None):
 
 def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
         x2apic=False, mem_mb=768, shm_mb=64, hv_capacity=1 << 19, timeout=None,
-        threads=None, hang_grace=25, log=print):
+        threads=None, hang_grace=25, extra_cmdline="", machine="pc", log=print):
     """Boot, load, snapshot. Returns the manifest dict."""
     os.makedirs(out, exist_ok=True)
     for stage_opts in faults:
@@ -191,13 +212,14 @@ def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
         os.chmod(truth_path, 0o666)
     threads = threads or vcpus
     cmdline = (f"console=ttyS0 quiet panic=-1 ipt.seconds={seconds} "
-               f"ipt.threads={threads} ipt.mode={mode} ipt.wait={wait} ipt.action=load")
+               f"ipt.threads={threads} ipt.mode={mode} ipt.wait={wait} ipt.action=load "
+               f"{extra_cmdline}").strip()
     xml = domain_xml(name, qemu, guest["KERNEL"], guest["INITRD"], cmdline, vcpus,
-                     mem_mb, x2apic, console, shm_name, shm_mb, obj)
+                     mem_mb, x2apic, console, shm_name, shm_mb, obj, machine=machine)
     manifest = {
         "name": name, "uri": uri, "vcpus": vcpus, "seconds": seconds,
         "mode": mode, "wait": wait, "threads": threads, "x2apic": x2apic,
-        "faults": list(faults), "qemu": qemu, "kernel": guest["KERNEL"],
+        "faults": list(faults), "extra_cmdline": extra_cmdline, "qemu": qemu, "kernel": guest["KERNEL"],
         "initrd": guest["INITRD"], "hv_capacity": hv_capacity, "shm_mb": shm_mb,
         "started": time.time(), "complete": False,
     }
