@@ -163,9 +163,10 @@ def parse_fault(spec):
     return stage, opts
 
 
-def _wait_console(path, marker, deadline, dom, progress=None):
-    seen = 0
+def _wait_console(path, marker, deadline, dom, stop_event=None):
     while time.time() < deadline:
+        if stop_event is not None and stop_event.is_set():
+            raise HarnessError("interrupted", "stopped by the operator")
         try:
             text = open(path, errors="replace").read()
         except FileNotFoundError:
@@ -179,15 +180,14 @@ def _wait_console(path, marker, deadline, dom, progress=None):
             raise HarnessError("vm-crashed", "guest kernel panicked (see console.log)")
         if not dom.isActive():
             raise HarnessError("vm-crashed", "VM exited before printing " + marker)
-        if progress and len(text) != seen:
-            seen = len(text)
         time.sleep(0.2)
     raise HarnessError("hung-unexplained", f"timed out waiting for {marker}")
 
 
 def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
         x2apic=False, mem_mb=768, shm_mb=64, hv_capacity=1 << 19, timeout=None,
-        threads=None, hang_grace=25, extra_cmdline="", machine="pc", log=print):
+        threads=None, hang_grace=25, extra_cmdline="", machine="pc", log=print,
+        on_start=None, stop_event=None):
     """Boot, load, snapshot. Returns the manifest dict."""
     os.makedirs(out, exist_ok=True)
     for stage_opts in faults:
@@ -233,16 +233,19 @@ def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
         except libvirt.libvirtError as e:
             raise HarnessError("infra-failed", f"VM failed to start: {e}") from e
         log(f"[{name}] started: {vcpus} vCPUs, load {seconds}s {mode} wait={wait}")
+        if on_start:
+            on_start({"name": name, "guest_region": shm_path, "hv_region": hv_path,
+                      "console": console, "uri": uri})
         limit = timeout or (120 + 4 * seconds)
         deadline = time.time() + limit
-        _wait_console(console, "IPITRACE-LOAD-START", deadline, dom)
+        _wait_console(console, "IPITRACE-LOAD-START", deadline, dom, stop_event)
         log(f"[{name}] load running")
         # The load stops after `seconds`; if the guest does not get there
         # (e.g. a CPU spins forever on a CSD lock because an IPI was lost),
         # it is hung: freeze it at once and keep the evidence.
         load_deadline = min(deadline, time.time() + seconds + hang_grace)
         try:
-            text = _wait_console(console, "IPITRACE-DONE", load_deadline, dom)
+            text = _wait_console(console, "IPITRACE-DONE", load_deadline, dom, stop_event)
             manifest["outcome"] = "completed"
         except HarnessError as e:
             if e.outcome != "hung-unexplained":
@@ -253,12 +256,22 @@ def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
                 "load start)")
         dom.suspend()
         log(f"[{name}] VM suspended, taking snapshot")
-        shutil.copyfile(shm_path, os.path.join(out, "guest.region"))
-        shutil.copyfile(hv_path, os.path.join(out, "hv.region"))
-        if faults:
-            shutil.copyfile(truth_path, os.path.join(out, "faults.jsonl"))
-        else:
-            open(os.path.join(out, "faults.jsonl"), "w").close()
+        try:
+            shutil.copyfile(shm_path, os.path.join(out, "guest.region"))
+            shutil.copyfile(hv_path, os.path.join(out, "hv.region"))
+            if faults:
+                shutil.copyfile(truth_path, os.path.join(out, "faults.jsonl"))
+            else:
+                open(os.path.join(out, "faults.jsonl"), "w").close()
+        except OSError as e:
+            # Free what a half-written copy took so manifest.json still fits.
+            for fn in ("guest.region", "hv.region"):
+                try:
+                    os.unlink(os.path.join(out, fn))
+                except OSError:
+                    pass
+            manifest["partial"] = True
+            raise HarnessError("infra-failed", f"cannot write the snapshot to {out}: {e}") from e
         manifest["interrupts"] = parse_interrupts(text)
         manifest["complete"] = True
     finally:
@@ -272,8 +285,11 @@ def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
         for p in (shm_path, hv_path, truth_path):
             if os.path.exists(p):
                 os.unlink(p)
-        with open(os.path.join(out, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=2)
+        try:
+            with open(os.path.join(out, "manifest.json"), "w") as f:
+                json.dump(manifest, f, indent=2)
+        except OSError as e:
+            log(f"[{name}] cannot write manifest.json: {e}")
     return manifest
 
 

@@ -1,0 +1,64 @@
+"""Run one scenario on one VM: boot, load, snapshot, analyze, judge."""
+import json
+import os
+import subprocess
+import time
+
+from . import artifacts, scenario, vm
+
+
+def analyze(snapdir):
+    """The agent's JSON report for a snapshot (raises HarnessError)."""
+    p = subprocess.run([artifacts.agent(), "analyze", snapdir, "--json"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        raise vm.HarnessError("infra-failed", f"agent exit {p.returncode}: {p.stderr.strip()}")
+    return json.loads(p.stdout)
+
+
+def read_truth(snapdir):
+    path = os.path.join(snapdir, "faults.jsonl")
+    if not os.path.exists(path):
+        return []
+    return [json.loads(ln) for ln in open(path) if ln.strip()]
+
+
+def run_scenario(sc, out, uri=None, log=print, on_start=None, stop_event=None,
+                 keep_regions=True):
+    """Returns a result dict: scenario, outcome, detail, failures, report..."""
+    t0 = time.time()
+    res = {"scenario": sc["name"], "path": sc["path"], "out": out, "uri": uri,
+           "started": t0, "faults": sc["faults"]}
+    report, manifest, err = None, {}, None
+    try:
+        manifest = vm.run(out, vcpus=sc["vm"]["vcpus"], seconds=sc["load"]["seconds"],
+                          faults=sc["faults"], uri=uri, mode=sc["load"]["mode"],
+                          wait=sc["load"]["wait"], x2apic=sc["vm"]["x2apic"],
+                          mem_mb=sc["vm"]["memory_mb"], timeout=sc["timeout"],
+                          threads=sc["load"]["threads"] or None, log=log,
+                          on_start=on_start, stop_event=stop_event)
+        report = analyze(out)
+        with open(os.path.join(out, "report.json"), "w") as f:
+            json.dump(report, f)
+    except vm.HarnessError as e:
+        err = e
+    outcome, detail = scenario.classify(manifest, report, err)
+    truth = read_truth(out)
+    failures = scenario.check(sc, outcome, report, truth) if err is None else \
+        [f"{outcome}: {detail}"]
+    if not keep_regions:
+        for fn in ("guest.region", "hv.region"):
+            p = os.path.join(out, fn)
+            if os.path.exists(p) and not failures:
+                os.unlink(p)
+    res.update({
+        "outcome": outcome, "detail": detail, "failures": failures,
+        "passed": not failures, "duration": time.time() - t0,
+        "requests": (report or {}).get("requests", 0),
+        "verdict_counts": (report or {}).get("verdict_counts", {}),
+        "losses": [{k: x.get(k) for k in ("verdict", "source_vcpu", "target_vcpu", "vector")}
+                   for x in (report or {}).get("losses", [])],
+        "truth": truth, "latency": (report or {}).get("latency"),
+        "partial": bool(manifest.get("partial")) or err is not None,
+    })
+    return res

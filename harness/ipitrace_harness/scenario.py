@@ -1,0 +1,161 @@
+"""Scenarios are data: TOML files naming the VM shape, the load, the faults
+to inject, the duration, the expected verdicts and a required timeout.
+
+    name = "route-single"
+    timeout = 240                      # seconds, required
+    tags = ["nightly", "fault"]
+    [vm]     vcpus = 4, memory_mb = 768, cpu_model = "qemu64", x2apic = false
+    [load]   mode = "single", wait = 1, seconds = 8, threads = 4
+    faults = ["route:nth=1500:vector=251"]
+    [expect] outcome = "lost-ipi", losses = { "lost-in-routing" = 1 },
+             min_requests = 1000
+
+`expect.losses` lists the exact count of every loss verdict expected; any
+loss verdict not listed must be zero.  When a fault is injected the
+expected verdict for its stage can also be derived: STAGE_VERDICT.
+"""
+import os
+import tomllib
+
+from . import vm
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIBRARY = os.path.join(os.path.dirname(HERE), "scenarios")
+
+OUTCOMES = ("passed", "lost-ipi", "hung-unexplained", "vm-crashed", "infra-failed")
+LOSS_VERDICTS = (
+    "lost-before-send", "lost-guest-to-hypervisor", "lost-in-routing",
+    "lost-in-injection", "target-blocked", "lost-in-guest-entry",
+    "handler-missed-work", "callback-stuck",
+)
+# The verdict the agent must give an IPI dropped at each injectable stage.
+# `kick` only delays delivery: no loss, the request is served (late).
+STAGE_VERDICT = {
+    "icr": "lost-guest-to-hypervisor",
+    "route": "lost-in-routing",
+    "inject": ("lost-in-injection", "target-blocked"),
+    "entry": "lost-in-guest-entry",
+    "kick": None,
+}
+
+_VM_KEYS = {"vcpus": int, "memory_mb": int, "cpu_model": str, "x2apic": bool}
+_LOAD_KEYS = {"mode": str, "wait": int, "seconds": int, "threads": int}
+_EXPECT_KEYS = {"outcome": str, "losses": dict, "min_requests": int}
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+def _check_table(path, table, spec, where):
+    for k, v in table.items():
+        if k not in spec:
+            raise ScenarioError(f"{path}: unknown key '{where}.{k}'")
+        if not isinstance(v, spec[k]) or (spec[k] is int and isinstance(v, bool)):
+            raise ScenarioError(f"{path}: '{where}.{k}' must be {spec[k].__name__}")
+
+
+def load(path):
+    """Parse and validate one scenario file; returns a dict with defaults."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ScenarioError(f"{path}: {e}") from e
+    allowed = {"name", "description", "timeout", "tags", "vm", "load", "faults", "expect"}
+    for k in raw:
+        if k not in allowed:
+            raise ScenarioError(f"{path}: unknown key '{k}'")
+    if "timeout" not in raw:
+        raise ScenarioError(f"{path}: 'timeout' is required")
+    if not isinstance(raw["timeout"], int) or raw["timeout"] <= 0:
+        raise ScenarioError(f"{path}: 'timeout' must be a positive integer (seconds)")
+    sc = {
+        "name": raw.get("name") or os.path.splitext(os.path.basename(path))[0],
+        "description": raw.get("description", ""),
+        "timeout": raw["timeout"],
+        "tags": list(raw.get("tags", [])),
+        "vm": {"vcpus": 4, "memory_mb": 768, "cpu_model": "qemu64", "x2apic": False},
+        "load": {"mode": "single", "wait": 1, "seconds": 8, "threads": 0},
+        "faults": list(raw.get("faults", [])),
+        "expect": {"outcome": "passed", "losses": {}, "min_requests": 0},
+        "path": os.path.abspath(path),
+    }
+    for key, spec in (("vm", _VM_KEYS), ("load", _LOAD_KEYS), ("expect", _EXPECT_KEYS)):
+        table = raw.get(key, {})
+        if not isinstance(table, dict):
+            raise ScenarioError(f"{path}: '{key}' must be a table")
+        _check_table(path, table, spec, key)
+        sc[key].update(table)
+    if sc["vm"]["cpu_model"] != "qemu64":
+        raise ScenarioError(f"{path}: vm.cpu_model: only 'qemu64' is supported")
+    if not 2 <= sc["vm"]["vcpus"] <= 64:
+        raise ScenarioError(f"{path}: vm.vcpus must be within 2..64")
+    if sc["load"]["mode"] not in ("single", "many"):
+        raise ScenarioError(f"{path}: load.mode must be 'single' or 'many'")
+    for f in sc["faults"]:
+        try:
+            vm.parse_fault(f)
+        except ValueError as e:
+            raise ScenarioError(f"{path}: {e}") from e
+    if sc["expect"]["outcome"] not in OUTCOMES:
+        raise ScenarioError(f"{path}: expect.outcome must be one of {OUTCOMES}")
+    for v, n in sc["expect"]["losses"].items():
+        if v not in LOSS_VERDICTS or not isinstance(n, int) or n < 0:
+            raise ScenarioError(f"{path}: expect.losses: bad entry '{v}' = {n!r}")
+    budget = sc["load"]["seconds"] + 60
+    if sc["timeout"] < budget:
+        raise ScenarioError(f"{path}: timeout {sc['timeout']}s is shorter than the load "
+                            f"plus boot ({budget}s)")
+    return sc
+
+
+def library(tag=None):
+    """All scenarios of the library (harness/scenarios/*.toml), by name."""
+    out = []
+    for fn in sorted(os.listdir(LIBRARY)):
+        if fn.endswith(".toml"):
+            sc = load(os.path.join(LIBRARY, fn))
+            if tag is None or tag in sc["tags"]:
+                out.append(sc)
+    return out
+
+
+def classify(manifest, report, error=None):
+    """One run's outcome: (outcome, detail)."""
+    if error is not None:
+        return (error.outcome if error.outcome in OUTCOMES else "infra-failed"), str(error)
+    losses = report.get("losses", []) if report else []
+    if losses:
+        stages = sorted({x["verdict"] for x in losses})
+        return "lost-ipi", ", ".join(stages)
+    if manifest.get("outcome") == "guest-hung":
+        return "hung-unexplained", "guest hung and the agent found no lost IPI"
+    return "passed", ""
+
+
+def check(sc, outcome, report, truth):
+    """Compare a run with the scenario's expectations; returns failures."""
+    fails = []
+    exp = sc["expect"]
+    if outcome != exp["outcome"]:
+        fails.append(f"outcome {outcome}, expected {exp['outcome']}")
+    counts = (report or {}).get("verdict_counts", {})
+    for v in LOSS_VERDICTS:
+        want = exp["losses"].get(v, 0)
+        if counts.get(v, 0) != want:
+            fails.append(f"{v}: {counts.get(v, 0)}, expected {want}")
+    if report and report.get("requests", 0) < exp["min_requests"]:
+        fails.append(f"{report.get('requests', 0)} requests, expected >= {exp['min_requests']}")
+    # Every injected loss must be named at its stage, source and target.
+    found = {(x["source_vcpu"], x["target_vcpu"], x["verdict"])
+             for x in (report or {}).get("losses", [])}
+    for t in truth:
+        want = STAGE_VERDICT.get(t["stage"])
+        if want is None:
+            continue
+        wants = want if isinstance(want, tuple) else (want,)
+        if not any((t["source"], t["target"], w) in found for w in wants):
+            fails.append(f"injected {t['stage']} vCPU {t['source']}->{t['target']} "
+                         f"not named as {'/'.join(wants)}")
+    return fails

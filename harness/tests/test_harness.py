@@ -1,0 +1,207 @@
+"""Harness: scenarios as data, outcome classification, reports, live reading,
+and robustness (libvirt unreachable, VM that cannot start, operator stop,
+results disk full, a short multi-VM soak)."""
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+import xml.etree.ElementTree as ET
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ipitrace_harness import abi, nightly, scenario, soak, vm  # noqa: E402
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_library_scenarios_are_valid():
+    scs = scenario.library()
+    names = {s["name"] for s in scs}
+    assert {"clean-soak", "route-single"} <= names
+    for s in scs:
+        assert s["timeout"] > s["load"]["seconds"]
+
+
+@pytest.mark.parametrize("text,msg", [
+    ('name="x"\n', "'timeout' is required"),
+    ('timeout=200\nbogus=1\n', "unknown key 'bogus'"),
+    ('timeout=200\nfaults=["teleport:nth=1"]\n', "unknown fault stage"),
+    ('timeout=200\nfaults=["route"]\n', "needs a trigger"),
+    ('timeout=200\n[vm]\nvcpus=1\n', "vcpus"),
+    ('timeout=10\n[load]\nseconds=30\n', "shorter than the load"),
+    ('timeout=200\n[expect]\nlosses={"lost-in-space"=1}\n', "expect.losses"),
+    ('timeout=200\n[load]\nseconds="ten"\n', "must be int"),
+])
+def test_bad_scenarios_are_rejected_with_a_reason(tmp_path, text, msg):
+    with pytest.raises(scenario.ScenarioError, match=msg):
+        scenario.load(write(tmp_path, "s.toml", text))
+
+
+def test_classify_and_check():
+    sc = scenario.load(os.path.join(scenario.LIBRARY, "route-single.toml"))
+    loss = {"verdict": "lost-in-routing", "source_vcpu": 0, "target_vcpu": 3, "vector": 251}
+    report = {"requests": 5000, "losses": [loss],
+              "verdict_counts": {"lost-in-routing": 1, "served-by-ipi": 4999}}
+    truth = [{"stage": "route", "source": 0, "target": 3, "vector": 251}]
+    outcome, detail = scenario.classify({"outcome": "guest-hung"}, report)
+    assert (outcome, detail) == ("lost-ipi", "lost-in-routing")
+    assert scenario.check(sc, outcome, report, truth) == []
+    # wrong target named: the injected loss is not found
+    bad = dict(report, losses=[dict(loss, target_vcpu=2)])
+    assert any("not named" in f for f in scenario.check(sc, outcome, bad, truth))
+    # a guest hang with no loss found is unexplained, never "passed"
+    assert scenario.classify({"outcome": "guest-hung"}, {"losses": []})[0] == "hung-unexplained"
+    err = vm.HarnessError("vm-crashed", "boom")
+    assert scenario.classify({}, None, err) == ("vm-crashed", "boom")
+
+
+def _fake_results():
+    return [
+        {"scenario": "route-single", "passed": True, "outcome": "lost-ipi", "duration": 40.0,
+         "requests": 9000, "failures": [], "losses": [
+             {"verdict": "lost-in-routing", "source_vcpu": 0, "target_vcpu": 3, "vector": 251}],
+         "truth": [{"stage": "route", "source": 0, "target": 3}], "latency": None,
+         "partial": False},
+        {"scenario": "clean", "passed": False, "outcome": "hung-unexplained", "duration": 60.0,
+         "requests": 100, "failures": ["outcome hung-unexplained, expected passed"],
+         "losses": [], "truth": [], "latency": None, "partial": False},
+    ]
+
+
+def test_nightly_reports(tmp_path):
+    runs = tmp_path / "runs"
+    prev = runs / "20260101-000000"
+    prev.mkdir(parents=True)
+    (prev / "summary.json").write_text(json.dumps({"passed": 1, "results": [{}]}))
+    out = runs / "20260102-000000"
+    out.mkdir()
+    manifest = {"id": "20260102-000000", "inputs": {
+        "qemu": {"sha256": "ab" * 32}, "kernel": {"version": "6.12"},
+        "agent": {"version": "ipitrace 0.1"}, "repo_commit": "c0ffee"}}
+    s = nightly.write_reports(str(out), manifest, _fake_results(), False, str(runs))
+    assert (s["passed"], s["failed"]) == (1, 1)
+    assert s["confusion"] == {"route": {"lost-in-routing": 1}, "none": {"none": 1}}
+    suite = ET.parse(out / "junit.xml").getroot()
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    failed = [tc for tc in suite if tc.find("failure") is not None]
+    assert [tc.get("name") for tc in failed] == ["clean"]
+    page = (out / "report.html").read_text()
+    assert "confusion.png" in page and "trend.png" in page and "FAIL" in page
+    assert (out / "confusion.png").stat().st_size > 1000
+
+
+def _synthetic_region(path, rings=2, cap=8, heads=(5, 11), torn=None):
+    hdr = bytearray(abi.CONSTS["IPT_HEADER_SIZE"])
+    stride = abi.CONSTS["IPT_RING_HEADER_SIZE"] + cap * abi.CONSTS["IPT_RECORD_SIZE"]
+    vals = [abi.CONSTS["IPT_MAGIC"], 1, 0, 2, 64, 4096, rings, cap, 1, stride,
+            4096 + rings * stride, 1000, rings, 0xfc, 0xfb, 0xfd, 0, 0, 0, 1, 0, 0,
+            b"test", b"\0" * 16] + [0] * abi.CONSTS["IPT_MAX_CPUS"]
+    struct.pack_into(abi.HEADER_FMT, hdr, 0, *vals)
+    body = bytearray(rings * stride)
+    q = abi.TYPE_BY_NAME["G_QUEUE"]
+    for k in range(rings):
+        off = k * stride
+        struct.pack_into(abi.RING_FMT, body, off, heads[k], k, 0, 0)
+        for idx in range(max(0, heads[k] - cap), heads[k]):
+            seq = idx if (k, idx) != torn else abi.CONSTS["IPT_SEQ_INVALID"]
+            struct.pack_into(abi.RECORD_FMT, body, off + 64 + (idx % cap) * 64,
+                             seq, idx, q, k, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(hdr + body)
+
+
+def test_live_region_counts_incrementally_and_distrusts_torn(tmp_path):
+    p = str(tmp_path / "g.region")
+    _synthetic_region(p, heads=(5, 6))
+    live = abi.LiveRegion(p)
+    assert live.poll()
+    assert live.counts["G_QUEUE"] == 11 and live.missed == 0
+    # ring 1 grows to head 11 (window [3, 11)): 6..10 are new, 9 is torn
+    _synthetic_region(p, heads=(5, 11), torn=(1, 9))
+    assert live.poll()
+    assert live.counts["G_QUEUE"] == 11 + 4
+    assert live.missed == 1
+    # ring 1 laps the reader: head 30, window [22, 30): 11..21 were lost
+    _synthetic_region(p, heads=(5, 30))
+    assert live.poll()
+    assert live.counts["G_QUEUE"] == 15 + 8
+    assert live.missed == 1 + 11
+    live.close()
+    bad = tmp_path / "zero.region"
+    bad.write_bytes(b"\0" * 8192)
+    assert not abi.LiveRegion(str(bad)).poll()
+
+
+def test_libvirt_unreachable_is_infra_failed():
+    with pytest.raises(vm.HarnessError) as e:
+        vm.open_connection("qemu+unix:///system?socket=/nonexistent/ipt-libvirt-sock")
+    assert e.value.outcome == "infra-failed"
+
+
+def _domains(uri):
+    conn = vm.open_connection(uri)
+    try:
+        return [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
+
+
+def test_vm_that_cannot_start_is_infra_failed_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPITRACE_QEMU", "/nonexistent/qemu-system-x86_64")
+    with pytest.raises(vm.HarnessError) as e:
+        vm.run(str(tmp_path / "snap"), vcpus=2, seconds=1, log=lambda s: None)
+    assert e.value.outcome == "infra-failed"
+    m = json.load(open(tmp_path / "snap" / "manifest.json"))
+    assert m["complete"] is False
+    assert _domains(vm.default_uri()) == []
+
+
+def test_operator_stop_destroys_the_vm_and_keeps_partial_results(tmp_path):
+    stop = threading.Event()
+    started = []
+
+    def on_start(info):
+        started.append(info)
+        stop.set()
+
+    with pytest.raises(vm.HarnessError) as e:
+        vm.run(str(tmp_path / "snap"), vcpus=2, seconds=30, log=lambda s: None,
+               on_start=on_start, stop_event=stop)
+    assert e.value.outcome == "interrupted"
+    assert started and not os.path.exists(started[0]["guest_region"])
+    assert json.load(open(tmp_path / "snap" / "manifest.json"))["complete"] is False
+    assert _domains(vm.default_uri()) == []
+
+
+def test_results_disk_full_marks_partial_and_destroys(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with pytest.raises(vm.HarnessError) as e:
+            vm.run(str(mnt / "snap"), vcpus=2, seconds=2, log=lambda s: None)
+        assert e.value.outcome == "infra-failed" and "No space" in str(e.value)
+        assert json.load(open(mnt / "snap" / "manifest.json"))["partial"] is True
+        assert _domains(vm.default_uri()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_short_soak_two_vms(tmp_path):
+    sc = scenario.load(os.path.join(scenario.LIBRARY, "clean-soak.toml"))
+    sc["expect"]["min_requests"] = 200
+    lines = []
+    s = soak.soak(sc, vms=2, duration=5, out_dir=str(tmp_path), log=lines.append,
+                  progress_every=3)
+    assert s["outcomes"] == {"passed": 2}, [r["failures"] for r in s["results"]]
+    assert s["losses"] == 0 and s["requests"] >= 400 and not s["partial"]
+    assert any("VMs up" in ln and "CSD requests/s" in ln for ln in lines), lines
+    assert json.load(open(tmp_path / "soak.json"))["vms"] == 2
