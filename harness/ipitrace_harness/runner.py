@@ -4,6 +4,8 @@ import os
 import subprocess
 import time
 
+import libvirt
+
 from . import artifacts, scenario, vm
 
 
@@ -42,6 +44,9 @@ def run_scenario(sc, out, uri=None, log=print, on_start=None, stop_event=None,
             json.dump(report, f)
     except vm.HarnessError as e:
         err = e
+    except libvirt.libvirtError as e:
+        err = vm.HarnessError("vm-crashed" if "not found" in str(e) else "infra-failed",
+                              f"libvirt: {e}")
     outcome, detail = scenario.classify(manifest, report, err)
     truth = read_truth(out)
     failures = scenario.check(sc, outcome, report, truth) if err is None else \

@@ -39,9 +39,16 @@ def soak(sc, vms, duration, out_dir, uris=None, log=print, progress_every=5.0,
                 live[i] = {"info": info, "region": abi.LiveRegion(info["guest_region"]),
                            "last": 0}
 
-        res = runner.run_scenario(sci, out, uri=uris[i % len(uris)], on_start=started,
-                                  stop_event=stop, keep_regions=keep_regions,
-                                  log=lambda s: log(s))
+        uri = uris[i % len(uris)]
+        try:
+            res = runner.run_scenario(sci, out, uri=uri, on_start=started,
+                                      stop_event=stop, keep_regions=keep_regions,
+                                      log=lambda s: log(s))
+        except Exception as e:  # noqa: BLE001 - a soak must account for every VM
+            res = {"scenario": sci["name"], "out": out, "uri": uri, "outcome": "infra-failed",
+                   "detail": repr(e), "failures": [f"harness error: {e!r}"], "passed": False,
+                   "requests": 0, "losses": [], "truth": [], "partial": True,
+                   "verdict_counts": {}, "latency": None, "duration": 0.0}
         with lock:
             ent = live.pop(i, None)
             if ent:

@@ -10,7 +10,6 @@ regions are copied, and the VM is destroyed.
 """
 import json
 import os
-import shutil
 import threading
 import time
 import uuid
@@ -18,7 +17,7 @@ from xml.sax.saxutils import quoteattr, escape
 
 import libvirt
 
-from . import artifacts
+from . import artifacts, hosts
 
 DEFAULT_URI_ROOT = "/tmp/ipt-embed"
 
@@ -163,14 +162,11 @@ def parse_fault(spec):
     return stage, opts
 
 
-def _wait_console(path, marker, deadline, dom, stop_event=None):
+def _wait_console(host, path, marker, deadline, dom, stop_event=None):
     while time.time() < deadline:
         if stop_event is not None and stop_event.is_set():
             raise HarnessError("interrupted", "stopped by the operator")
-        try:
-            text = open(path, errors="replace").read()
-        except FileNotFoundError:
-            text = ""
+        text = host.read_text(path)
         if marker in text:
             return text
         if "IPITRACE-ERROR" in text:
@@ -178,9 +174,13 @@ def _wait_console(path, marker, deadline, dom, stop_event=None):
             raise HarnessError("infra-failed", f"guest reported: {line.strip()}")
         if "Kernel panic" in text:
             raise HarnessError("vm-crashed", "guest kernel panicked (see console.log)")
-        if not dom.isActive():
+        try:
+            active = dom.isActive()
+        except libvirt.libvirtError:
+            active = False  # a crashed transient domain is gone altogether
+        if not active:
             raise HarnessError("vm-crashed", "VM exited before printing " + marker)
-        time.sleep(0.2)
+        time.sleep(1.0 if host.remote else 0.2)
     raise HarnessError("hung-unexplained", f"timed out waiting for {marker}")
 
 
@@ -201,15 +201,15 @@ def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
     shm_path = f"/dev/shm/{shm_name}"
     hv_path = f"/dev/shm/ipt-hv-{tag}"
     truth_path = f"/dev/shm/ipt-truth-{tag}.jsonl"
-    console = os.path.abspath(os.path.join(out, "console.log"))
-    for p in (shm_path, hv_path, truth_path, console):
-        if os.path.exists(p):
-            os.unlink(p)
+    host = hosts.for_uri(uri)
+    local_console = os.path.abspath(os.path.join(out, "console.log"))
+    # On a remote libvirt host the console file lives there too.
+    console = f"/tmp/ipt-console-{tag}.log" if host.remote else local_console
+    host.remove(shm_path, hv_path, truth_path, console)
     obj = f"ipitrace,id=ipt0,path={hv_path},capacity={hv_capacity}"
     if faults:
         obj += f",faults={';'.join(faults)},truth={truth_path}"
-        open(truth_path, "w").close()
-        os.chmod(truth_path, 0o666)
+        host.make_shared_file(truth_path)
     threads = threads or vcpus
     cmdline = (f"console=ttyS0 quiet panic=-1 ipt.seconds={seconds} "
                f"ipt.threads={threads} ipt.mode={mode} ipt.wait={wait} ipt.action=load "
@@ -238,29 +238,29 @@ def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
                       "console": console, "uri": uri})
         limit = timeout or (120 + 4 * seconds)
         deadline = time.time() + limit
-        _wait_console(console, "IPITRACE-LOAD-START", deadline, dom, stop_event)
+        _wait_console(host, console, "IPITRACE-LOAD-START", deadline, dom, stop_event)
         log(f"[{name}] load running")
         # The load stops after `seconds`; if the guest does not get there
         # (e.g. a CPU spins forever on a CSD lock because an IPI was lost),
         # it is hung: freeze it at once and keep the evidence.
         load_deadline = min(deadline, time.time() + seconds + hang_grace)
         try:
-            text = _wait_console(console, "IPITRACE-DONE", load_deadline, dom, stop_event)
+            text = _wait_console(host, console, "IPITRACE-DONE", load_deadline, dom, stop_event)
             manifest["outcome"] = "completed"
         except HarnessError as e:
             if e.outcome != "hung-unexplained":
                 raise
-            text = open(console, errors="replace").read()
+            text = host.read_text(console)
             manifest["outcome"] = "guest-hung"
             log(f"[{name}] guest hung (no IPITRACE-DONE {seconds + hang_grace}s after "
                 "load start)")
         dom.suspend()
         log(f"[{name}] VM suspended, taking snapshot")
         try:
-            shutil.copyfile(shm_path, os.path.join(out, "guest.region"))
-            shutil.copyfile(hv_path, os.path.join(out, "hv.region"))
+            host.fetch(shm_path, os.path.join(out, "guest.region"))
+            host.fetch(hv_path, os.path.join(out, "hv.region"))
             if faults:
-                shutil.copyfile(truth_path, os.path.join(out, "faults.jsonl"))
+                host.fetch(truth_path, os.path.join(out, "faults.jsonl"))
             else:
                 open(os.path.join(out, "faults.jsonl"), "w").close()
         except OSError as e:
@@ -282,9 +282,13 @@ def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
             except libvirt.libvirtError:
                 pass
         conn.close()
-        for p in (shm_path, hv_path, truth_path):
-            if os.path.exists(p):
-                os.unlink(p)
+        if host.remote:
+            try:
+                host.fetch(console, local_console)
+            except OSError as e:
+                log(f"[{name}] cannot fetch the console log: {e}")
+            host.remove(console)
+        host.remove(shm_path, hv_path, truth_path)
         try:
             with open(os.path.join(out, "manifest.json"), "w") as f:
                 json.dump(manifest, f, indent=2)

@@ -180,27 +180,57 @@ def test_irq_entry_exit_pairs_and_reschedule(selftest):
 
 
 def test_fire_exact_counts(selftest):
+    """`fire N T` with T kept out of idle: exactly N IPIs for N calls, seen
+    by the sender (G_SEND), the target's ring (IRQ entry + function entry
+    from the IPI handler) and /proc/interrupts.  The kernel may send T an
+    unrelated call-function IPI meanwhile: those are told apart by the
+    function that ran, and /proc/interrupts is checked against the ring
+    between user marks taken around each of its reads."""
     text, region, rings = selftest
     before = irq_row(block(text, "FIRE-IRQ-BEFORE"), "CAL")
     after = irq_row(block(text, "FIRE-IRQ-AFTER"), "CAL")
-    assert after[FIRE_T] - before[FIRE_T] == FIRE_N, (before, after)
-    marks = [(k, s) for k, (_, sl) in rings.items() for s in sl
-             if s["type"] == "G_MARK" and s["arg0"] in (MARK_FIRE_BEGIN, MARK_FIRE_END)]
-    assert len(marks) == 2, marks
-    (k0, b), (k1, e) = marks
-    assert k0 == k1 != FIRE_T and b["arg0"] == MARK_FIRE_BEGIN and e["arg0"] == MARK_FIRE_END
+    marks = {s["arg0"]: (k, s) for k, (_, sl) in rings.items() for s in sl
+             if s["type"] == "G_MARK" and s["arg0"] in (MARK_FIRE_BEGIN, MARK_FIRE_END,
+                                                        0x200, 0x201, 0x202, 0x203)}
+    assert len(marks) == 6, marks
+    (kb, b), (ke, e) = marks[MARK_FIRE_BEGIN], marks[MARK_FIRE_END]
+    assert kb == ke != FIRE_T
     assert b["target"] == e["target"] == FIRE_T and e["arg1"] == FIRE_N
     cfs = region.h["vec_call_function_single"]
+    cf = region.h["vec_call_function"]
     _, tslots = rings[FIRE_T]
-    win = [s for s in tslots if b["tsc"] <= s["tsc"] <= e["tsc"]]
-    entries = [s for s in win if s["type"] == "G_IRQ_ENTRY" and s["vector"] == cfs]
-    assert len(entries) == FIRE_N
-    funcs = [s for s in win if s["type"] == "G_FUNC_ENTRY"]
-    assert len(funcs) == FIRE_N and len({s["a"][0] for s in funcs}) == 1
-    assert all(s["flags"] & FUNC_F_FROM_IRQ for s in funcs)
-    sends = [s for s in rings[k0][1] if b["tsc"] <= s["tsc"] <= e["tsc"]
+    sends = [s for s in rings[kb][1] if b["tsc"] <= s["tsc"] <= e["tsc"]
              and s["type"] == "G_SEND" and s["target"] == FIRE_T]
     assert len(sends) == FIRE_N
+    win = [s for s in tslots if b["tsc"] <= s["tsc"] <= e["tsc"]]
+    # every function run from an IPI on T in the window, grouped by function
+    funcs = {}
+    for s in win:
+        if s["type"] == "G_FUNC_ENTRY" and s["flags"] & FUNC_F_FROM_IRQ:
+            funcs[s["a"][0]] = funcs.get(s["a"][0], 0) + 1
+    assert FIRE_N in funcs.values(), funcs
+    fire_fn = [f for f, n in funcs.items() if n == FIRE_N][0]
+    # each fire call ran from its own IPI: entry, the function, exit
+    seq = [s for s in win if s["type"] in ("G_IRQ_ENTRY", "G_FUNC_ENTRY")]
+    runs = 0
+    for i, s in enumerate(seq):
+        if s["type"] == "G_FUNC_ENTRY" and s["a"][0] == fire_fn:
+            prev = seq[i - 1]
+            assert prev["type"] == "G_IRQ_ENTRY" and prev["vector"] == cfs, (i, prev)
+            runs += 1
+    assert runs == FIRE_N
+    elided = [s for s in rings[kb][1] if b["tsc"] <= s["tsc"] <= e["tsc"]
+              and s["type"] == "G_ELIDE" and s["target"] == FIRE_T]
+    assert not elided
+    # /proc/interrupts CAL delta on T == ring's call-function IRQ entries
+    def cal_entries(lo, hi):
+        return sum(1 for s in tslots if lo <= s["tsc"] <= hi and s["type"] == "G_IRQ_ENTRY"
+                   and s["vector"] in (cf, cfs))
+    delta = after[FIRE_T] - before[FIRE_T]
+    lo = cal_entries(marks[0x201][1]["tsc"], marks[0x202][1]["tsc"])
+    hi = cal_entries(marks[0x200][1]["tsc"], marks[0x203][1]["tsc"])
+    assert FIRE_N <= lo <= delta <= hi, (lo, delta, hi)
+    print(f"fire: N={FIRE_N} CAL delta={delta} ring={lo}..{hi} other funcs={funcs}")
 
 
 def test_watchdog_reports_injected_hang(selftest):

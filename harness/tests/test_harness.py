@@ -205,3 +205,35 @@ def test_short_soak_two_vms(tmp_path):
     assert s["losses"] == 0 and s["requests"] >= 400 and not s["partial"]
     assert any("VMs up" in ln and "CSD requests/s" in ln for ln in lines), lines
     assert json.load(open(tmp_path / "soak.json"))["vms"] == 2
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_soak_across_two_libvirt_hosts(tmp_path):
+    """One VM on the embedded driver, one on a second host reached through
+    qemu+ssh (this machine's system libvirtd behind an sshd on loopback);
+    the second VM's regions and console are fetched over ssh."""
+    from ipitrace_harness import loopback_host
+    h = loopback_host.LoopbackHost(str(tmp_path / "host2"), port=_free_port())
+    try:
+        remote = h.start()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot start a loopback libvirt host here: {e}")
+    try:
+        sc = scenario.load(os.path.join(scenario.LIBRARY, "clean-soak.toml"))
+        sc["expect"]["min_requests"] = 100
+        s = soak.soak(sc, vms=2, duration=4, out_dir=str(tmp_path / "soak"),
+                      uris=[vm.default_uri(), remote], log=lambda s: None)
+    finally:
+        h.stop()
+    by_uri = {r["uri"]: r for r in s["results"]}
+    assert set(by_uri) == {vm.default_uri(), remote}
+    for r in s["results"]:
+        assert r["outcome"] == "passed", (r["uri"], r["failures"])
+        assert r["requests"] >= 100
+        assert os.path.getsize(os.path.join(r["out"], "console.log")) > 0

@@ -1,0 +1,74 @@
+"""Where a VM's files live: this machine, or a libvirt host reached by ssh.
+
+For qemu+ssh://[user@]host[:port]/system URIs the regions, the ground truth
+and the console are files on that host; the harness reads them with ssh
+(the same key and port libvirt uses), so a soak can spread over a fleet.
+"""
+import os
+import shlex
+import shutil
+import subprocess
+import urllib.parse
+
+
+class LocalHost:
+    remote = False
+
+    def read_text(self, path):
+        try:
+            return open(path, errors="replace").read()
+        except FileNotFoundError:
+            return ""
+
+    def fetch(self, path, dest):
+        shutil.copyfile(path, dest)
+
+    def remove(self, *paths):
+        for p in paths:
+            if os.path.exists(p):
+                os.unlink(p)
+
+    def make_shared_file(self, path):
+        open(path, "w").close()
+        os.chmod(path, 0o666)
+
+
+class SshHost:
+    remote = True
+
+    def __init__(self, uri):
+        u = urllib.parse.urlparse(uri)
+        q = urllib.parse.parse_qs(u.query)
+        self.argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                     "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+        if u.port:
+            self.argv += ["-p", str(u.port)]
+        if "keyfile" in q:
+            self.argv += ["-i", q["keyfile"][0]]
+        self.argv.append(f"{u.username}@{u.hostname}" if u.username else u.hostname)
+
+    def _run(self, cmd, **kw):
+        return subprocess.run(self.argv + [cmd], stderr=subprocess.PIPE, **kw)
+
+    def read_text(self, path):
+        p = self._run(f"cat {shlex.quote(path)} 2>/dev/null || true", stdout=subprocess.PIPE)
+        return p.stdout.decode(errors="replace")
+
+    def fetch(self, path, dest):
+        with open(dest, "wb") as f:
+            p = self._run(f"cat {shlex.quote(path)}", stdout=f)
+        if p.returncode != 0:
+            raise OSError(f"ssh fetch of {path} failed: {p.stderr.decode().strip()}")
+
+    def remove(self, *paths):
+        self._run("rm -f " + " ".join(shlex.quote(p) for p in paths), stdout=subprocess.DEVNULL)
+
+    def make_shared_file(self, path):
+        q = shlex.quote(path)
+        p = self._run(f": > {q} && chmod 666 {q}", stdout=subprocess.DEVNULL)
+        if p.returncode != 0:
+            raise OSError(f"cannot create {path} on the remote host: {p.stderr.decode()}")
+
+
+def for_uri(uri):
+    return SshHost(uri) if uri and uri.startswith("qemu+ssh://") else LocalHost()
