@@ -38,6 +38,7 @@ def run_scenario(sc, out, uri=None, log=print, on_start=None, stop_event=None,
                           wait=sc["load"]["wait"], x2apic=sc["vm"]["x2apic"],
                           mem_mb=sc["vm"]["memory_mb"], timeout=sc["timeout"],
                           threads=sc["load"]["threads"] or None, log=log,
+                          extra_cmdline=sc["load"]["guest_args"],
                           on_start=on_start, stop_event=stop_event)
         report = analyze(out)
         with open(os.path.join(out, "report.json"), "w") as f:

@@ -11,7 +11,9 @@ to inject, the duration, the expected verdicts and a required timeout.
              min_requests = 1000
 
 `expect.losses` lists the exact count of every loss verdict expected; any
-loss verdict not listed must be zero.  When a fault is injected the
+loss verdict not listed must be zero.  `expect.losses = "truth"` (for
+probabilistic faults) requires the loss verdicts to be exactly the injected
+faults: each named at its stage, source and target, and nothing else.  When a fault is injected the
 expected verdict for its stage can also be derived: STAGE_VERDICT.
 """
 import os
@@ -39,8 +41,8 @@ STAGE_VERDICT = {
 }
 
 _VM_KEYS = {"vcpus": int, "memory_mb": int, "cpu_model": str, "x2apic": bool}
-_LOAD_KEYS = {"mode": str, "wait": int, "seconds": int, "threads": int}
-_EXPECT_KEYS = {"outcome": str, "losses": dict, "min_requests": int}
+_LOAD_KEYS = {"mode": str, "wait": int, "seconds": int, "threads": int, "guest_args": str}
+_EXPECT_KEYS = {"outcome": str, "losses": (dict, str), "min_requests": int, "min_injected": int}
 
 
 class ScenarioError(ValueError):
@@ -52,7 +54,9 @@ def _check_table(path, table, spec, where):
         if k not in spec:
             raise ScenarioError(f"{path}: unknown key '{where}.{k}'")
         if not isinstance(v, spec[k]) or (spec[k] is int and isinstance(v, bool)):
-            raise ScenarioError(f"{path}: '{where}.{k}' must be {spec[k].__name__}")
+            kind = " or ".join(t.__name__ for t in spec[k]) if isinstance(spec[k], tuple) \
+                else spec[k].__name__
+            raise ScenarioError(f"{path}: '{where}.{k}' must be {kind}")
 
 
 def load(path):
@@ -76,9 +80,9 @@ def load(path):
         "timeout": raw["timeout"],
         "tags": list(raw.get("tags", [])),
         "vm": {"vcpus": 4, "memory_mb": 768, "cpu_model": "qemu64", "x2apic": False},
-        "load": {"mode": "single", "wait": 1, "seconds": 8, "threads": 0},
+        "load": {"mode": "single", "wait": 1, "seconds": 8, "threads": 0, "guest_args": ""},
         "faults": list(raw.get("faults", [])),
-        "expect": {"outcome": "passed", "losses": {}, "min_requests": 0},
+        "expect": {"outcome": "passed", "losses": {}, "min_requests": 0, "min_injected": 0},
         "path": os.path.abspath(path),
     }
     for key, spec in (("vm", _VM_KEYS), ("load", _LOAD_KEYS), ("expect", _EXPECT_KEYS)):
@@ -100,14 +104,22 @@ def load(path):
             raise ScenarioError(f"{path}: {e}") from e
     if sc["expect"]["outcome"] not in OUTCOMES:
         raise ScenarioError(f"{path}: expect.outcome must be one of {OUTCOMES}")
-    for v, n in sc["expect"]["losses"].items():
-        if v not in LOSS_VERDICTS or not isinstance(n, int) or n < 0:
-            raise ScenarioError(f"{path}: expect.losses: bad entry '{v}' = {n!r}")
+    if isinstance(sc["expect"]["losses"], str):
+        if sc["expect"]["losses"] != "truth":
+            raise ScenarioError(f"{path}: expect.losses must be a table or \"truth\"")
+    else:
+        _check_losses(path, sc["expect"]["losses"])
     budget = sc["load"]["seconds"] + 60
     if sc["timeout"] < budget:
         raise ScenarioError(f"{path}: timeout {sc['timeout']}s is shorter than the load "
                             f"plus boot ({budget}s)")
     return sc
+
+
+def _check_losses(path, losses):
+    for v, n in losses.items():
+        if v not in LOSS_VERDICTS or not isinstance(n, int) or n < 0:
+            raise ScenarioError(f"{path}: expect.losses: bad entry '{v}' = {n!r}")
 
 
 def library(tag=None):
@@ -141,10 +153,18 @@ def check(sc, outcome, report, truth):
     if outcome != exp["outcome"]:
         fails.append(f"outcome {outcome}, expected {exp['outcome']}")
     counts = (report or {}).get("verdict_counts", {})
-    for v in LOSS_VERDICTS:
-        want = exp["losses"].get(v, 0)
-        if counts.get(v, 0) != want:
-            fails.append(f"{v}: {counts.get(v, 0)}, expected {want}")
+    if exp["losses"] == "truth":
+        lossy = [t for t in truth if STAGE_VERDICT.get(t["stage"])]
+        n = sum(counts.get(v, 0) for v in LOSS_VERDICTS)
+        if n != len(lossy):
+            fails.append(f"{n} loss verdicts, expected exactly the {len(lossy)} injected")
+    else:
+        for v in LOSS_VERDICTS:
+            want = exp["losses"].get(v, 0)
+            if counts.get(v, 0) != want:
+                fails.append(f"{v}: {counts.get(v, 0)}, expected {want}")
+    if len(truth) < exp["min_injected"]:
+        fails.append(f"{len(truth)} faults injected, expected >= {exp['min_injected']}")
     if report and report.get("requests", 0) < exp["min_requests"]:
         fails.append(f"{report.get('requests', 0)} requests, expected >= {exp['min_requests']}")
     # Every injected loss must be named at its stage, source and target.

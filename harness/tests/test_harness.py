@@ -192,7 +192,13 @@ def test_results_disk_full_marks_partial_and_destroys(tmp_path):
         assert json.load(open(mnt / "snap" / "manifest.json"))["partial"] is True
         assert _domains(vm.default_uri()) == []
     finally:
-        subprocess.run(["umount", "-l", str(mnt)])
+        import time
+        for _ in range(50):  # QEMU may still be closing its console file
+            if subprocess.run(["umount", str(mnt)], stderr=subprocess.DEVNULL).returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            subprocess.run(["umount", "-l", str(mnt)])
 
 
 def test_short_soak_two_vms(tmp_path):
