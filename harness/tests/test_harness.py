@@ -243,3 +243,27 @@ def test_soak_across_two_libvirt_hosts(tmp_path):
         assert r["outcome"] == "passed", (r["uri"], r["failures"])
         assert r["requests"] >= 100
         assert os.path.getsize(os.path.join(r["out"], "console.log")) > 0
+
+
+def test_validation_rows_judge_each_injected_ipi(tmp_path):
+    from ipitrace_harness import validation
+    res = {"truth": [{"stage": "route", "source": 0, "target": 1},
+                     {"stage": "route", "source": 2, "target": 3},
+                     {"stage": "route", "source": 1, "target": 0}],
+           "losses": [{"verdict": "lost-in-routing", "source_vcpu": 0, "target_vcpu": 1},
+                      {"verdict": "lost-in-injection", "source_vcpu": 2, "target_vcpu": 3},
+                      {"verdict": "lost-in-routing", "source_vcpu": 3, "target_vcpu": 2}]}
+    assert validation.stage_row(res) == {"injected": 3, "right": 1, "wrong": 1, "missed": 1,
+                                         "extra": 0}
+    kick = {"truth": [{"stage": "kick", "source": 0, "target": 1}], "losses": []}
+    assert validation.stage_row(kick)["right"] == 1
+    summary = {"stages": [dict(scenario="v-route", stage="route", expected="lost-in-routing",
+                               requests=1234, outcome="lost-ipi", failures=[],
+                               **validation.stage_row(res))],
+               "clean": {"requests": 1000001, "losses": 0, "vms": 4, "outcomes": [{"passed": 4}],
+                         "seconds_per_vm": 300}}
+    out = tmp_path / "validation.md"
+    validation.write(summary, str(out))
+    text = out.read_text()
+    assert "| route | lost-in-routing | 3 | 1 | 1 | 1 | 0 | 1,234 | lost-ipi |" in text
+    assert "1,000,001 CSD requests, 0 loss verdicts" in text
