@@ -2,11 +2,15 @@
 /* ipitrace: scftorture-like smp_call_function load generator. */
 #include <linux/cpu.h>
 #include <linux/cpumask.h>
+#include <linux/delay.h>
 #include <linux/err.h>
+#include <linux/hrtimer.h>
 #include <linux/kthread.h>
+#include <linux/ktime.h>
 #include <linux/moduleparam.h>
 #include <linux/preempt.h>
 #include <linux/sched.h>
+#include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/string.h>
@@ -21,14 +25,31 @@ MODULE_PARM_DESC(load_threads, "load kthreads (default: online CPUs)");
 static char *load_mode = "single";
 module_param(load_mode, charp, 0444);
 MODULE_PARM_DESC(load_mode,
-		 "single: round-robin smp_call_function_single; many: to all others");
+		 "single: round-robin smp_call_function_single (load_wait); single-wait: same, always waiting; many: smp_call_function_many to the other CPUs of load_cpus; all: smp_call_function (every other online CPU); local: smp_call_function_single to the calling CPU (no IPI: csd_function_entry/exit only, for probe cost)");
 
 static bool load_wait = true;
 module_param(load_wait, bool, 0444);
 MODULE_PARM_DESC(load_wait, "wait for the called function to finish");
 
+static unsigned int load_rate;
+module_param(load_rate, uint, 0644);
+MODULE_PARM_DESC(load_rate, "calls per second per thread (0: unlimited)");
+
+static char *load_cpus;
+module_param(load_cpus, charp, 0444);
+MODULE_PARM_DESC(load_cpus,
+		 "cpulist the threads run on and call (default: all online)");
+
 static bool load_run;
-static bool ipt_load_many;
+
+enum ipt_load_kind { IPT_LOAD_SINGLE, IPT_LOAD_MANY, IPT_LOAD_ALL,
+		     IPT_LOAD_LOCAL };
+static enum ipt_load_kind ipt_load_kind;
+static bool ipt_load_do_wait;
+static struct cpumask ipt_load_set;
+
+/* The last (or current) run, for the ops/s report. */
+static u64 ipt_load_t0, ipt_load_t1, ipt_load_ops0, ipt_load_ops1;
 
 /* Calls issued by the load kthreads, and load functions run, per CPU. */
 DEFINE_PER_CPU(u64, ipt_load_ops);
@@ -55,33 +76,79 @@ void ipt_load_emit_mark(u32 mark)
 	preempt_enable();
 }
 
+static u64 ipt_load_sum(void)
+{
+	unsigned int cpu;
+	u64 sum = 0;
+
+	for_each_possible_cpu(cpu)
+		sum += per_cpu(ipt_load_ops, cpu);
+	return sum;
+}
+
+/* Sleep until this thread's next call is due (load_rate > 0). */
+static void ipt_load_pace(ktime_t t0, u64 n)
+{
+	unsigned int rate = READ_ONCE(load_rate);
+	ktime_t due;
+
+	if (!rate)
+		return;
+	due = ktime_add_ns(t0, div_u64(n * NSEC_PER_SEC, rate));
+	if (ktime_after(due, ktime_get())) {
+		set_current_state(TASK_INTERRUPTIBLE);
+		schedule_hrtimeout_range(&due, 20 * NSEC_PER_USEC,
+					 HRTIMER_MODE_ABS);
+	}
+}
+
 static int ipt_load_thread(void *arg)
 {
 	unsigned int self = raw_smp_processor_id();
 	unsigned int t = self;
+	ktime_t t0 = ktime_get();
+	struct cpumask *mask;
+	u64 n = 0;
 
+	mask = kmalloc(cpumask_size(), GFP_KERNEL);
+	if (!mask)
+		return -ENOMEM;
 	while (!kthread_should_stop()) {
-		if (num_online_cpus() < 2) {
+		cpumask_and(mask, &ipt_load_set, cpu_online_mask);
+		cpumask_clear_cpu(self, mask);
+		if (ipt_load_kind == IPT_LOAD_LOCAL) {
+			smp_call_function_single(self, ipt_load_func, NULL, 1);
+			goto done;
+		}
+		if (cpumask_empty(mask)) {
 			schedule_timeout_interruptible(HZ / 10);
 			continue;
 		}
-		if (ipt_load_many) {
+		switch (ipt_load_kind) {
+		case IPT_LOAD_MANY:
 			preempt_disable();
-			smp_call_function_many(cpu_online_mask, ipt_load_func,
-					       NULL, load_wait);
+			smp_call_function_many(mask, ipt_load_func, NULL,
+					       ipt_load_do_wait);
 			preempt_enable();
-		} else {
-			do {
-				t = cpumask_next(t, cpu_online_mask);
-				if (t >= nr_cpu_ids)
-					t = cpumask_first(cpu_online_mask);
-			} while (t == self);
+			break;
+		case IPT_LOAD_ALL:
+			smp_call_function(ipt_load_func, NULL,
+					  ipt_load_do_wait);
+			break;
+		default:
+			t = cpumask_next(t, mask);
+			if (t >= nr_cpu_ids)
+				t = cpumask_first(mask);
 			smp_call_function_single(t, ipt_load_func, NULL,
-						 load_wait);
+						 ipt_load_do_wait);
+			break;
 		}
+done:
 		this_cpu_inc(ipt_load_ops);
+		ipt_load_pace(t0, ++n);
 		cond_resched();
 	}
+	kfree(mask);
 	return 0;
 }
 
@@ -94,12 +161,43 @@ int ipt_load_validate(void)
 		       load_threads, 4 * nr_cpu_ids);
 		return -EINVAL;
 	}
-	if (!load_mode || (strcmp(load_mode, "single") &&
-			   strcmp(load_mode, "many"))) {
-		pr_err(IPT_NAME ": load_mode must be \"single\" or \"many\"\n");
+	ipt_load_do_wait = load_wait;
+	if (load_mode && !strcmp(load_mode, "single")) {
+		ipt_load_kind = IPT_LOAD_SINGLE;
+	} else if (load_mode && !strcmp(load_mode, "single-wait")) {
+		ipt_load_kind = IPT_LOAD_SINGLE;
+		ipt_load_do_wait = true;
+	} else if (load_mode && !strcmp(load_mode, "many")) {
+		ipt_load_kind = IPT_LOAD_MANY;
+	} else if (load_mode && !strcmp(load_mode, "all")) {
+		ipt_load_kind = IPT_LOAD_ALL;
+	} else if (load_mode && !strcmp(load_mode, "local")) {
+		ipt_load_kind = IPT_LOAD_LOCAL;
+	} else {
+		pr_err(IPT_NAME ": load_mode must be single, single-wait, many, all or local\n");
 		return -EINVAL;
 	}
-	ipt_load_many = !strcmp(load_mode, "many");
+	if (load_rate > 10000000) {
+		pr_err(IPT_NAME ": load_rate=%u out of range 0..10000000\n",
+		       load_rate);
+		return -EINVAL;
+	}
+	if (load_cpus && *load_cpus) {
+		int ret = cpulist_parse(load_cpus, &ipt_load_set);
+
+		if (ret || cpumask_empty(&ipt_load_set)) {
+			pr_err(IPT_NAME ": load_cpus=\"%s\" is not a non-empty cpulist of possible CPUs\n",
+			       load_cpus);
+			return -EINVAL;
+		}
+		if (!cpumask_subset(&ipt_load_set, cpu_possible_mask)) {
+			pr_err(IPT_NAME ": load_cpus=\"%s\" names CPUs that do not exist\n",
+			       load_cpus);
+			return -EINVAL;
+		}
+	} else {
+		cpumask_copy(&ipt_load_set, cpu_possible_mask);
+	}
 	return 0;
 }
 
@@ -111,6 +209,7 @@ bool ipt_load_wanted(void)
 /* Start the load kthreads; called with ipt_lock held, tracing armed. */
 int ipt_load_start(void)
 {
+	static struct cpumask on;
 	struct task_struct *t;
 	unsigned int i;
 	int ret;
@@ -124,8 +223,15 @@ int ipt_load_start(void)
 
 	ipt_load_emit_mark(IPT_MARK_LOAD_START);
 	cpus_read_lock();
+	cpumask_and(&on, &ipt_load_set, cpu_online_mask);
+	if (cpumask_empty(&on)) {
+		cpus_read_unlock();
+		pr_err(IPT_NAME ": no CPU of load_cpus is online\n");
+		ret = -EINVAL;
+		goto err_stop;
+	}
 	for (i = 0; i < load_threads; i++) {
-		unsigned int cpu = ipt_nth_online_cpu(i);
+		unsigned int cpu = cpumask_nth(i % cpumask_weight(&on), &on);
 
 		t = kthread_create(ipt_load_thread, NULL, "ipt_load/%u", i);
 		if (IS_ERR(t)) {
@@ -140,6 +246,9 @@ int ipt_load_start(void)
 		ipt_load_ntasks = i + 1;
 	}
 	cpus_read_unlock();
+	ipt_load_t0 = ktime_get_ns();
+	ipt_load_ops0 = ipt_load_sum();
+	ipt_load_t1 = 0;
 	for (i = 0; i < ipt_load_ntasks; i++)
 		wake_up_process(ipt_load_tasks[i]);
 	load_run = true;
@@ -159,6 +268,8 @@ void ipt_load_stop(void)
 
 	if (!ipt_load_tasks)
 		return;
+	ipt_load_t1 = ktime_get_ns();
+	ipt_load_ops1 = ipt_load_sum();
 	for (i = 0; i < ipt_load_ntasks; i++)
 		kthread_stop(ipt_load_tasks[i]);
 	kfree(ipt_load_tasks);
@@ -167,6 +278,25 @@ void ipt_load_stop(void)
 	load_run = false;
 	ipt_load_emit_mark(IPT_MARK_LOAD_STOP);
 	pr_info(IPT_NAME ": load stopped\n");
+}
+
+/* ops/s of the current run (if running) or of the last one. */
+void ipt_load_show_ops(struct seq_file *m)
+{
+	u64 t1 = ipt_load_t1, ops1 = ipt_load_ops1, ns;
+
+	if (!ipt_load_t0) {
+		seq_puts(m, "running 0 ops 0 ns 0 ops_per_s 0\n");
+		return;
+	}
+	if (!t1) {
+		t1 = ktime_get_ns();
+		ops1 = ipt_load_sum();
+	}
+	ns = t1 - ipt_load_t0;
+	seq_printf(m, "running %d ops %llu ns %llu ops_per_s %llu\n",
+		   !!ipt_load_tasks, ops1 - ipt_load_ops0, ns,
+		   ns ? div64_u64((ops1 - ipt_load_ops0) * NSEC_PER_SEC, ns) : 0);
 }
 
 static int ipt_load_run_set(const char *val, const struct kernel_param *kp)

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /* ipitrace: ivshmem-plain PCI driver, shared region layout, module init/exit. */
 #include <linux/build_bug.h>
+#include <linux/cpuhotplug.h>
+#include <linux/ctype.h>
 #include <linux/debugfs.h>
+#include <linux/fs.h>
+#include <linux/hex.h>
 #include <linux/io.h>
 #include <linux/log2.h>
 #include <linux/module.h>
@@ -22,6 +26,7 @@
 #define IPT_BAR 2
 #define IPT_MIN_RECORDS 1024
 
+/* Serialises region setup/teardown, probe attach/detach and the load. */
 DEFINE_MUTEX(ipt_lock);
 bool ipt_armed;
 
@@ -29,10 +34,102 @@ DEFINE_PER_CPU(struct ipt_ring_header *, ipt_ring);
 DEFINE_PER_CPU(u64 [IPT_NR_GUEST_TYPES], ipt_rec_count);
 u64 ipt_ring_mask;
 
+static bool probes = true;
+module_param(probes, bool, 0444);
+MODULE_PARM_DESC(probes,
+		 "attach the tracepoint probes at load (default 1); debugfs ipitrace/probes toggles them at run time");
+
 static struct pci_dev *ipt_pdev;
 static struct ipt_region_header *ipt_hdr;
 static int ipt_probe_err;
 static struct dentry *ipt_debugfs;
+static u8 ipt_boot_id[16];
+static bool ipt_boot_id_valid;
+static int ipt_cpuhp_state = -1;
+
+struct ipt_region_header *ipt_region(void)
+{
+	return READ_ONCE(ipt_hdr);
+}
+
+static struct ipt_ghdr_ext *ipt_ext(struct ipt_region_header *h)
+{
+	return (struct ipt_ghdr_ext *)((u8 *)h + IPT_GHDR_EXT_OFFSET);
+}
+
+/*
+ * The kernel's boot_id (the value /proc/sys/kernel/random/boot_id shows),
+ * read once at module init, in process context: no helper exports it.
+ */
+static void ipt_read_boot_id(void)
+{
+	char buf[40] = { };
+	struct file *f;
+	loff_t pos = 0;
+	ssize_t n;
+	int i, k = 0;
+
+	f = filp_open("/proc/sys/kernel/random/boot_id", O_RDONLY, 0);
+	if (IS_ERR(f)) {
+		pr_warn(IPT_NAME ": cannot open boot_id: %ld; header boot_id left zero\n",
+			PTR_ERR(f));
+		return;
+	}
+	n = kernel_read(f, buf, sizeof(buf) - 1, &pos);
+	filp_close(f, NULL);
+	for (i = 0; i < n && k < 32; i++) {
+		int v = hex_to_bin(buf[i]);
+
+		if (v < 0)
+			continue;
+		ipt_boot_id[k / 2] |= (k & 1) ? v : v << 4;
+		k++;
+	}
+	ipt_boot_id_valid = k == 32;
+	if (!ipt_boot_id_valid)
+		pr_warn(IPT_NAME ": cannot parse boot_id \"%s\"\n", buf);
+}
+
+static u32 ipt_apic_id(unsigned int cpu)
+{
+	u32 id = cpu_physical_id(cpu);
+
+	return id == BAD_APICID ? IPT_APIC_ID_NONE : id;
+}
+
+/* CPU hotplug callbacks (CPUHP_AP_ONLINE_DYN, run on the CPU itself). */
+static int ipt_cpu_online(unsigned int cpu)
+{
+	struct ipt_region_header *h = ipt_region();
+
+	if (h && cpu < IPT_MAX_CPUS) {
+		struct ipt_ghdr_ext *x = ipt_ext(h);
+
+		WRITE_ONCE(h->apic_id[cpu], ipt_apic_id(cpu));
+		if (!test_and_set_bit(cpu, (unsigned long *)x->online)) {
+			WRITE_ONCE(x->online_count, x->online_count + 1);
+			if (ipt_cpuhp_state >= 0)
+				x->hotplug_events++;
+		}
+	}
+	return 0;
+}
+
+static int ipt_cpu_offline(unsigned int cpu)
+{
+	struct ipt_region_header *h = ipt_region();
+
+	if (h && cpu < IPT_MAX_CPUS) {
+		struct ipt_ghdr_ext *x = ipt_ext(h);
+
+		if (test_and_clear_bit(cpu, (unsigned long *)x->online)) {
+			WRITE_ONCE(x->online_count, x->online_count - 1);
+			if (ipt_cpuhp_state >= 0)
+				x->hotplug_events++;
+		}
+	}
+	return 0;
+}
 
 static const char *ipt_type_name(unsigned int type)
 {
@@ -69,7 +166,7 @@ static int ipt_region_init(void *base, u64 size)
 
 	/* Tell readers the header is being rewritten before touching it. */
 	WRITE_ONCE(h->flags, 0);
-	smp_wmb();
+	smp_wmb(); /* readers see flags == 0 before any field changes */
 
 	h->magic = IPT_MAGIC;
 	h->abi_major = IPT_ABI_MAJOR;
@@ -93,12 +190,21 @@ static int ipt_region_init(void *base, u64 size)
 	memset(h->kernel_release, 0, sizeof(h->kernel_release));
 	strscpy(h->kernel_release, utsname()->release,
 		sizeof(h->kernel_release));
-	memset(h->boot_id, 0, sizeof(h->boot_id));
+	memcpy(h->boot_id, ipt_boot_id, sizeof(h->boot_id));
 	for (k = 0; k < IPT_MAX_CPUS; k++)
 		h->apic_id[k] = IPT_APIC_ID_NONE;
 	for_each_possible_cpu(cpu)
-		h->apic_id[cpu] = cpu_physical_id(cpu);
+		h->apic_id[cpu] = ipt_apic_id(cpu);
 	memset(h->reserved, 0, sizeof(h->reserved));
+	{
+		struct ipt_ghdr_ext *x = ipt_ext(h);
+
+		/* Online bits are set by the hotplug callbacks. */
+		x->csd_hang_ms = ipt_wd_hang_ms();
+		x->boot_id_valid = ipt_boot_id_valid;
+		smp_wmb(); /* the extension's fields before its magic */
+		x->magic = IPT_GHDR_EXT_MAGIC;
+	}
 	h->generation++;
 
 	ipt_ring_mask = cap - 1;
@@ -116,7 +222,7 @@ static int ipt_region_init(void *base, u64 size)
 	}
 
 	h->start_tsc = rdtsc_ordered();
-	smp_wmb();
+	smp_wmb(); /* header and rings complete before READY */
 	WRITE_ONCE(h->flags, IPT_REGION_F_READY | IPT_REGION_F_TRACING);
 	pr_info(IPT_NAME ": region %llu bytes, %u rings of %llu records\n",
 		size, nr_cpu_ids, cap);
@@ -173,7 +279,7 @@ static int ipt_pci_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (ret)
 		goto err_unlock;
 	ipt_hdr = base;
-	ret = ipt_probes_attach();
+	ret = probes ? ipt_probes_attach() : 0;
 	if (ret)
 		goto err_stopped;
 	/*
@@ -212,12 +318,13 @@ static void ipt_pci_remove(struct pci_dev *pdev)
 
 	mutex_lock(&ipt_lock);
 	ipt_load_stop();
+	ipt_selftest_stop();
 	ipt_probes_detach();
 	ipt_armed = false;
 	ipt_rings_forget();
 
 	ipt_hdr->stop_tsc = rdtsc_ordered();
-	smp_wmb();
+	smp_wmb(); /* stop_tsc before STOPPED */
 	WRITE_ONCE(ipt_hdr->flags, IPT_REGION_F_READY | IPT_REGION_F_STOPPED);
 	memunmap(ipt_hdr);
 	ipt_hdr = NULL;
@@ -282,6 +389,118 @@ static int ipt_counters_show(struct seq_file *m, void *v)
 }
 DEFINE_SHOW_ATTRIBUTE(ipt_counters);
 
+static int ipt_ops_show(struct seq_file *m, void *v)
+{
+	ipt_load_show_ops(m);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(ipt_ops);
+
+static int ipt_tracepoints_show(struct seq_file *m, void *v)
+{
+	ipt_probes_show(m);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(ipt_tracepoints);
+
+static int ipt_watchdog_show(struct seq_file *m, void *v)
+{
+	ipt_wd_show(m);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(ipt_watchdog);
+
+static int ipt_header_show(struct seq_file *m, void *v)
+{
+	struct ipt_region_header *h;
+	struct ipt_ghdr_ext *x;
+	unsigned int cpu;
+
+	mutex_lock(&ipt_lock);
+	h = ipt_hdr;
+	if (h) {
+		x = ipt_ext(h);
+		seq_printf(m, "ring_capacity %u\ntsc_khz %u\ncpu_count %u\nrelease %s\nboot_id %pU\nonline_count %u\nhotplug_events %llu\n",
+			   h->ring_capacity, h->tsc_khz, h->cpu_count,
+			   h->kernel_release, h->boot_id, x->online_count,
+			   x->hotplug_events);
+		for (cpu = 0; cpu < h->cpu_count; cpu++)
+			seq_printf(m, "cpu %u apic_id %u online %d\n", cpu,
+				   h->apic_id[cpu],
+				   test_bit(cpu, (unsigned long *)x->online));
+	}
+	mutex_unlock(&ipt_lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(ipt_header);
+
+/* "start" / "stop": run or stop the load generator (any write). */
+static ssize_t ipt_start_write(struct file *file, const char __user *buf,
+			       size_t count, loff_t *ppos)
+{
+	int ret;
+
+	mutex_lock(&ipt_lock);
+	ret = ipt_armed ? ipt_load_start() : -ENODEV;
+	mutex_unlock(&ipt_lock);
+	return ret ? ret : count;
+}
+
+static ssize_t ipt_stop_write(struct file *file, const char __user *buf,
+			      size_t count, loff_t *ppos)
+{
+	mutex_lock(&ipt_lock);
+	ipt_load_stop();
+	mutex_unlock(&ipt_lock);
+	return count;
+}
+
+static const struct file_operations ipt_start_fops = {
+	.owner = THIS_MODULE,
+	.write = ipt_start_write,
+};
+
+static const struct file_operations ipt_stop_fops = {
+	.owner = THIS_MODULE,
+	.write = ipt_stop_write,
+};
+
+/* "probes": read 0/1; write 1 to attach, 0 to detach (at run time). */
+static int ipt_probes_get(void *data, u64 *val)
+{
+	*val = ipt_probes_attached();
+	return 0;
+}
+
+static int ipt_probes_set(void *data, u64 val)
+{
+	int ret = 0;
+
+	if (val > 1)
+		return -EINVAL;
+	mutex_lock(&ipt_lock);
+	if (!ipt_armed)
+		ret = -ENODEV;
+	else if (val)
+		ret = ipt_probes_attach();
+	else
+		ipt_probes_detach();
+	mutex_unlock(&ipt_lock);
+	return ret;
+}
+DEFINE_DEBUGFS_ATTRIBUTE(ipt_probes_fops, ipt_probes_get, ipt_probes_set,
+			 "%llu\n");
+
+/* "mark": write a u32 to put a G_MARK with arg0 = it on this CPU's ring. */
+static int ipt_mark_set(void *data, u64 val)
+{
+	if (val > U32_MAX)
+		return -EINVAL;
+	ipt_load_emit_mark(val);
+	return 0;
+}
+DEFINE_DEBUGFS_ATTRIBUTE(ipt_mark_fops, NULL, ipt_mark_set, "%llu\n");
+
 static int __init ipt_init(void)
 {
 	int ret;
@@ -296,10 +515,14 @@ static int __init ipt_init(void)
 	ret = ipt_load_validate();
 	if (ret)
 		goto err_out;
+	ret = ipt_wd_validate();
+	if (ret)
+		goto err_out;
 	ret = ipt_probes_lookup();
 	if (ret)
 		goto err_out;
 
+	ipt_read_boot_id();
 	ret = pci_register_driver(&ipt_pci_driver);
 	if (ret)
 		goto err_out;
@@ -315,9 +538,33 @@ static int __init ipt_init(void)
 		goto err_unregister;
 	}
 
+	ret = cpuhp_setup_state(CPUHP_AP_ONLINE_DYN, "ipitrace:online",
+				ipt_cpu_online, ipt_cpu_offline);
+	if (ret < 0) {
+		pr_err(IPT_NAME ": cannot register CPU hotplug callbacks: %d\n",
+		       ret);
+		goto err_unregister;
+	}
+	ipt_cpuhp_state = ret;
+
 	ipt_debugfs = debugfs_create_dir(IPT_NAME, NULL);
 	debugfs_create_file("counters", 0444, ipt_debugfs, NULL,
 			    &ipt_counters_fops);
+	debugfs_create_file("ops", 0444, ipt_debugfs, NULL, &ipt_ops_fops);
+	debugfs_create_file("tracepoints", 0444, ipt_debugfs, NULL,
+			    &ipt_tracepoints_fops);
+	debugfs_create_file("watchdog", 0444, ipt_debugfs, NULL,
+			    &ipt_watchdog_fops);
+	debugfs_create_file("header", 0444, ipt_debugfs, NULL,
+			    &ipt_header_fops);
+	debugfs_create_file("start", 0200, ipt_debugfs, NULL,
+			    &ipt_start_fops);
+	debugfs_create_file("stop", 0200, ipt_debugfs, NULL, &ipt_stop_fops);
+	debugfs_create_file_unsafe("probes", 0644, ipt_debugfs, NULL,
+				   &ipt_probes_fops);
+	debugfs_create_file_unsafe("mark", 0200, ipt_debugfs, NULL,
+				   &ipt_mark_fops);
+	ipt_selftest_debugfs(ipt_debugfs);
 
 	mutex_lock(&ipt_lock);
 	ret = (ipt_armed && ipt_load_wanted()) ? ipt_load_start() : 0;
@@ -328,6 +575,7 @@ static int __init ipt_init(void)
 
 err_debugfs:
 	debugfs_remove_recursive(ipt_debugfs);
+	cpuhp_remove_state_nocalls(ipt_cpuhp_state);
 err_unregister:
 	pci_unregister_driver(&ipt_pci_driver);
 err_out:
@@ -337,6 +585,7 @@ err_out:
 static void __exit ipt_exit(void)
 {
 	debugfs_remove_recursive(ipt_debugfs);
+	cpuhp_remove_state_nocalls(ipt_cpuhp_state);
 	pci_unregister_driver(&ipt_pci_driver);
 }
 

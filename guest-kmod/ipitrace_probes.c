@@ -4,10 +4,13 @@
 #include <linux/kernel.h>
 #include <linux/percpu.h>
 #include <linux/printk.h>
+#include <linux/rcupdate.h>
+#include <linux/seq_file.h>
 #include <linux/smp.h>
 #include <linux/smp_types.h>
 #include <linux/string.h>
 #include <linux/tracepoint.h>
+#include <asm/irq_vectors.h>
 
 #include "ipitrace_compat.h"
 #include "ipitrace_ring.h"
@@ -35,6 +38,10 @@ static void ipt_probe_queue(void *data, const unsigned int cpu,
 	};
 
 	ipt_ring_write(&ev);
+	/* Only sync/async csds get a csd_function_entry of their own. */
+	if (ev.flags == IPT_CSD_SYNC || ev.flags == IPT_CSD_ASYNC)
+		ipt_wd_track(cpu, (unsigned long)func, (unsigned long)csd,
+			     callsite);
 }
 
 /* ipi:ipi_send_cpu */
@@ -110,6 +117,32 @@ static void ipt_probe_irq_exit(void *data, int vector)
 		this_cpu_dec(ipt_in_cf_irq);
 }
 
+/*
+ * irq_vectors:reschedule_{entry,exit}: recorded, but a reschedule IPI does
+ * not flush the call-single queue, so it does not set ipt_in_cf_irq.
+ */
+static void ipt_probe_resched_entry(void *data, int vector)
+{
+	struct ipt_ev ev = {
+		.type = IPT_G_IRQ_ENTRY,
+		.target = IPT_CPU_NONE,
+		.vector = vector,
+	};
+
+	ipt_ring_write(&ev);
+}
+
+static void ipt_probe_resched_exit(void *data, int vector)
+{
+	struct ipt_ev ev = {
+		.type = IPT_G_IRQ_EXIT,
+		.target = IPT_CPU_NONE,
+		.vector = vector,
+	};
+
+	ipt_ring_write(&ev);
+}
+
 static __always_inline void ipt_func_ev(u16 type, smp_call_func_t func,
 					call_single_data_t *csd)
 {
@@ -128,6 +161,7 @@ static __always_inline void ipt_func_ev(u16 type, smp_call_func_t func,
 static void ipt_probe_func_entry(void *data, smp_call_func_t func,
 				 call_single_data_t *csd)
 {
+	ipt_wd_clear((unsigned long)csd);
 	ipt_func_ev(IPT_G_FUNC_ENTRY, func, csd);
 }
 
@@ -151,12 +185,14 @@ struct ipt_tp {
  * side last.  Detached in reverse.
  */
 static struct ipt_tp ipt_tps[] = {
+	{ "reschedule_exit", ipt_probe_resched_exit },
 	{ "call_function_exit", ipt_probe_irq_exit },
 	{ "call_function_single_exit", ipt_probe_irq_exit },
 	{ "csd_function_exit", ipt_probe_func_exit },
 	{ "csd_function_entry", ipt_probe_func_entry },
 	{ "call_function_entry", ipt_probe_irq_entry },
 	{ "call_function_single_entry", ipt_probe_irq_entry },
+	{ "reschedule_entry", ipt_probe_resched_entry },
 	{ "sched_wake_idle_without_ipi", ipt_probe_elide },
 	{ "ipi_send_cpu", ipt_probe_send_cpu },
 	{ "ipi_send_cpumask", ipt_probe_send_mask },
@@ -188,11 +224,21 @@ int ipt_probes_lookup(void)
 	return 0;
 }
 
+static bool ipt_probes_on;
+
+bool ipt_probes_attached(void)
+{
+	return ipt_probes_on;
+}
+
+/* Attach every probe (idempotent); called with ipt_lock held. */
 int ipt_probes_attach(void)
 {
 	unsigned int i;
 	int ret;
 
+	if (ipt_probes_on)
+		return 0;
 	for (i = 0; i < ARRAY_SIZE(ipt_tps); i++) {
 		ret = tracepoint_probe_register(ipt_tps[i].tp, ipt_tps[i].probe,
 						NULL);
@@ -203,6 +249,9 @@ int ipt_probes_attach(void)
 		}
 		ipt_tps[i].attached = true;
 	}
+	ipt_probes_on = true;
+	ipt_wd_start();
+	ipt_load_emit_mark(IPT_MARK_PROBES_ON);
 	return 0;
 
 err_detach:
@@ -215,6 +264,9 @@ void ipt_probes_detach(void)
 {
 	int i;
 
+	if (ipt_probes_on)
+		ipt_load_emit_mark(IPT_MARK_PROBES_OFF);
+	ipt_wd_stop();
 	for (i = ARRAY_SIZE(ipt_tps) - 1; i >= 0; i--) {
 		if (!ipt_tps[i].attached)
 			continue;
@@ -223,4 +275,30 @@ void ipt_probes_detach(void)
 		ipt_tps[i].attached = false;
 	}
 	tracepoint_synchronize_unregister();
+	ipt_probes_on = false;
+}
+
+/*
+ * For each tracepoint: how many probes are registered on it right now (ours
+ * and anybody else's, e.g. ftrace), so tests can tell that nothing is left
+ * behind after an unload.
+ */
+void ipt_probes_show(struct seq_file *m)
+{
+	unsigned int i, n;
+
+	for (i = 0; i < ARRAY_SIZE(ipt_tps); i++) {
+		struct tracepoint_func *f;
+
+		n = 0;
+		rcu_read_lock_sched();
+		f = rcu_dereference_sched(ipt_tps[i].tp->funcs);
+		while (f && f->func) {
+			n++;
+			f++;
+		}
+		rcu_read_unlock_sched();
+		seq_printf(m, "%s %u %s\n", ipt_tps[i].name, n,
+			   ipt_tps[i].attached ? "ours" : "-");
+	}
 }

@@ -74,7 +74,7 @@ static __always_inline void ipt_ring_write(const struct ipt_ev *ev)
 	rec->a[1] = ev->a1;
 	rec->a[2] = ev->a2;
 	rec->a[3] = 0;
-	smp_wmb();
+	smp_wmb(); /* the record's fields before its seq (readers' check) */
 	WRITE_ONCE(rec->seq, idx);
 
 	if (likely(ev->type < IPT_NR_GUEST_TYPES))

@@ -16,7 +16,7 @@ CACHE=${IPITRACE_CACHE:-/var/cache/ipitrace}
 STAMP=/var/lib/ipitrace/deps-stamp
 DEPS_WAIT=${IPITRACE_DEPS_WAIT:-3600}
 # Applets the init script uses (plus sh for itself).
-APPLETS=(sh mount mkdir cat echo sleep insmod rmmod dmesg tail grep sed tr
+APPLETS=(sh mount mkdir cat echo sleep insmod rmmod dmesg tail grep sed tr taskset
 	cut printf true uname ls)
 
 log() { echo "build-guest: $*" >&2; }
