@@ -83,11 +83,17 @@ typedef uint64_t ipt_u64;
  *   H_IRR        target=vCPU vector flags=IPT_IRR_F_* arg0=target PPR
  *                a0=seq of the H_ICR record on this ring (IPT_SEQ_INVALID
  *                when not caused by an ICR write: MSI, IOAPIC, LVT)
- *   H_KICK       target=vCPU flags=IPT_KICK_F_*
+ *   H_KICK       target=vCPU flags=IPT_KICK_F_* (on the ring of the
+ *                thread that kicked the target, e.g. the ICR sender)
  *   H_ACK        vector (interrupt acknowledged by this vCPU)
- *   H_EOI        vector (EOI by this vCPU; 0xff when ISR empty) 
- *   H_HELD       vector arg0=PPR (pending vector held back by priority)
+ *                target=IPT_CPU_NONE
+ *   H_EOI        vector (EOI by this vCPU; 0xff when ISR empty)
+ *                target=IPT_CPU_NONE
+ *   H_HELD       target=vCPU whose APIC holds it, vector, arg0=PPR
+ *                (pending vector held back by priority; written on
+ *                transitions to a new held vector only)
  *   H_NMI/H_INIT/H_SIPI: like H_IRR, non-fixed delivery to target
+ *                (vector: SIPI start page; flags 0, arg0 0)
  */
 #define IPT_RECORD_TYPES(X)                                                  \
 	X(G_QUEUE, 1, "csd queued for a target CPU")                         \

@@ -5,6 +5,8 @@
 #
 #   scripts/build-qemu.sh        -> prints the qemu-system-x86_64 path
 #
+# ipitrace-bench (the record-write microbenchmark of the series) is
+# installed next to it.
 # The last line of stdout is the absolute path of qemu-system-x86_64;
 # everything else goes to stderr.  Cache root: ${IPITRACE_CACHE:-/var/cache/
 # ipitrace}; the install goes to $cache/qemu-$key, where key = sha256 of the
@@ -183,15 +185,18 @@ log "configuring"
 		--audio-drv-list= >&2
 ) || die "configure failed"
 
-log "building qemu-system-x86_64 with $JOBS jobs"
+log "building qemu-system-x86_64 and ipitrace-bench with $JOBS jobs"
 start=$SECONDS
-ninja -C "$BUILD" -j "$JOBS" qemu-system-x86_64 >&2 || die "build failed"
+ninja -C "$BUILD" -j "$JOBS" qemu-system-x86_64 tests/bench/ipitrace-bench >&2 ||
+	die "build failed"
 log "built in $((SECONDS - start))s"
 
 # Only the emulator is installed: firmware, option ROMs and keymaps come
 # from Debian's qemu-system-data, seabios and ipxe-qemu (--firmwarepath).
 mkdir -p "$STAGE/bin"
 install -m 0755 "$BUILD/qemu-system-x86_64" "$STAGE/bin/"
+# The record-write microbenchmark (scripts/bench-qemu.sh runs it)
+install -m 0755 "$BUILD/tests/bench/ipitrace-bench" "$STAGE/bin/"
 "$STAGE/bin/qemu-system-x86_64" --version >&2 ||
 	die "the built binary does not run"
 chmod -R a+rX "$STAGE"
