@@ -204,6 +204,50 @@ struct ipt_sym {
 	char name[48];    /* 16 NUL-terminated (truncated) symbol name */
 };
 
+/*
+ * Guest-only header extension, written by the guest module only.  It lives in
+ * ipt_region_header.reserved[], at byte offset IPT_GHDR_EXT_OFFSET of the
+ * region, and is valid when its magic reads IPT_GHDR_EXT_MAGIC:
+ *
+ *   +0  u32 magic          IPT_GHDR_EXT_MAGIC ("GEXT")
+ *   +4  u32 online_count   CPUs currently online
+ *   +8  u64 online[4]      bit c of online[c / 64]: CPU c is online.  The
+ *                          apic_id[] map keeps offline CPUs' APIC IDs (so
+ *                          records written before an offline still join);
+ *                          IPT_APIC_ID_NONE only for never-present CPUs.
+ *   +40 u64 hotplug_events online/offline transitions seen while tracing
+ *   +48 u32 csd_hang_ms    watchdog threshold (0: off)
+ *   +52 u32 boot_id_valid  1 when boot_id[] holds the kernel's boot_id
+ *
+ * boot_id[] is /proc/sys/kernel/random/boot_id as 16 bytes in the order
+ * of its text form (xxxxxxxx-xxxx-... read left to right).
+ *
+ * G_HANG: cpu = CPU the watchdog ran on, target = T, arg0 = ms waited,
+ * arg1 = waiter (sender) CPU, a0 = func, a1 = csd, a2 = callsite,
+ * flags = 1 when "continued" (the first report of a request has 0).
+ */
+#define IPT_GHDR_EXT_OFFSET 1200
+#define IPT_GHDR_EXT_MAGIC 0x54584547U /* "GEXT" */
+
+struct ipt_ghdr_ext {
+	ipt_u32 magic;
+	ipt_u32 online_count;
+	ipt_u64 online[IPT_MAX_CPUS / 64];
+	ipt_u64 hotplug_events;
+	ipt_u32 csd_hang_ms;
+	ipt_u32 boot_id_valid;
+};
+
+/* G_MARK ids beyond IPT_MARK_LOAD_{START,STOP} (self-test writers). */
+#define IPT_MARK_NEST_OUTER 0x100 /* a0=n a1=~n a2=n^IPT_NEST_SALT */
+#define IPT_MARK_NEST_TIMER 0x101 /* written from an hrtimer (hardirq) */
+#define IPT_MARK_NEST_NMI 0x102   /* written from an NMI handler */
+#define IPT_MARK_NEST_IRQWORK 0x103 /* written from an irq_work self-IPI */
+#define IPT_MARK_FIRE_BEGIN 0x110 /* target=T arg1=N */
+#define IPT_MARK_FIRE_END 0x111   /* target=T arg1=N */
+#define IPT_MARK_PROBES_ON 0x120  /* every probe attached (after) */
+#define IPT_MARK_PROBES_OFF 0x121 /* about to detach (before) */
+
 #if defined(__cplusplus)
 static_assert(sizeof(struct ipt_region_header) == IPT_HEADER_SIZE, "hdr");
 static_assert(sizeof(struct ipt_ring_header) == IPT_RING_HEADER_SIZE, "ring");

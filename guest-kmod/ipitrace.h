@@ -17,50 +17,7 @@ struct seq_file;
 /* Guest record types are below this; indexes ipt_rec_count[]. */
 #define IPT_NR_GUEST_TYPES 16
 
-/*
- * Guest-only header extension, proposed for abi/ipitrace_abi.h (kept here
- * for now: editing the ABI header changes QEMU's build key).  It lives in
- * ipt_region_header.reserved[], at byte offset IPT_GHDR_EXT_OFFSET of the
- * region, and is valid when its magic reads IPT_GHDR_EXT_MAGIC:
- *
- *   +0  u32 magic          IPT_GHDR_EXT_MAGIC ("GEXT")
- *   +4  u32 online_count   CPUs currently online
- *   +8  u64 online[4]      bit c of online[c / 64]: CPU c is online.  The
- *                          apic_id[] map keeps offline CPUs' APIC IDs (so
- *                          records written before an offline still join);
- *                          IPT_APIC_ID_NONE only for never-present CPUs.
- *   +40 u64 hotplug_events online/offline transitions seen while tracing
- *   +48 u32 csd_hang_ms    watchdog threshold (0: off)
- *   +52 u32 boot_id_valid  1 when boot_id[] holds the kernel's boot_id
- *
- * boot_id[] is /proc/sys/kernel/random/boot_id as 16 bytes in the order
- * of its text form (xxxxxxxx-xxxx-... read left to right).
- *
- * G_HANG: cpu = CPU the watchdog ran on, target = T, arg0 = ms waited,
- * arg1 = waiter (sender) CPU, a0 = func, a1 = csd, a2 = callsite,
- * flags = 1 when "continued" (the first report of a request has 0).
- */
-#define IPT_GHDR_EXT_OFFSET 1200
-#define IPT_GHDR_EXT_MAGIC 0x54584547U /* "GEXT" */
-
-struct ipt_ghdr_ext {
-	u32 magic;
-	u32 online_count;
-	u64 online[IPT_MAX_CPUS / 64];
-	u64 hotplug_events;
-	u32 csd_hang_ms;
-	u32 boot_id_valid;
-};
-
-/* G_MARK ids beyond IPT_MARK_LOAD_{START,STOP} (self-test writers). */
-#define IPT_MARK_NEST_OUTER 0x100 /* a0=n a1=~n a2=n^IPT_NEST_SALT */
-#define IPT_MARK_NEST_TIMER 0x101 /* written from an hrtimer (hardirq) */
-#define IPT_MARK_NEST_NMI 0x102   /* written from an NMI handler */
-#define IPT_MARK_NEST_IRQWORK 0x103 /* written from an irq_work self-IPI */
-#define IPT_MARK_FIRE_BEGIN 0x110 /* target=T arg1=N */
-#define IPT_MARK_FIRE_END 0x111   /* target=T arg1=N */
-#define IPT_MARK_PROBES_ON 0x120  /* every probe attached (after) */
-#define IPT_MARK_PROBES_OFF 0x121 /* about to detach (before) */
+/* Guest header extension, G_HANG fields and G_MARK ids: abi/ipitrace_abi.h. */
 #define IPT_NEST_SALT 0x5a5aa5a5c3c33c3cULL
 
 DECLARE_PER_CPU(u64, ipt_load_ops);
