@@ -1,9 +1,47 @@
 // SPDX-License-Identifier: MIT
 #include "analyzer.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace ipitrace {
+
+std::vector<StageLatency> StageLatencies(const std::vector<Request>& requests) {
+  // Stage boundaries by evidence record type.
+  static constexpr uint16_t kPoints[] = {IPT_G_SEND, IPT_H_IRR, IPT_H_ACK,
+                                         IPT_G_IRQ_ENTRY, IPT_G_FUNC_ENTRY};
+  static constexpr const char* kNames[] = {"send->IRR", "IRR->ACK", "ACK->IRQ",
+                                           "IRQ->function"};
+  std::vector<uint64_t> samples[4];
+  for (const Request& r : requests) {
+    if (r.verdict != Verdict::kServedByIpi) continue;
+    uint64_t tsc[5];
+    bool have[5] = {};
+    for (const Evidence& e : r.evidence)
+      for (size_t k = 0; k < 5; ++k)
+        if (!have[k] && e.rec.type == kPoints[k]) {
+          tsc[k] = e.rec.tsc;
+          have[k] = true;
+        }
+    for (size_t k = 0; k < 4; ++k)
+      if (have[k] && have[k + 1] && tsc[k + 1] >= tsc[k])
+        samples[k].push_back(tsc[k + 1] - tsc[k]);
+  }
+  std::vector<StageLatency> out;
+  for (size_t k = 0; k < 4; ++k) {
+    auto& v = samples[k];
+    if (v.empty()) continue;
+    std::sort(v.begin(), v.end());
+    StageLatency l;
+    l.name = kNames[k];
+    l.count = v.size();
+    l.p50 = v[(v.size() - 1) / 2];
+    l.p99 = v[std::min(v.size() - 1, (v.size() * 99) / 100)];
+    l.max = v.back();
+    out.push_back(std::move(l));
+  }
+  return out;
+}
 
 Result<Analysis> Analyzer::AnalyzeDir(const std::string& dir) {
   SnapshotLoader loader(stats_);
@@ -51,6 +89,8 @@ Analysis Analyzer::Analyze(Snapshot snapshot) {
     }
     a.per_cpu.push_back(c);
   }
+
+  a.latency = StageLatencies(a.requests);
 
   a.tsc_khz = s.guest.header.tsc_khz ? s.guest.header.tsc_khz : s.hv.header.tsc_khz;
   if (a.tsc_khz == 0) {

@@ -29,6 +29,15 @@ struct CpuSummary {
   uint64_t guest_irq_callfunc = 0;
 };
 
+// Per-stage latency over served-by-ipi requests, in TSC ticks.
+struct StageLatency {
+  std::string name;  // "send->IRR", "IRR->ACK", "ACK->IRQ", "IRQ->function"
+  uint64_t count = 0;
+  uint64_t p50 = 0;
+  uint64_t p99 = 0;
+  uint64_t max = 0;
+};
+
 struct AnalyzerOptions {
   double threshold_ms = 10.0;  // served requests slower than this are listed
 };
@@ -44,7 +53,10 @@ struct Analysis {
   std::vector<CpuSummary> per_cpu;
   uint64_t tsc_khz = 0;
   std::vector<size_t> slow;  // indexes of served requests above threshold
+  std::vector<StageLatency> latency;  // empty when nothing was served by IPI
 };
+
+std::vector<StageLatency> StageLatencies(const std::vector<Request>& requests);
 
 // Analyzer runs the pipeline: load a snapshot, join CPUs to vCPUs, follow
 // every request, and summarise per CPU.  It is the one place main.cc and the

@@ -14,6 +14,9 @@
 
 namespace {
 
+// Every verdict of tracker.h IPT_VERDICTS appears in verdict_counts.
+constexpr size_t kVerdictNames = 13;
+
 struct Run {
   int rc = -1;
   std::string out;
@@ -91,6 +94,80 @@ TEST_CASE("cli - malformed region exits 4") {
   CHECK(Exec(Agent() + " analyze " + dir + " --json").rc == 4);
 }
 
+TEST_CASE("cli - every subcommand has --help; new subcommands' usage errors") {
+  for (const char* sub : {"analyze", "dump", "watch", "export"}) {
+    Run h = Exec(Agent() + " " + sub + " --help");
+    CHECK(h.rc == 0);
+    CHECK(h.out.find("Usage") != std::string::npos);
+  }
+  CHECK(Exec(Agent() + " watch").rc == 2);
+  CHECK(Exec(Agent() + " watch /tmp --hang-ms 0").rc == 2);
+  CHECK(Exec(Agent() + " export /tmp").rc == 2);  // --timeline required
+}
+
+TEST_CASE("cli - compressed regions, corrupt zstd, truncated and wrong-version regions") {
+  const std::string dir = MakeSnapshot("mixed");
+  // .zst is read transparently when the plain file is absent.
+  REQUIRE(Exec("zstd -q --rm " + dir + "/hv.region").rc == 0);
+  Run r = Exec(Agent() + " analyze " + dir + " --json");
+  CHECK(r.rc == 0);
+  CHECK(nlohmann::json::parse(r.out)["verdict_counts"]["lost-in-routing"] == 2);
+  // Corrupt zstd: malformed (4), one clear line.
+  std::filesystem::resize_file(dir + "/hv.region.zst", 40);
+  CHECK(Exec(Agent() + " analyze " + dir).rc == 4);
+  CHECK(Stderr(Agent() + " analyze " + dir).find("zstd") != std::string::npos);
+
+  const std::string d2 = MakeSnapshot("mixed");
+  // Wrong ABI major (offset 8).
+  {
+    std::FILE* f = std::fopen((d2 + "/guest.region").c_str(), "r+b");
+    REQUIRE(f != nullptr);
+    std::fseek(f, 8, SEEK_SET);
+    const uint16_t major = 99;
+    std::fwrite(&major, 2, 1, f);
+    std::fclose(f);
+  }
+  CHECK(Exec(Agent() + " analyze " + d2).rc == 4);
+  CHECK(Stderr(Agent() + " analyze " + d2).find("ABI major") != std::string::npos);
+}
+
+TEST_CASE("cli - export --timeline writes Chrome trace JSON") {
+  const std::string dir = MakeSnapshot("mixed");
+  const std::string out = dir + "/timeline.json";
+  REQUIRE(Exec(Agent() + " export --timeline " + out + " " + dir).rc == 0);
+  std::FILE* f = std::fopen(out.c_str(), "r");
+  REQUIRE(f != nullptr);
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+  std::fclose(f);
+  const auto j = nlohmann::json::parse(text);
+  size_t flows_start = 0, flows_end = 0, metadata = 0;
+  for (const auto& e : j["traceEvents"]) {
+    if (e["ph"] == "s") ++flows_start;
+    if (e["ph"] == "f") ++flows_end;
+    if (e["ph"] == "M") ++metadata;
+  }
+  CHECK(flows_start > 0);
+  CHECK(flows_start == flows_end);
+  CHECK(metadata > 0);
+  CHECK(Exec(Agent() + " export --timeline /nonexistent/dir/t.json " + dir).rc == 3);
+}
+
+TEST_CASE("cli - analyze reports latency and target activity") {
+  const std::string dir = MakeSnapshot("mixed");
+  Run r = Exec(Agent() + " analyze " + dir + " --json");
+  REQUIRE(r.rc == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  REQUIRE(j["latency"].size() == 4);
+  CHECK(j["latency"][0]["stage"] == "send->IRR");
+  for (const auto& l : j["losses"]) CHECK(l.contains("target_activity"));
+  Run t = Exec(Agent() + " analyze " + dir);
+  CHECK(t.out.find("stage latency") != std::string::npos);
+  CHECK(t.out.find("while it waited") != std::string::npos);
+}
+
 TEST_CASE("cli - analyze --json on a synthetic snapshot") {
   const std::string dir = MakeSnapshot("mixed");
   Run r = Exec(Agent() + " analyze " + dir + " --json --threshold-ms 5");
@@ -99,7 +176,7 @@ TEST_CASE("cli - analyze --json on a synthetic snapshot") {
 
   CHECK(j["requests"] == 18);
   const auto& vc = j["verdict_counts"];
-  CHECK(vc.size() == 11);
+  CHECK(vc.size() == kVerdictNames);
   CHECK(vc["queued-behind-loss"] == 0);
   CHECK(vc["served-by-ipi"] == 13);
   CHECK(vc["served-without-ipi"] == 2);

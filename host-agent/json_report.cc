@@ -69,6 +69,9 @@ Json JsonReport::RequestJson(const Request& r) const {
   j["func"] = Hex(r.func);
   const Symbol* sym = a_->snapshot.guest.FindSymbol(r.func);
   j["func_name"] = sym ? Json(sym->name) : Json(nullptr);
+  // symbol+off/size when the guest published a symbol table, else hex.
+  j["func_symbol"] = sym ? fmt::format("{}+{:#x}/{:#x}", sym->name, sym->offset, sym->size)
+                         : Hex(r.func);
   j["csd"] = Hex(r.csd);
   j["csd_type"] = r.csd_type;
   j["owns_ipi"] = r.owns_ipi;
@@ -79,6 +82,28 @@ Json JsonReport::RequestJson(const Request& r) const {
           ? Json(a_->requests[static_cast<size_t>(r.rode_on)].queue_tsc)
           : Json(nullptr);
   j["reason"] = r.reason;
+  if (r.activity.computed) {
+    const TargetActivity& t = r.activity;
+    Json aj;
+    aj["outstanding"] = t.outstanding;
+    aj["wait_ticks"] = t.wait_ticks;
+    aj["wait_ms"] = a_->tsc_khz ? Json(static_cast<double>(t.wait_ticks) /
+                                       static_cast<double>(a_->tsc_khz))
+                                : Json(nullptr);
+    aj["window_start_tsc"] = t.window_start;
+    aj["window_end_tsc"] = t.window_end;
+    Json acks = Json::object();
+    for (const auto& [v, n] : t.acks_by_vector) acks[Hex(v)] = n;
+    aj["acks_by_vector"] = std::move(acks);
+    Json ev = Json::object();
+    for (const auto& [ty, n] : t.guest_events) ev[std::string(RecordTypeName(ty))] = n;
+    aj["guest_events"] = std::move(ev);
+    aj["hv_records"] = t.hv_records;
+    aj["kicks"] = t.kicks;
+    aj["kicks_halted"] = t.kicks_halted;
+    aj["halted"] = t.kicks ? Json(t.kicks_halted > 0) : Json(nullptr);
+    j["target_activity"] = std::move(aj);
+  }
   Json ev = Json::array();
   for (const Evidence& e : r.evidence) ev.push_back(EvidenceJson(e));
   j["evidence"] = std::move(ev);
@@ -135,6 +160,24 @@ Json JsonReport::Build() const {
   }
   slow["requests"] = std::move(slow_list);
   out["slow"] = std::move(slow);
+
+  Json lat = Json::array();
+  for (const StageLatency& l : a.latency) {
+    Json lj;
+    lj["stage"] = l.name;
+    lj["count"] = l.count;
+    lj["p50_ticks"] = l.p50;
+    lj["p99_ticks"] = l.p99;
+    lj["max_ticks"] = l.max;
+    if (a.tsc_khz) {
+      const double k = 1000.0 / static_cast<double>(a.tsc_khz);
+      lj["p50_us"] = static_cast<double>(l.p50) * k;
+      lj["p99_us"] = static_cast<double>(l.p99) * k;
+      lj["max_us"] = static_cast<double>(l.max) * k;
+    }
+    lat.push_back(std::move(lj));
+  }
+  out["latency"] = std::move(lat);
 
   Json per_cpu = Json::array();
   for (const CpuSummary& c : a.per_cpu) {

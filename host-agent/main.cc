@@ -4,13 +4,21 @@
 //
 //   ipitrace analyze SNAPSHOT_DIR [--json] [--threshold-ms N]
 //   ipitrace dump SNAPSHOT_DIR [--limit N]
+//   ipitrace watch DIR_OR_HV:GUEST... [--hang-ms N] [--out DIR]
+//   ipitrace export --timeline OUT.json SNAPSHOT_DIR
 //   ipitrace --version
 //
 // Exit codes: 0 ok, 1 internal error, 2 usage, 3 unreadable/missing input
 // file, 4 malformed region.
+#include <signal.h>
+#include <time.h>
+
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -20,6 +28,8 @@
 #include "merger.h"
 #include "snapshot.h"
 #include "text_report.h"
+#include "timeline.h"
+#include "watch.h"
 
 namespace {
 
@@ -71,6 +81,46 @@ int RunDump(const std::string& dir, uint64_t limit) {
   return std::fflush(stdout) == 0 ? 0 : 1;
 }
 
+volatile std::sig_atomic_t g_stop = 0;
+void OnStop(int) { g_stop = 1; }
+
+uint64_t NowNs() {
+  struct timespec ts {};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+int RunWatch(const std::vector<std::string>& specs, const ipitrace::WatchOptions& opts,
+             double poll_ms, double duration_s) {
+  std::vector<ipitrace::WatchTarget> targets;
+  for (const auto& s : specs) targets.push_back(ipitrace::ParseWatchTarget(s));
+  ipitrace::Watcher watcher(std::move(targets), opts);
+  ::signal(SIGINT, OnStop);
+  ::signal(SIGTERM, OnStop);
+  const uint64_t start = NowNs();
+  while (!g_stop) {
+    const uint64_t now = NowNs();
+    for (const auto& e : watcher.Poll(now)) {
+      const std::string line = e.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+      std::fprintf(stdout, "%s\n", line.c_str());
+    }
+    std::fflush(stdout);
+    if (duration_s > 0 && static_cast<double>(NowNs() - start) / 1e9 >= duration_s) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(poll_ms * 1000)));
+  }
+  return 0;
+}
+
+int RunExport(const std::string& dir, const std::string& out) {
+  ipitrace::Stats stats;
+  ipitrace::Analyzer analyzer(&stats, {});
+  auto analysis = analyzer.AnalyzeDir(dir);
+  if (!analysis.ok()) return Fail(analysis.status());
+  auto st = ipitrace::WriteTimeline(analysis.value(), out);
+  if (!st.ok()) return Fail(st);
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{"ipitrace: find where a lost inter-processor interrupt vanished "
                "in a QEMU/TCG guest"};
@@ -98,6 +148,39 @@ int Main(int argc, char** argv) {
   dump->add_option("SNAPSHOT_DIR", dir, "snapshot directory")->required();
   dump->add_option("--limit", limit, "print at most N records (0: all)");
 
+  std::vector<std::string> specs;
+  ipitrace::WatchOptions wopts;
+  double poll_ms = 200;
+  double duration_s = 0;
+  auto* watch = app.add_subcommand(
+      "watch", "Follow the live regions of one or more VMs, detect a hang "
+               "(a request outstanding longer than --hang-ms) and write a "
+               "snapshot and a verdict report; prints JSON-lines events "
+               "(vm_attached, hang_detected, vm_detached)");
+  watch->add_option("VM", specs,
+                    "a directory holding hv.region and guest.region, or "
+                    "HV_FILE:GUEST_FILE (e.g. /dev/shm files)")
+      ->required();
+  watch->add_option("--hang-ms", wopts.hang_ms,
+                    "outstanding time that counts as a hang (default 1000)")
+      ->check(CLI::PositiveNumber);
+  watch->add_option("--out", wopts.out_dir,
+                    "directory for hang snapshots (default .)");
+  watch->add_option("--poll-ms", poll_ms, "poll interval (default 200)")
+      ->check(CLI::Range(1.0, 1000.0));
+  watch->add_option("--duration-s", duration_s,
+                    "stop after this many seconds (default 0: until SIGINT/SIGTERM)")
+      ->check(CLI::NonNegativeNumber);
+
+  std::string timeline_out;
+  auto* exportc = app.add_subcommand(
+      "export", "Export a snapshot for other tools (Chrome trace-event timeline)");
+  exportc->add_option("--timeline", timeline_out,
+                      "write a Chrome trace-event JSON (chrome://tracing, "
+                      "Perfetto UI) to this file")
+      ->required();
+  exportc->add_option("SNAPSHOT_DIR", dir, "snapshot directory")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -106,6 +189,8 @@ int Main(int argc, char** argv) {
   }
   if (analyze->parsed()) return RunAnalyze(dir, json, threshold_ms);
   if (dump->parsed()) return RunDump(dir, limit);
+  if (watch->parsed()) return RunWatch(specs, wopts, poll_ms, duration_s);
+  if (exportc->parsed()) return RunExport(dir, timeline_out);
   return static_cast<int>(ipitrace::ErrorCode::kUsage);
 }
 

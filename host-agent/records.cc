@@ -29,6 +29,7 @@ bool RecordHasTarget(uint16_t type) {
     case IPT_G_HANG:
     case IPT_H_IRR:
     case IPT_H_KICK:
+    case IPT_H_HELD:
     case IPT_H_NMI:
     case IPT_H_INIT:
     case IPT_H_SIPI:

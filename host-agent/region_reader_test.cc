@@ -267,6 +267,29 @@ TEST_CASE("region_reader - hostile head values stay in bounds") {
         std::min<uint64_t>(head, 8));
 }
 
+TEST_CASE("region_reader - ring index wraps at 2^32 and 2^64") {
+  const uint64_t start = GENERATE(uint64_t{1} << 32, ~uint64_t{0});
+  RegionBuilder b(StreamKind::kGuest, 1, 8);
+  b.ring_header(0).head = start - 3;
+  for (uint64_t i = 0; i < 6; ++i) b.Append(0, Mark(100 + i));
+  Stats stats;
+  auto r = ReadGuest(b.Bytes(), &stats);
+  REQUIRE(r.ok());
+  const Ring& ring = r.value().rings[0];
+  if (start == (uint64_t{1} << 32)) {
+    // Window [head - 8, head): 6 records written, 2 slots never written.
+    CHECK(ring.head == (uint64_t{1} << 32) + 3);
+    CHECK(ring.records.size() == 6);
+    CHECK(stats.Get(StatId::torn_record) == 2);
+  } else {
+    // head wrapped past 2^64 to 2: window [0, 2), the two newest.
+    CHECK(ring.head == 2);
+    CHECK(ring.records.size() == 2);
+    CHECK(ring.overwritten == 0);
+  }
+  for (const ipt_record& rec : ring.records) CHECK(rec.tsc >= 100);
+}
+
 TEST_CASE("region_reader - random corruption never crashes") {
   RegionBuilder b(StreamKind::kHv, 4, 16, /*misc_ring=*/true);
   for (uint32_t ring = 0; ring < 4; ++ring)

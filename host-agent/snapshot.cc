@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "mapped_file.h"
+#include "file_bytes.h"
 
 namespace ipitrace {
 
@@ -47,9 +47,9 @@ Result<Snapshot> SnapshotLoader::Load(const std::string& dir) {
   for (const Want& w : {Want{"hv.region", StreamKind::kHv, &snap.hv},
                         Want{"guest.region", StreamKind::kGuest, &snap.guest}}) {
     const std::string path = dir + "/" + w.file;
-    auto file = MappedFile::Open(path);
+    auto file = ReadRegionFile(path);  // PATH, else PATH.zst
     if (!file.ok()) return file.status();
-    auto region = reader.Read(file.value().bytes(), w.kind, path);
+    auto region = reader.Read(file.value(), w.kind, path);
     if (!region.ok()) return region.status();
     *w.out = std::move(region).value();
   }

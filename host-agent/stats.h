@@ -42,6 +42,9 @@ enum class Severity { kInfo, kDataLoss, kError };
     "record cpu/target id out of range; record ignored")                      \
   X(record_cpu_mismatch, kInfo, "record cpu differs from its ring's cpu")     \
   X(tsc_backwards, kInfo, "TSC went backwards within one ring")               \
+  X(ring_head_backwards, kDataLoss,                                           \
+    "ring head moved backwards while followed live; ring latched corrupt "   \
+    "until the producer re-initialises")                                      \
   X(unmatched_cpu_map, kInfo,                                                 \
     "guest CPU without a matching vCPU APIC ID; identity map used")           \
   X(missing_ring, kDataLoss, "a CPU/vCPU a request needs has no ring")        \

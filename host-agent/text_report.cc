@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "text_report.h"
 
+#include <algorithm>
 #include <iterator>
 
 #include <fmt/format.h>
@@ -30,6 +31,63 @@ void AppendWindow(std::string* out, const Region& region) {
                    r.records.size(), r.overwritten, r.gaps.size(), r.dropped,
                    r.first_tsc(), r.last_tsc());
   }
+}
+
+std::string Ms(uint64_t ticks, uint64_t khz) {
+  if (!khz) return fmt::format("{} ticks", ticks);
+  return fmt::format("{:.3f} ms", static_cast<double>(ticks) / static_cast<double>(khz));
+}
+
+void AppendActivity(std::string* out, const Request& r, uint64_t khz) {
+  const TargetActivity& a = r.activity;
+  if (!a.computed) return;
+  auto w = std::back_inserter(*out);
+  if (a.outstanding) {
+    fmt::format_to(w, "      never served: outstanding at the snapshot for {}\n",
+                   Ms(a.wait_ticks, khz));
+  } else {
+    fmt::format_to(w, "      served{} after {} (tsc {})\n",
+                   r.served_late ? " late" : "", Ms(a.wait_ticks, khz),
+                   a.window_end);
+  }
+  fmt::format_to(w, "      target CPU {} while it waited: acked", r.target_cpu);
+  if (a.acks_by_vector.empty()) fmt::format_to(w, " nothing");
+  for (const auto& [v, n] : a.acks_by_vector) fmt::format_to(w, " {:#04x}:{}", v, n);
+  fmt::format_to(w, "; guest events");
+  if (a.guest_events.empty()) fmt::format_to(w, " none");
+  for (const auto& [t, n] : a.guest_events)
+    fmt::format_to(w, " {}:{}", RecordTypeName(t), n);
+  if (a.kicks)
+    fmt::format_to(w, "; kicked {} times ({} while halted)", a.kicks, a.kicks_halted);
+  else
+    fmt::format_to(w, "; no H_KICK records (halt state unknown)");
+  *out += "\n";
+}
+
+constexpr size_t kSliceBefore = 3;
+constexpr size_t kSliceWait = 12;
+
+// The records of one ring over [start, end] and a few just before.
+void AppendSlice(std::string* out, StreamKind kind, const Ring* ring,
+                 std::string_view what, uint64_t start, uint64_t end) {
+  if (!ring || ring->empty()) return;
+  auto it = std::partition_point(ring->records.begin(), ring->records.end(),
+                                 [&](const ipt_record& r) { return r.tsc < start; });
+  size_t first = static_cast<size_t>(it - ring->records.begin());
+  size_t from = first > kSliceBefore ? first - kSliceBefore : 0;
+  size_t in_window = 0;
+  size_t i = from;
+  fmt::format_to(std::back_inserter(*out), "      -- {} ({} before the queue, then the wait):\n",
+                 what, first - from);
+  for (; i < ring->records.size() && ring->records[i].tsc <= end; ++i) {
+    if (i >= first && in_window++ >= kSliceWait) break;
+    AppendEvidence(out, Evidence{kind, ring->index, ring->records[i],
+                                 static_cast<uint32_t>(i)});
+  }
+  size_t more = 0;
+  for (; i < ring->records.size() && ring->records[i].tsc <= end; ++i) ++more;
+  if (more)
+    fmt::format_to(std::back_inserter(*out), "      ... {} more records in the wait\n", more);
 }
 
 }  // namespace
@@ -62,13 +120,42 @@ std::string TextReport::Render() const {
                    r.target_cpu, Vcpu(r.target_vcpu), r.vector, r.queue_tsc,
                    FuncName(r.func), r.csd);
     fmt::format_to(w, "      why: {}\n", r.reason);
-    if (r.served_late) {
-      fmt::format_to(w, "      served late at tsc {} (+{} ticks)\n",
-                     *r.served_tsc, *r.served_tsc - r.queue_tsc);
-    }
+    AppendActivity(&out, r, a.tsc_khz);
+    out += "      -- evidence chain (sender's records for this request, then what served it):\n";
     for (const Evidence& e : r.evidence) AppendEvidence(&out, e);
+    const uint64_t end = r.activity.computed ? r.activity.window_end : r.queue_tsc;
+    AppendSlice(&out, StreamKind::kGuest, a.snapshot.guest.RingForCpu(r.target_cpu),
+                fmt::format("target CPU {} guest ring", r.target_cpu), r.queue_tsc, end);
+    if (r.target_vcpu >= 0)
+      AppendSlice(&out, StreamKind::kHv,
+                  a.snapshot.hv.RingForCpu(static_cast<uint32_t>(r.target_vcpu)),
+                  fmt::format("target vCPU {} hv ring", r.target_vcpu), r.queue_tsc, end);
   }
   if (n == 0) out += "\nlosses: none\n";
+
+  size_t u = 0, u_total = 0;
+  for (const Request& r : a.requests) {
+    if (IsLoss(r.verdict) || IsNormal(r.verdict)) continue;
+    ++u_total;
+    if (u >= 10) continue;
+    if (u++ == 0) out += "\nunresolved / not lost (first 10):\n";
+    fmt::format_to(w, "  {}: CPU {} -> CPU {} queue tsc {} func {}\n      why: {}\n",
+                   VerdictName(r.verdict), r.source_cpu, r.target_cpu, r.queue_tsc,
+                   FuncName(r.func), r.reason);
+    AppendActivity(&out, r, a.tsc_khz);
+  }
+  if (u_total > u) fmt::format_to(w, "  ... {} more\n", u_total - u);
+
+  if (!a.latency.empty()) {
+    fmt::format_to(w, "\nstage latency (served-by-ipi, {}):\n  {:<14} {:>8} {:>12} {:>12} {:>12}\n",
+                   a.tsc_khz ? "us" : "ticks", "stage", "count", "p50", "p99", "max");
+    for (const StageLatency& l : a.latency) {
+      const double k = a.tsc_khz ? 1000.0 / static_cast<double>(a.tsc_khz) : 1.0;
+      fmt::format_to(w, "  {:<14} {:>8} {:>12.1f} {:>12.1f} {:>12.1f}\n", l.name, l.count,
+                     static_cast<double>(l.p50) * k, static_cast<double>(l.p99) * k,
+                     static_cast<double>(l.max) * k);
+    }
+  }
 
   if (a.tsc_khz) {
     fmt::format_to(w, "\nslow requests (> {} ms): {}\n", a.options.threshold_ms,

@@ -52,7 +52,16 @@ std::optional<size_t> FirstAfterPos(const std::vector<uint32_t>* p,
 }
 
 Evidence Ev(StreamKind s, const Ring& r, uint32_t pos) {
-  return Evidence{s, r.index, r.records[pos]};
+  return Evidence{s, r.index, r.records[pos], pos};
+}
+
+// Position of the first record of 'r' with tsc >= tsc (rings are in TSC
+// order; a ring whose TSC went backwards is counted in Stats and searched
+// anyway: the answer is then approximate but always in bounds).
+size_t RingLowerBound(const Ring& r, uint64_t tsc) {
+  auto it = std::partition_point(r.records.begin(), r.records.end(),
+                                 [&](const ipt_record& rec) { return rec.tsc < tsc; });
+  return static_cast<size_t>(it - r.records.begin());
 }
 
 std::string VcpuName(int32_t v) {
@@ -64,6 +73,10 @@ std::string VcpuName(int32_t v) {
 std::string_view VerdictName(Verdict v) {
   IPT_CHECK(static_cast<size_t>(v) < kNumVerdicts);
   return kVerdictInfo[static_cast<size_t>(v)].name;
+}
+
+bool IsNormal(Verdict v) {
+  return v == Verdict::kServedByIpi || v == Verdict::kServedWithoutIpi;
 }
 
 bool IsLoss(Verdict v) {
@@ -108,10 +121,15 @@ void Tracker::BuildIndexes() {
           gi.func_by_func[rec.a[0]].push_back(i);
           gi.callfunc_points.push_back(i);
           break;
+        case IPT_G_FUNC_EXIT:
+          gi.exit_by_csd[rec.a[1]].push_back(i);
+          gi.exit_by_func[rec.a[0]].push_back(i);
+          break;
         default:
           break;
       }
     }
+    if (!r.empty()) snapshot_end_tsc_ = std::max(snapshot_end_tsc_, r.last_tsc());
   }
   hv_index_.resize(snap_->hv.rings.size());
   for (const Ring& r : snap_->hv.rings) {
@@ -124,16 +142,24 @@ void Tracker::BuildIndexes() {
           break;
         case IPT_H_IRR:
           if (rec.a[0] != IPT_SEQ_INVALID) hi.irr_by_icr_seq[rec.a[0]].push_back(i);
+          if (!(rec.flags & IPT_IRR_F_COALESCED))
+            irr_sets_[rec.target].push_back({rec.tsc, rec.vector});
           break;
         case IPT_H_ACK:
           hi.ack_by_vector[rec.vector].push_back(i);
           hi.acks.push_back(i);
           break;
+        case IPT_H_KICK:
+          kicks_[rec.target].push_back({rec.tsc, rec.flags});
+          break;
         default:
           break;
       }
     }
+    if (!r.empty()) snapshot_end_tsc_ = std::max(snapshot_end_tsc_, r.last_tsc());
   }
+  for (auto& [t, v] : kicks_) std::sort(v.begin(), v.end());
+  for (auto& [t, v] : irr_sets_) std::sort(v.begin(), v.end());
 }
 
 std::vector<Request> Tracker::Run() {
@@ -156,7 +182,135 @@ std::vector<Request> Tracker::Run() {
                                                        : a.source_cpu < b.source_cpu;
                    });
   ResolveRiders(&requests);
+  ResolveBeforeSend(&requests);
+  for (Request& r : requests)
+    if (!IsNormal(r.verdict)) ComputeActivity(&r);
   return requests;
+}
+
+void Tracker::CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
+                                Request* req) const {
+  if (!IsNormal(req->verdict) || req->evidence.empty()) return;
+  const Evidence& svc = req->evidence.back();
+  if (svc.stream != StreamKind::kGuest || svc.rec.type != IPT_G_FUNC_ENTRY ||
+      svc.ring != t_ring.index)
+    return;
+  const GuestIndex& gi = guest_index_[t_ring.index];
+  const bool by_func = queue.flags == IPT_CSD_TTWU || queue.a[1] == 0;
+  const std::vector<uint32_t>* p = by_func
+                                       ? Lookup(gi.exit_by_func, svc.rec.a[0])
+                                       : Lookup(gi.exit_by_csd, svc.rec.a[1]);
+  const std::vector<uint32_t>* entries =
+      by_func ? Lookup(gi.func_by_func, svc.rec.a[0])
+              : Lookup(gi.func_by_csd, svc.rec.a[1]);
+  if (auto e = FirstAfterPos(p, svc.pos)) {
+    // The exit must come before the next entry with the same key (csd
+    // reuse), else it belongs to a later run.
+    const auto next = FirstAfterPos(entries, svc.pos);
+    if (!next || (*entries)[*next] > (*p)[*e]) {
+      req->evidence.push_back(Ev(StreamKind::kGuest, t_ring, (*p)[*e]));
+      return;
+    }
+  }
+  if (svc.pos + 1 >= t_ring.records.size()) return;  // ring ends: running
+  req->verdict = Verdict::kCallbackStuck;
+  req->reason = fmt::format(
+      "CPU {} entered the function at tsc {} and never left it, although its "
+      "ring goes on ({} later records)",
+      req->target_cpu, svc.rec.tsc, t_ring.records.size() - svc.pos - 1);
+}
+
+void Tracker::ResolveBeforeSend(std::vector<Request>* requests) {
+  // Unserved requests without an IPI of their own that did not ride on a
+  // lost IPI: if no earlier request to the same target was still
+  // outstanding at their queue time (any source), the queue was empty, the
+  // guest had to send (or elide), and did neither: lost-before-send.
+  std::unordered_map<uint32_t, std::vector<size_t>> by_target;
+  for (size_t i = 0; i < requests->size(); ++i) {
+    const Request& r = (*requests)[i];
+    if (r.rode_on == -3) by_target[r.target_cpu];
+  }
+  if (by_target.empty()) return;
+  for (size_t i = 0; i < requests->size(); ++i) {
+    auto it = by_target.find((*requests)[i].target_cpu);
+    if (it != by_target.end()) it->second.push_back(i);  // queue-tsc order
+  }
+  for (auto& [t, idx] : by_target) {
+    for (size_t k = 0; k < idx.size(); ++k) {
+      Request& r = (*requests)[idx[k]];
+      if (r.rode_on != -3) continue;
+      r.rode_on = -1;
+      bool earlier_outstanding = false;
+      for (size_t j = 0; j < k; ++j) {
+        const Request& e = (*requests)[idx[j]];
+        if (e.queue_tsc > r.queue_tsc) break;
+        if (!e.served_tsc || *e.served_tsc >= r.queue_tsc) {
+          earlier_outstanding = true;
+          break;
+        }
+      }
+      if (earlier_outstanding) continue;  // stays handler-missed-work
+      const Evidence& q = r.evidence.front();
+      const Ring* s_ring = snap_->guest.RingForCpu(r.source_cpu);
+      if (!s_ring || q.pos + 1 >= s_ring->records.size()) {
+        r.verdict = Verdict::kInFlight;
+        r.reason = "end of trace: the sender's ring ends right after the queue";
+        continue;
+      }
+      r.verdict = Verdict::kLostBeforeSend;
+      r.reason = fmt::format(
+          "first in CPU {}'s queue (no earlier request outstanding), target "
+          "not polling, yet CPU {} wrote neither G_SEND nor G_ELIDE for it "
+          "while its ring went on",
+          r.target_cpu, r.source_cpu);
+    }
+  }
+}
+
+void Tracker::ComputeActivity(Request* req) const {
+  TargetActivity& a = req->activity;
+  a.computed = true;
+  a.window_start = req->queue_tsc;
+  a.outstanding = !req->served_tsc;
+  a.window_end = req->served_tsc ? *req->served_tsc : snapshot_end_tsc_;
+  if (a.window_end < a.window_start) a.window_end = a.window_start;
+  a.wait_ticks = a.window_end - a.window_start;
+  if (const Ring* g = snap_->guest.RingForCpu(req->target_cpu)) {
+    std::vector<std::pair<uint16_t, uint64_t>> counts;
+    for (size_t i = RingLowerBound(*g, a.window_start);
+         i < g->records.size() && g->records[i].tsc < a.window_end + (a.outstanding ? 1 : 0); ++i) {
+      const uint16_t type = g->records[i].type;
+      auto c = std::find_if(counts.begin(), counts.end(),
+                            [&](const auto& e) { return e.first == type; });
+      if (c == counts.end())
+        counts.push_back({type, 1});
+      else
+        ++c->second;
+    }
+    std::sort(counts.begin(), counts.end());
+    a.guest_events = std::move(counts);
+  }
+  if (req->target_vcpu >= 0) {
+    if (const Ring* h = snap_->hv.RingForCpu(static_cast<uint32_t>(req->target_vcpu))) {
+      std::array<uint64_t, 256> acks{};
+      for (size_t i = RingLowerBound(*h, a.window_start);
+           i < h->records.size() && h->records[i].tsc < a.window_end + (a.outstanding ? 1 : 0); ++i) {
+        ++a.hv_records;
+        if (h->records[i].type == IPT_H_ACK) ++acks[h->records[i].vector];
+      }
+      for (size_t v = 0; v < acks.size(); ++v)
+        if (acks[v]) a.acks_by_vector.push_back({static_cast<uint8_t>(v), acks[v]});
+    }
+    auto k = kicks_.find(static_cast<uint16_t>(req->target_vcpu));
+    if (k != kicks_.end()) {
+      for (const auto& [tsc, flags] : k->second) {
+        if (tsc < a.window_start) continue;
+        if (tsc > a.window_end) break;
+        ++a.kicks;
+        if (flags & IPT_KICK_F_HALTED) ++a.kicks_halted;
+      }
+    }
+  }
 }
 
 std::optional<Evidence> Tracker::FindService(const Ring& t_ring,
@@ -258,6 +412,7 @@ Request Tracker::Follow(const Ring& s_ring, uint32_t pos) {
                             : "no IPI of its own (rode on a pending IPI); "
                               "served by a flush";
     req.evidence.push_back(*service);
+    CheckCallbackExit(t_ring, q, &req);
     return req;
   }
   Break b{Verdict::kHandlerMissedWork, t_ring.last_tsc() > q.tsc,
@@ -362,6 +517,25 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring,
   }
   const uint32_t ack_pos = (*acks)[*ack_i];
   const ipt_record& ack = hv_t->records[ack_pos];
+  // The first ACK after our IRR may belong to a later IPI: if a later IRR
+  // set of this vector on vCPU(T) found the bit clear (not coalesced) before
+  // that ACK, our pending bit vanished without being acknowledged.
+  if (auto it = irr_sets_.find(static_cast<uint16_t>(vt)); it != irr_sets_.end()) {
+    const auto& sets = it->second;
+    auto k = std::upper_bound(sets.begin(), sets.end(),
+                              std::pair<uint64_t, uint8_t>{irr.tsc, 0xff});
+    for (; k != sets.end() && k->first < ack.tsc; ++k) {
+      if (k->second != vector) continue;
+      Conclude({Verdict::kLostInInjection, true,
+                fmt::format("IRR set on vCPU {} (vector {:#x}) at tsc {} was "
+                            "never acknowledged: the next IRR set of that "
+                            "vector at tsc {} found the bit clear, before any "
+                            "H_ACK of it (at tsc {})",
+                            vt, vector, irr.tsc, k->first, ack.tsc)},
+               service, req);
+      return;
+    }
+  }
   req->evidence.push_back(Ev(StreamKind::kHv, *hv_t, ack_pos));
 
   // Stage 5: guest IRQ entry of the vector on T at/after the ACK.
@@ -390,6 +564,9 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring,
       req->verdict = Verdict::kServedByIpi;
       req->reason = "full chain";
     }
+    CheckCallbackExit(t_ring, snap_->guest.rings[req->evidence.front().ring]
+                                  .records[req->evidence.front().pos],
+                      req);
     return;
   }
   Conclude({Verdict::kHandlerMissedWork, t_ring.last_tsc() > irq.tsc,
@@ -437,7 +614,7 @@ void Tracker::ResolveRiders(std::vector<Request>* requests) {
   for (auto& [cpu, v] : owners) std::sort(v.begin(), v.end());
   for (Request& r : *requests) {
     if (r.rode_on != -2) continue;
-    r.rode_on = -1;
+    r.rode_on = -3;  // ResolveBeforeSend looks at it next
     auto it = owners.find(r.target_cpu);
     if (it == owners.end()) continue;
     const auto& v = it->second;

@@ -23,12 +23,14 @@ namespace ipitrace {
 #define IPT_VERDICTS(X)                                    \
   X(kServedByIpi, "served-by-ipi", false)                  \
   X(kServedWithoutIpi, "served-without-ipi", false)        \
+  X(kLostBeforeSend, "lost-before-send", true)             \
   X(kLostGuestToHypervisor, "lost-guest-to-hypervisor", true) \
   X(kLostInRouting, "lost-in-routing", true)               \
   X(kLostInInjection, "lost-in-injection", true)           \
   X(kTargetBlocked, "target-blocked", true)                \
   X(kLostInGuestEntry, "lost-in-guest-entry", true)        \
   X(kHandlerMissedWork, "handler-missed-work", true)       \
+  X(kCallbackStuck, "callback-stuck", true)                \
   X(kInconclusiveGap, "inconclusive-gap", false)           \
   X(kQueuedBehindLoss, "queued-behind-loss", false)        \
   X(kInFlight, "in-flight", false)
@@ -43,12 +45,32 @@ inline constexpr size_t kNumVerdicts = static_cast<size_t>(Verdict::kNumVerdicts
 
 std::string_view VerdictName(Verdict v);
 bool IsLoss(Verdict v);
+// Normal outcomes: served-by-ipi, served-without-ipi.  Every other verdict
+// gets a TargetActivity and a slice in the text report.
+bool IsNormal(Verdict v);
 
 // A copy of one record that supports a verdict, with where it came from.
 struct Evidence {
   StreamKind stream = StreamKind::kGuest;
   uint32_t ring = 0;
   ipt_record rec{};
+  uint32_t pos = 0;  // position in the ring's accepted records
+};
+
+// What the target did while a request waited (non-normal verdicts only):
+// the window is [queue tsc, served tsc) or, when never served, [queue tsc,
+// end of the snapshot).
+struct TargetActivity {
+  bool computed = false;
+  uint64_t window_start = 0;
+  uint64_t window_end = 0;
+  bool outstanding = false;  // never served: still outstanding at snapshot
+  uint64_t wait_ticks = 0;   // served - queue, or snapshot end - queue
+  std::vector<std::pair<uint8_t, uint64_t>> acks_by_vector;    // H_ACK on vCPU(T)
+  std::vector<std::pair<uint16_t, uint64_t>> guest_events;     // by type on T
+  uint64_t hv_records = 0;    // all records on vCPU(T)'s ring in the window
+  uint64_t kicks = 0;         // H_KICK to vCPU(T) in the window
+  uint64_t kicks_halted = 0;  // ... with IPT_KICK_F_HALTED
 };
 
 // One csd request (one G_QUEUE record) and what became of it.
@@ -71,6 +93,7 @@ struct Request {
   int64_t rode_on = -1;      // index of the request whose lost IPI it waited on
   std::string reason;        // one line: why this verdict
   std::vector<Evidence> evidence;
+  TargetActivity activity;   // non-normal verdicts only
 };
 
 // Tracker follows every G_QUEUE request through the stages of
@@ -105,6 +128,8 @@ class Tracker {
     std::unordered_map<uint8_t, Positions> irq_by_vector;
     std::unordered_map<uint64_t, Positions> func_by_csd;
     std::unordered_map<uint64_t, Positions> func_by_func;
+    std::unordered_map<uint64_t, Positions> exit_by_csd;
+    std::unordered_map<uint64_t, Positions> exit_by_func;
     Positions callfunc_points;  // call-function IRQ entries + func entries
     Positions queues;
   };
@@ -131,6 +156,12 @@ class Tracker {
                 Request* req);
   std::optional<Evidence> FindService(const Ring& t_ring,
                                       const ipt_record& queue) const;
+  // Served verdicts: the function entered but never exited while T's ring
+  // went on becomes callback-stuck.
+  void CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
+                         Request* req) const;
+  void ResolveBeforeSend(std::vector<Request>* requests);
+  void ComputeActivity(Request* req) const;
   // Non-empty description of the first relevant ring with a gap at or after
   // the request's queue TSC.
   std::string FindGap(const Request& req) const;
@@ -143,6 +174,13 @@ class Tracker {
   uint8_t vec_cfs_ = 0;
   std::vector<GuestIndex> guest_index_;  // by guest ring index
   std::vector<HvIndex> hv_index_;        // by hv ring index
+  // Non-coalesced H_IRR sets (tsc, vector) by target vCPU over all hv
+  // rings, tsc order: a later set finding the bit clear proves an earlier
+  // pending bit vanished if no ACK came in between (lost-in-injection).
+  std::unordered_map<uint16_t, std::vector<std::pair<uint64_t, uint8_t>>> irr_sets_;
+  // H_KICK (tsc, flags) by target vCPU, over all hv rings, tsc order.
+  std::unordered_map<uint16_t, std::vector<std::pair<uint64_t, uint8_t>>> kicks_;
+  uint64_t snapshot_end_tsc_ = 0;  // largest last tsc over all rings
 };
 
 }  // namespace ipitrace

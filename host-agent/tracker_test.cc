@@ -42,7 +42,9 @@ TEST_CASE("tracker - full chain is served-by-ipi") {
   CHECK(r.target_vcpu == 1);
   CHECK(r.served_tsc == 160u);
   CHECK_FALSE(r.served_late);
-  REQUIRE(r.evidence.size() == 7);
+  REQUIRE(r.evidence.size() == 8);
+  CHECK(r.evidence[7].rec.type == IPT_G_FUNC_EXIT);
+  CHECK_FALSE(r.activity.computed);  // normal verdicts carry no activity
   CHECK(r.evidence[0].rec.type == IPT_G_QUEUE);
   CHECK(r.evidence[2].rec.type == IPT_H_ICR);
   CHECK(r.evidence[3].rec.type == IPT_H_IRR);
@@ -238,6 +240,45 @@ TEST_CASE("tracker - missing ACK: injection, blocked or in-flight") {
   CHECK(Only(sc.Analyze(&stats)).verdict == want);
 }
 
+TEST_CASE("tracker - IRR bit lost, a later IPI's ACK does not serve it: lost-in-injection") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  sc.Irr(0, 1, kVs, icr, 130);  // set, then lost: no ACK
+  sc.Ack(1, kTimer, 200);
+  // A later IPI to vCPU 1 finds the bit clear (not coalesced) and is ACKed.
+  sc.Queue(0, 1, 300, kFunc + 0x40, kCsd + 0x40);
+  sc.Send(0, 1, 310);
+  const uint64_t icr2 = sc.Icr(0, kVs, 320, {1});
+  sc.Irr(0, 1, kVs, icr2, 330, /*coalesced=*/false);
+  sc.Ack(1, kVs, 340);
+  sc.IrqEntry(1, kVs, 350);
+  sc.FuncEntry(1, kFunc + 0x40, kCsd + 0x40, 360);
+  sc.FuncEntry(1, kFunc, kCsd, 370);  // the flush serves the first late
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.requests.size() == 2);
+  CHECK(a.requests[0].verdict == Verdict::kLostInInjection);
+  CHECK(a.requests[0].served_late);
+  CHECK(a.requests[1].verdict == Verdict::kServedByIpi);
+}
+
+TEST_CASE("tracker - coalesced later IRR keeps the pending bit: served-by-ipi") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  sc.Irr(0, 1, kVs, icr, 130);
+  const uint64_t icr2 = sc.Icr(0, kVs, 135, {1});
+  sc.Irr(0, 1, kVs, icr2, 136, /*coalesced=*/true);
+  sc.Ack(1, kVs, 140);
+  sc.IrqEntry(1, kVs, 150);
+  sc.FuncEntry(1, kFunc, kCsd, 160);
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kServedByIpi);
+}
+
 TEST_CASE("tracker - ACK without guest IRQ entry is lost-in-guest-entry") {
   Scenario sc(2);
   sc.Queue(0, 1, 100, kFunc, kCsd);
@@ -353,6 +394,162 @@ TEST_CASE("tracker - per-CPU call-function counters") {
   CHECK(a.per_cpu[1].hv_ack_callfunc_total == 2);
   CHECK(a.per_cpu[1].guest_irq_callfunc == 1);
   CHECK(a.per_cpu[0].hv_ack_callfunc_total == 0);
+}
+
+
+TEST_CASE("tracker - first in queue, no send and no elide is lost-before-send") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);  // queue empty: the guest must send
+  sc.Mark(0, 200);                   // S goes on without G_SEND/G_ELIDE
+  sc.Ack(1, kTimer, 250);
+  sc.Mark(1, 300);
+  bool flushed = GENERATE(false, true);
+  if (flushed) sc.FuncEntry(1, kFunc, kCsd, 900);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  const Request r = Only(a);
+  CHECK_FALSE(r.owns_ipi);
+  if (!flushed) {
+    CHECK(r.verdict == Verdict::kLostBeforeSend);
+    CHECK(IsLoss(r.verdict));
+    REQUIRE(r.activity.computed);
+    CHECK(r.activity.outstanding);
+    CHECK(r.activity.acks_by_vector ==
+          std::vector<std::pair<uint8_t, uint64_t>>{{kTimer, 1}});
+  } else {
+    // A flush served it: no evidence of a loss on the guest side.
+    CHECK(r.verdict == Verdict::kServedWithoutIpi);
+  }
+}
+
+TEST_CASE("tracker - no send behind an outstanding earlier request is not lost-before-send") {
+  Scenario sc(3);
+  // CPU 2's request to 1 is outstanding (served at 500) when CPU 0 queues.
+  sc.Queue(2, 1, 50, kFunc + 0x80, kCsd + 0x80);
+  sc.Send(2, 1, 55);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Mark(0, 200);
+  sc.FuncEntry(1, kFunc + 0x80, kCsd + 0x80, 500);
+  sc.Mark(1, 600);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.requests.size() == 2);
+  CHECK(a.requests[1].verdict == Verdict::kHandlerMissedWork);
+}
+
+TEST_CASE("tracker - rider whose sender ring ends is in-flight, not lost-before-send") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Mark(1, 300);
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kInFlight);
+}
+
+TEST_CASE("tracker - elided request never served stays handler-missed-work") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Elide(0, 1, 110);
+  sc.Mark(1, 300);
+  Stats stats;
+  const Request r = Only(sc.Analyze(&stats));
+  CHECK(r.verdict == Verdict::kHandlerMissedWork);
+  CHECK(r.elided);
+}
+
+TEST_CASE("tracker - function entered, never exited while T goes on is callback-stuck") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  sc.Irr(0, 1, kVs, icr, 130);
+  sc.Ack(1, kVs, 140);
+  sc.IrqEntry(1, kVs, 150);
+  sc.FuncEntry(1, kFunc, kCsd, 160, /*with_exit=*/false);
+  SECTION("ring goes on") {
+    sc.IrqEntry(1, 0xec, 300);  // timer interrupts nest inside the callback
+    sc.IrqExit(1, 0xec, 310);
+    Stats stats;
+    const Request r = Only(sc.Analyze(&stats));
+    CHECK(r.verdict == Verdict::kCallbackStuck);
+    CHECK(IsLoss(r.verdict));
+    REQUIRE(r.activity.computed);
+    CHECK_FALSE(r.activity.outstanding);
+    CHECK(r.activity.wait_ticks == 60);
+  }
+  SECTION("entry is T's last record: still running, served") {
+    Stats stats;
+    CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kServedByIpi);
+  }
+  SECTION("an exit of a later run of the same csd does not count") {
+    sc.FuncEntry(1, kFunc, kCsd, 400);  // csd reused: entry + exit
+    Stats stats;
+    // The first request is the one we follow; its run never exited.
+    CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kCallbackStuck);
+  }
+}
+
+TEST_CASE("tracker - target activity: acks by vector, guest events, kicks, served late") {
+  Scenario sc(2);
+  LostRouting(&sc);  // queue 100, send 110, ICR 120 on vCPU 0
+  sc.Ack(1, kTimer, 200);
+  sc.Ack(1, kTimer, 210);
+  sc.Ack(1, 0xfd, 220);
+  sc.Kick(0, 1, 230, /*halted=*/true);
+  sc.Kick(0, 1, 240, /*halted=*/false);
+  sc.FuncEntry(1, kFunc, kCsd, 900);  // a later flush serves it
+  sc.Ack(1, kTimer, 950);             // after the service: not counted
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  const Request r = Only(a);
+  CHECK(r.verdict == Verdict::kLostInRouting);
+  CHECK(r.served_late);
+  const TargetActivity& t = r.activity;
+  REQUIRE(t.computed);
+  CHECK_FALSE(t.outstanding);
+  CHECK(t.wait_ticks == 800);
+  CHECK(t.acks_by_vector ==
+        std::vector<std::pair<uint8_t, uint64_t>>{{kTimer, 2}, {0xfd, 1}});
+  CHECK(t.kicks == 2);
+  CHECK(t.kicks_halted == 1);
+  // G_MARK at 400 is T's only guest event in the wait (the entry ends it).
+  CHECK(t.guest_events == std::vector<std::pair<uint16_t, uint64_t>>{{IPT_G_MARK, 1}});
+}
+
+TEST_CASE("tracker - many overlapping requests to one target, one lost") {
+  Scenario sc(4, 1024);
+  // Three senders, interleaved; the second owner's IPI is lost in routing.
+  uint64_t t = 100;
+  for (int round = 0; round < 20; ++round, t += 1000) {
+    if (round == 10) {
+      sc.Queue(1, 0, t, kFunc, kCsd + 1);
+      sc.Send(1, 0, t + 5);
+      sc.Icr(1, kVs, t + 10, {0});
+      sc.Queue(2, 0, t + 20, kFunc, kCsd + 2);  // riders: queue not empty
+      sc.Queue(3, 0, t + 30, kFunc, kCsd + 3);
+      continue;
+    }
+    sc.FullChain(1 + round % 3, 0, t, kFunc, kCsd + 100 + round);
+  }
+  sc.Ack(1, kTimer, t + 5000);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  CHECK(a.requests.size() == 22);
+  CHECK(Count(a, Verdict::kLostInRouting) == 1);
+  CHECK(Count(a, Verdict::kQueuedBehindLoss) == 2);
+  CHECK(Count(a, Verdict::kServedByIpi) == 19);
+}
+
+TEST_CASE("analyzer - stage latency percentiles over served-by-ipi") {
+  Scenario sc(2);
+  for (uint64_t i = 0; i < 100; ++i) sc.FullChain(0, 1, 1000 * (i + 1), kFunc, kCsd);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.latency.size() == 4);
+  CHECK(a.latency[0].name == "send->IRR");
+  CHECK(a.latency[0].count == 100);
+  CHECK(a.latency[0].p50 == 20);
+  CHECK(a.latency[1].max == 10);
+  CHECK(a.latency[3].name == "IRQ->function");
 }
 
 }  // namespace

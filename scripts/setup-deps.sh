@@ -19,7 +19,7 @@ PKGS=(
 	python3-pytest python3-matplotlib
 	qemu-system-data/bookworm-backports qemu-system-x86/bookworm-backports
 	qemu-system-common/bookworm-backports qemu-system-gui/bookworm-backports seabios/bookworm-backports ipxe-qemu
-	busybox-static ccache
+	busybox-static ccache openssh-server
 	linux-headers-amd64/bookworm-backports
 )
 

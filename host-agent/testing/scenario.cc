@@ -64,11 +64,43 @@ void Scenario::IrqEntry(uint32_t cpu, uint8_t vector, uint64_t tsc) {
 }
 
 void Scenario::FuncEntry(uint32_t cpu, uint64_t func, uint64_t csd,
-                         uint64_t tsc) {
+                         uint64_t tsc, bool with_exit) {
   ipt_record r = Rec(IPT_G_FUNC_ENTRY, tsc);
   r.a[0] = func;
   r.a[1] = csd;
   guest_.Append(cpu, r);
+  if (with_exit) FuncExit(cpu, func, csd, tsc + 1);
+}
+
+void Scenario::FuncExit(uint32_t cpu, uint64_t func, uint64_t csd,
+                        uint64_t tsc) {
+  ipt_record r = Rec(IPT_G_FUNC_EXIT, tsc);
+  r.a[0] = func;
+  r.a[1] = csd;
+  guest_.Append(cpu, r);
+}
+
+void Scenario::IrqExit(uint32_t cpu, uint8_t vector, uint64_t tsc) {
+  ipt_record r = Rec(IPT_G_IRQ_EXIT, tsc);
+  r.vector = vector;
+  guest_.Append(cpu, r);
+}
+
+void Scenario::Hang(uint32_t cpu, uint32_t t, uint64_t tsc, uint64_t func,
+                    uint64_t csd) {
+  ipt_record r = Rec(IPT_G_HANG, tsc);
+  r.target = static_cast<uint16_t>(t);
+  r.a[0] = func;
+  r.a[1] = csd;
+  r.arg0 = 1000;
+  guest_.Append(cpu, r);
+}
+
+void Scenario::Kick(uint32_t v, uint32_t vt, uint64_t tsc, bool halted) {
+  ipt_record r = Rec(IPT_H_KICK, tsc);
+  r.target = static_cast<uint16_t>(vt);
+  r.flags = halted ? IPT_KICK_F_HALTED : 0;
+  hv_.Append(v, r);
 }
 
 void Scenario::Mark(uint32_t cpu, uint64_t tsc) {

@@ -34,7 +34,14 @@ class Scenario {
             uint64_t callback = kCallback);
   void Elide(uint32_t s, uint32_t t, uint64_t tsc);
   void IrqEntry(uint32_t cpu, uint8_t vector, uint64_t tsc);
-  void FuncEntry(uint32_t cpu, uint64_t func, uint64_t csd, uint64_t tsc);
+  // Writes G_FUNC_ENTRY and, unless with_exit is false, the matching
+  // G_FUNC_EXIT one tick later.
+  void FuncEntry(uint32_t cpu, uint64_t func, uint64_t csd, uint64_t tsc,
+                 bool with_exit = true);
+  void FuncExit(uint32_t cpu, uint64_t func, uint64_t csd, uint64_t tsc);
+  void IrqExit(uint32_t cpu, uint8_t vector, uint64_t tsc);
+  void Hang(uint32_t cpu, uint32_t t, uint64_t tsc, uint64_t func, uint64_t csd);
+  void Kick(uint32_t v, uint32_t vt, uint64_t tsc, bool halted);
   void Mark(uint32_t cpu, uint64_t tsc);  // unrelated later activity
 
   // Hypervisor stream.  Icr returns the H_ICR seq on vCPU vs's ring.

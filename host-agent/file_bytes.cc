@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: MIT
+#include "file_bytes.h"
+
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include <fmt/format.h>
+#include <zstd.h>
+
+namespace ipitrace {
+namespace {
+
+Result<std::vector<std::byte>> ReadWhole(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return Status::Error(ErrorCode::kIo, fmt::format("cannot open {}: {}", path,
+                                                     std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    const bool reg = S_ISREG(st.st_mode);
+    const int err = errno;
+    ::close(fd);
+    return Status::Error(ErrorCode::kIo,
+                         fmt::format("cannot read {}: {}", path,
+                                     reg ? std::strerror(err) : "not a regular file"));
+  }
+  if (static_cast<uint64_t>(st.st_size) > kMaxRegionBytes) {
+    ::close(fd);
+    return Status::Error(ErrorCode::kMalformed,
+                         fmt::format("{}: {} bytes is larger than the {} byte limit",
+                                     path, st.st_size, kMaxRegionBytes));
+  }
+  std::vector<std::byte> buf(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < buf.size()) {
+    const ssize_t n = ::read(fd, buf.data() + got, buf.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      return Status::Error(ErrorCode::kIo, fmt::format("cannot read {}: {}", path,
+                                                       std::strerror(err)));
+    }
+    if (n == 0) break;  // truncated while reading: keep what we have
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  buf.resize(got);
+  return buf;
+}
+
+// volatile: the compiler must not sink or drop the stores around memcpy
+// (it knows memcpy does not read t_guard; the signal handler does).
+thread_local sigjmp_buf* volatile t_guard = nullptr;
+struct sigaction g_prev_bus {};
+
+void OnSigbus(int sig, siginfo_t* info, void* ctx) {
+  if (t_guard) siglongjmp(*t_guard, 1);
+  // Not ours: restore the previous disposition and re-raise.
+  if (g_prev_bus.sa_flags & SA_SIGINFO) {
+    if (g_prev_bus.sa_sigaction) {
+      g_prev_bus.sa_sigaction(sig, info, ctx);
+      return;
+    }
+  } else if (g_prev_bus.sa_handler != SIG_DFL && g_prev_bus.sa_handler != SIG_IGN) {
+    g_prev_bus.sa_handler(sig);
+    return;
+  }
+  ::signal(SIGBUS, SIG_DFL);
+  ::raise(SIGBUS);
+}
+
+// No C++ objects with destructors live in this frame across the jump.
+bool CopyUnderGuard(void* dst, const void* src, size_t n) {
+  sigjmp_buf jb;
+  if (sigsetjmp(jb, 1) != 0) {
+    t_guard = nullptr;
+    return false;
+  }
+  t_guard = &jb;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  std::memcpy(dst, src, n);  // a fault inside jumps back above
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t_guard = nullptr;
+  return true;
+}
+
+std::mutex g_guard_mu;
+
+}  // namespace
+
+bool GuardedCopy(void* dst, const void* src, size_t n) {
+  // The handler is installed around each copy (and the previous one put
+  // back), so test frameworks or embedders that install their own SIGBUS
+  // handler later do not disarm the guard.
+  std::lock_guard<std::mutex> lock(g_guard_mu);
+  struct sigaction sa {};
+  sa.sa_sigaction = OnSigbus;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGBUS, &sa, &g_prev_bus);
+  const bool ok = CopyUnderGuard(dst, src, n);
+  ::sigaction(SIGBUS, &g_prev_bus, nullptr);
+  return ok;
+}
+
+Result<std::vector<std::byte>> ZstdDecompress(const std::vector<std::byte>& in,
+                                              const std::string& name) {
+  const unsigned long long declared = ZSTD_getFrameContentSize(in.data(), in.size());
+  if (declared == ZSTD_CONTENTSIZE_ERROR) {
+    return Status::Error(ErrorCode::kMalformed,
+                         fmt::format("{}: not a zstd frame", name));
+  }
+  std::vector<std::byte> out;
+  if (declared != ZSTD_CONTENTSIZE_UNKNOWN) {
+    if (declared > kMaxRegionBytes)
+      return Status::Error(ErrorCode::kMalformed,
+                           fmt::format("{}: declares {} bytes, over the limit", name, declared));
+    out.reserve(static_cast<size_t>(declared));
+  }
+  ZSTD_DStream* ds = ZSTD_createDStream();
+  if (!ds) return Status::Error(ErrorCode::kInternal, "zstd: out of memory");
+  ZSTD_initDStream(ds);
+  ZSTD_inBuffer ib{in.data(), in.size(), 0};
+  std::vector<std::byte> chunk(ZSTD_DStreamOutSize());
+  size_t ret = 1;
+  for (;;) {
+    ZSTD_outBuffer ob{chunk.data(), chunk.size(), 0};
+    ret = ZSTD_decompressStream(ds, &ob, &ib);
+    if (ZSTD_isError(ret)) {
+      const std::string err = ZSTD_getErrorName(ret);
+      ZSTD_freeDStream(ds);
+      return Status::Error(ErrorCode::kMalformed,
+                           fmt::format("{}: corrupt zstd data: {}", name, err));
+    }
+    if (out.size() + ob.pos > kMaxRegionBytes) {
+      ZSTD_freeDStream(ds);
+      return Status::Error(ErrorCode::kMalformed,
+                           fmt::format("{}: decompresses past the limit", name));
+    }
+    out.insert(out.end(), chunk.begin(), chunk.begin() + static_cast<ptrdiff_t>(ob.pos));
+    const bool input_done = ib.pos == ib.size;
+    if (ret == 0 && input_done) break;                // last frame complete
+    if (input_done && ob.pos < ob.size) break;        // wants more input
+  }
+  ZSTD_freeDStream(ds);
+  if (ret != 0) {
+    return Status::Error(ErrorCode::kMalformed,
+                         fmt::format("{}: truncated zstd data", name));
+  }
+  return out;
+}
+
+Result<std::vector<std::byte>> ReadRegionFile(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) {
+    const std::string zpath = path + ".zst";
+    if (::stat(zpath.c_str(), &st) == 0) {
+      auto z = ReadWhole(zpath);
+      if (!z.ok()) return z.status();
+      return ZstdDecompress(z.value(), zpath);
+    }
+  }
+  return ReadWhole(path);
+}
+
+}  // namespace ipitrace

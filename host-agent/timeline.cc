@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: MIT
+#include "timeline.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+
+#include <fmt/format.h>
+
+namespace ipitrace {
+namespace {
+
+struct Writer {
+  std::FILE* f;
+  bool first = true;
+  void Event(const std::string& body) {
+    std::fputs(first ? "\n" : ",\n", f);
+    first = false;
+    std::fputs(body.c_str(), f);
+  }
+};
+
+std::string Escape(std::string_view s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    o += c;
+  }
+  return o;
+}
+
+}  // namespace
+
+Status WriteTimeline(const Analysis& a, const std::string& path) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "w"), &std::fclose);
+  if (!f) {
+    return Status::Error(ErrorCode::kIo, fmt::format("cannot write {}: {}", path,
+                                                     std::strerror(errno)));
+  }
+  const Snapshot& s = a.snapshot;
+  uint64_t t0 = std::numeric_limits<uint64_t>::max();
+  for (const Region* r : {&s.hv, &s.guest})
+    for (const Ring& ring : r->rings)
+      if (!ring.empty()) t0 = std::min(t0, ring.first_tsc());
+  if (t0 == std::numeric_limits<uint64_t>::max()) t0 = 0;
+  const double scale = a.tsc_khz ? 1000.0 / static_cast<double>(a.tsc_khz) : 1.0;
+  auto us = [&](uint64_t tsc) {
+    return tsc < t0 ? 0.0 : static_cast<double>(tsc - t0) * scale;
+  };
+  // pid = vCPU + 1 (guest CPU c joins its vCPU; unjoined CPUs get 1000 + c);
+  // tid 1 = guest, tid 2 = host.  The misc hv ring is pid 999.
+  auto guest_pid = [&](uint32_t cpu) -> int {
+    for (const CpuSummary& c : a.per_cpu)
+      if (c.cpu == cpu && c.vcpu >= 0) return c.vcpu + 1;
+    return 1000 + static_cast<int>(cpu);
+  };
+  auto hv_pid = [&](uint32_t cpu) -> int {
+    return cpu == IPT_CPU_NONE ? 999 : static_cast<int>(cpu) + 1;
+  };
+
+  Writer w{f.get()};
+  std::fputs("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[", f.get());
+  for (const Ring& ring : s.guest.rings) {
+    const int pid = guest_pid(ring.cpu);
+    w.Event(fmt::format(R"({{"ph":"M","name":"process_name","pid":{},"args":{{"name":"vCPU {}"}}}})",
+                        pid, pid - 1));
+    w.Event(fmt::format(R"({{"ph":"M","name":"thread_name","pid":{},"tid":1,"args":{{"name":"guest CPU {}"}}}})",
+                        pid, ring.cpu));
+  }
+  for (const Ring& ring : s.hv.rings) {
+    w.Event(fmt::format(R"({{"ph":"M","name":"thread_name","pid":{},"tid":2,"args":{{"name":"host (QEMU) vCPU {}"}}}})",
+                        hv_pid(ring.cpu), ring.cpu));
+  }
+  auto name_of = [&](const ipt_record& r) -> std::string {
+    switch (r.type) {
+      case IPT_G_IRQ_ENTRY:
+      case IPT_G_IRQ_EXIT:
+        return fmt::format("irq {:#04x}", r.vector);
+      case IPT_G_FUNC_ENTRY:
+      case IPT_G_FUNC_EXIT: {
+        const Symbol* sym = s.guest.FindSymbol(r.a[0]);
+        return sym ? Escape(sym->name) : fmt::format("csd func {:#x}", r.a[0]);
+      }
+      default:
+        return std::string(RecordTypeName(r.type));
+    }
+  };
+  for (const Region* region : {&s.guest, &s.hv}) {
+    const bool guest = region == &s.guest;
+    for (const Ring& ring : region->rings) {
+      const int pid = guest ? guest_pid(ring.cpu) : hv_pid(ring.cpu);
+      const int tid = guest ? 1 : 2;
+      for (const ipt_record& r : ring.records) {
+        const char* ph = "X";
+        if (r.type == IPT_G_IRQ_ENTRY || r.type == IPT_G_FUNC_ENTRY) ph = "B";
+        if (r.type == IPT_G_IRQ_EXIT || r.type == IPT_G_FUNC_EXIT) ph = "E";
+        std::string ev = fmt::format(
+            R"({{"ph":"{}","name":"{}","pid":{},"tid":{},"ts":{:.3f})", ph, name_of(r),
+            pid, tid, us(r.tsc));
+        if (ph[0] == 'X') ev += ",\"dur\":0.05";
+        if (ph[0] != 'E') {
+          ev += fmt::format(R"(,"args":{{"seq":{},"target":{},"vector":{},"flags":{},"a0":"{:#x}"}})",
+                            r.seq, r.target, r.vector, r.flags, r.a[0]);
+        }
+        ev += "}";
+        w.Event(ev);
+      }
+    }
+  }
+  // Flow arrows: one per followed request that owns an IPI.
+  uint64_t id = 0;
+  for (const Request& r : a.requests) {
+    if (!r.owns_ipi) continue;
+    ++id;
+    std::vector<const Evidence*> steps;
+    for (const Evidence& e : r.evidence) {
+      switch (e.rec.type) {
+        case IPT_G_SEND: case IPT_H_ICR: case IPT_H_IRR: case IPT_H_ACK:
+        case IPT_G_IRQ_ENTRY: case IPT_G_FUNC_ENTRY:
+          steps.push_back(&e);
+          break;
+        default:
+          break;
+      }
+    }
+    if (steps.size() < 2) continue;
+    for (size_t k = 0; k < steps.size(); ++k) {
+      const Evidence& e = *steps[k];
+      const bool guest = e.stream == StreamKind::kGuest;
+      const uint32_t cpu = guest ? s.guest.rings[e.ring].cpu : s.hv.rings[e.ring].cpu;
+      const char* ph = k == 0 ? "s" : (k + 1 == steps.size() ? "f" : "t");
+      w.Event(fmt::format(
+          R"({{"ph":"{}","id":{},"name":"IPI {}","cat":"ipi","pid":{},"tid":{},"ts":{:.3f}{}}})",
+          ph, id, VerdictName(r.verdict), guest ? guest_pid(cpu) : hv_pid(cpu),
+          guest ? 1 : 2, us(e.rec.tsc), ph[0] == 'f' ? ",\"bp\":\"e\"" : ""));
+    }
+  }
+  std::fputs("\n]}\n", f.get());
+  if (std::ferror(f.get()) || std::fflush(f.get()) != 0) {
+    return Status::Error(ErrorCode::kIo, fmt::format("cannot write {}: {}", path,
+                                                     std::strerror(errno)));
+  }
+  return Status::Ok();
+}
+
+}  // namespace ipitrace

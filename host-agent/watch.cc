@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: MIT
+#include "watch.h"
+
+#include <sys/stat.h>
+
+#include <cstring>
+#include <limits>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "file_bytes.h"
+#include "json_report.h"
+#include "region_reader.h"
+#include "snapshot.h"
+#include "text_report.h"
+
+namespace ipitrace {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+struct FileId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  bool operator==(const FileId&) const = default;
+};
+
+bool Stat(const std::string& path, FileId* id) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  *id = FileId{st.st_dev, st.st_ino, st.st_size};
+  return true;
+}
+
+bool WriteBytes(const std::string& path, const std::vector<std::byte>& b) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  return out.good();
+}
+
+}  // namespace
+
+WatchTarget ParseWatchTarget(const std::string& spec) {
+  WatchTarget t;
+  std::error_code ec;
+  const auto colon = spec.find(':');
+  if (colon != std::string::npos && !std::filesystem::is_directory(spec, ec)) {
+    t.hv_path = spec.substr(0, colon);
+    t.guest_path = spec.substr(colon + 1);
+    t.name = std::filesystem::path(t.guest_path).filename().string();
+  } else {
+    t.hv_path = spec + "/hv.region";
+    t.guest_path = spec + "/guest.region";
+    t.name = std::filesystem::path(spec).filename().string();
+    if (t.name.empty()) t.name = std::filesystem::path(spec).parent_path().filename().string();
+  }
+  if (t.name.empty()) t.name = "vm";
+  return t;
+}
+
+struct Watcher::Vm {
+  WatchTarget target;
+  bool attached = false;
+  FileId hv_id, guest_id;
+  uint64_t hv_generation = 0, guest_generation = 0;
+  std::optional<MappedFile> hv_map, guest_map;
+  std::vector<std::byte> hv_copy, guest_copy;
+  uint64_t last_stream_tsc = 0;  // newest TSC seen in any ring
+  uint64_t last_advance_ns = 0;  // wall time the streams last advanced
+  std::set<std::pair<uint32_t, uint64_t>> reported;  // (source cpu, queue tsc)
+  // Last head per ring ([0] hv, [1] guest) and rings latched corrupt (head
+  // moved backwards within one generation).
+  std::vector<uint64_t> last_head[2];
+  std::set<uint32_t> corrupt[2];
+  bool failed_once = false;  // an attach error already reported
+};
+
+Watcher::Watcher(std::vector<WatchTarget> targets, WatchOptions options)
+    : options_(std::move(options)) {
+  for (auto& t : targets) {
+    auto vm = std::make_unique<Vm>();
+    vm->target = std::move(t);
+    vms_.push_back(std::move(vm));
+  }
+}
+
+Watcher::~Watcher() = default;
+
+std::vector<Json> Watcher::Poll(uint64_t now_ns) {
+  std::vector<Json> ev;
+  for (auto& vm : vms_) PollVm(vm.get(), now_ns, &ev);
+  return ev;
+}
+
+void Watcher::Detach(Vm* vm, const std::string& reason, std::vector<Json>* ev) {
+  if (vm->attached) {
+    ev->push_back({{"event", "vm_detached"}, {"vm", vm->target.name}, {"reason", reason}});
+  }
+  vm->attached = false;
+  vm->hv_map.reset();
+  vm->guest_map.reset();
+  vm->reported.clear();
+  vm->last_stream_tsc = 0;
+  for (int k = 0; k < 2; ++k) {
+    vm->last_head[k].clear();
+    vm->corrupt[k].clear();
+  }
+}
+
+bool Watcher::Attach(Vm* vm, std::vector<Json>* ev) {
+  if (!Stat(vm->target.hv_path, &vm->hv_id) || !Stat(vm->target.guest_path, &vm->guest_id))
+    return false;
+  auto hv = MappedFile::Open(vm->target.hv_path);
+  auto guest = MappedFile::Open(vm->target.guest_path);
+  if (!hv.ok() || !guest.ok()) return false;
+  // Not attached until both headers say ipitrace (a producer may still be
+  // laying the region out).
+  Stats scratch;
+  RegionReader reader(&scratch);
+  std::vector<std::byte> hdr(IPT_HEADER_SIZE);
+  for (auto* m : {&hv.value(), &guest.value()}) {
+    if (m->bytes().size() < IPT_HEADER_SIZE ||
+        !GuardedCopy(hdr.data(), m->bytes().data(), IPT_HEADER_SIZE))
+      return false;
+    uint64_t magic = 0;
+    std::memcpy(&magic, hdr.data(), sizeof(magic));
+    if (magic != IPT_MAGIC) return false;
+  }
+  vm->hv_map.emplace(std::move(hv).value());
+  vm->guest_map.emplace(std::move(guest).value());
+  vm->attached = true;
+  vm->reported.clear();
+  vm->last_stream_tsc = 0;
+  ev->push_back({{"event", "vm_attached"},
+                 {"vm", vm->target.name},
+                 {"hv", vm->target.hv_path},
+                 {"guest", vm->target.guest_path}});
+  return true;
+}
+
+void Watcher::PollVm(Vm* vm, uint64_t now_ns, std::vector<Json>* ev) {
+  if (vm->attached) {
+    FileId h, g;
+    if (!Stat(vm->target.hv_path, &h) || !Stat(vm->target.guest_path, &g)) {
+      Detach(vm, "region file removed", ev);
+      return;
+    }
+    if (!(h == vm->hv_id) || !(g == vm->guest_id)) {
+      Detach(vm, "region file replaced", ev);
+    }
+  }
+  if (!vm->attached && !Attach(vm, ev)) return;
+
+  // Copy both mappings once; a truncation under us is a detach, not a crash.
+  for (auto [map, copy] : {std::pair{&vm->hv_map, &vm->hv_copy},
+                           std::pair{&vm->guest_map, &vm->guest_copy}}) {
+    const auto bytes = (*map)->bytes();
+    copy->resize(bytes.size());
+    if (!GuardedCopy(copy->data(), bytes.data(), bytes.size())) {
+      Detach(vm, "region file truncated while mapped (SIGBUS caught)", ev);
+      return;
+    }
+  }
+  Stats stats;
+  RegionReader reader(&stats);
+  auto hv = reader.Read(vm->hv_copy, StreamKind::kHv, vm->target.hv_path);
+  auto guest = reader.Read(vm->guest_copy, StreamKind::kGuest, vm->target.guest_path);
+  if (!hv.ok() || !guest.ok()) return;  // not ready yet / mid-reinit
+  const uint64_t hg = hv.value().header.generation, gg = guest.value().header.generation;
+  if (vm->hv_generation != hg || vm->guest_generation != gg) {
+    if (vm->hv_generation || vm->guest_generation) {
+      // Producer re-initialised (VM restarted in place): forget old requests.
+      vm->reported.clear();
+      vm->last_stream_tsc = 0;
+      for (int k = 0; k < 2; ++k) {
+        vm->last_head[k].clear();
+        vm->corrupt[k].clear();
+      }
+    }
+    vm->hv_generation = hg;
+    vm->guest_generation = gg;
+  }
+  Snapshot snap;
+  snap.dir = vm->target.name;
+  snap.hv = std::move(hv).value();
+  snap.guest = std::move(guest).value();
+  // A head that moves backwards within one generation is a producer bug or
+  // a scribbled header: latch the ring as corrupt (every request that needs
+  // it becomes inconclusive-gap) until the producer re-initialises.
+  int k = 0;
+  for (Region* region : {&snap.hv, &snap.guest}) {
+    auto& last = vm->last_head[k];
+    if (last.size() < region->rings.size()) last.resize(region->rings.size(), 0);
+    for (Ring& ring : region->rings) {
+      if (ring.head < last[ring.index] && vm->corrupt[k].insert(ring.index).second) {
+        stats.Increment(StatId::ring_head_backwards);
+        ev->push_back({{"event", "ring_corrupt"},
+                       {"vm", vm->target.name},
+                       {"stream", std::string(StreamName(region->kind))},
+                       {"ring", ring.index},
+                       {"head", ring.head},
+                       {"previous_head", last[ring.index]}});
+      }
+      last[ring.index] = std::max(last[ring.index], ring.head);
+      if (vm->corrupt[k].count(ring.index)) {
+        ring.records.clear();
+        ring.gaps.assign(1, RingGap{ring.head, std::numeric_limits<uint64_t>::max()});
+      }
+    }
+    ++k;
+  }
+  uint64_t newest = 0;
+  for (const Region* r : {&snap.hv, &snap.guest})
+    for (const Ring& ring : r->rings)
+      if (!ring.empty()) newest = std::max(newest, ring.last_tsc());
+  if (newest != vm->last_stream_tsc) {
+    vm->last_stream_tsc = newest;
+    vm->last_advance_ns = now_ns;
+  }
+  const uint64_t khz = snap.guest.header.tsc_khz ? snap.guest.header.tsc_khz
+                                                 : snap.hv.header.tsc_khz;
+  if (!khz) return;
+
+  Analysis a = Analyzer(&stats, {options_.threshold_ms}).Analyze(std::move(snap));
+  // Stream time now: the newest TSC plus the wall time since it last moved
+  // (a fully frozen guest still ages its requests).
+  const double idle_ms = static_cast<double>(now_ns - vm->last_advance_ns) / 1e6;
+  const Request* worst = nullptr;
+  double worst_ms = 0;
+  for (const Request& r : a.requests) {
+    if (r.served_tsc || newest < r.queue_tsc) continue;
+    const double ms = static_cast<double>(newest - r.queue_tsc) / static_cast<double>(khz) + idle_ms;
+    if (ms <= options_.hang_ms) continue;
+    if (vm->reported.count({r.source_cpu, r.queue_tsc})) continue;
+    // Prefer a loss verdict over its riders; then the oldest.
+    if (!worst || (IsLoss(r.verdict) && !IsLoss(worst->verdict)) ||
+        (IsLoss(r.verdict) == IsLoss(worst->verdict) && ms > worst_ms)) {
+      worst = &r;
+      worst_ms = ms;
+    }
+  }
+  if (!worst) return;
+  for (const Request& r : a.requests)
+    if (!r.served_tsc) vm->reported.insert({r.source_cpu, r.queue_tsc});
+
+  const std::string dir =
+      fmt::format("{}/{}-hang-{}", options_.out_dir, vm->target.name, ++snapshots_);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  bool ok = !ec && WriteBytes(dir + "/hv.region", vm->hv_copy) &&
+            WriteBytes(dir + "/guest.region", vm->guest_copy);
+  Json manifest = {{"format", 1},
+                   {"generator", "ipitrace watch"},
+                   {"name", vm->target.name},
+                   {"hv_source", vm->target.hv_path},
+                   {"guest_source", vm->target.guest_path},
+                   {"outcome", "hang-detected"},
+                   {"hang_ms", options_.hang_ms}};
+  std::ofstream(dir + "/manifest.json") << manifest.dump(2) << "\n";
+  a.snapshot.dir = dir;
+  a.snapshot.manifest = manifest;
+  std::ofstream(dir + "/report.txt") << TextReport(&a).Render();
+  std::ofstream(dir + "/report.json") << JsonReport(&a).Build().dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
+  ev->push_back({{"event", "hang_detected"},
+                 {"vm", vm->target.name},
+                 {"snapshot", dir},
+                 {"snapshot_ok", ok},
+                 {"verdict", std::string(VerdictName(worst->verdict))},
+                 {"source_cpu", worst->source_cpu},
+                 {"target_cpu", worst->target_cpu},
+                 {"queue_tsc", worst->queue_tsc},
+                 {"outstanding_ms", worst_ms},
+                 {"reason", worst->reason}});
+}
+
+}  // namespace ipitrace

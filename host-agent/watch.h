@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: MIT
+#ifndef IPITRACE_HOST_AGENT_WATCH_H_
+#define IPITRACE_HOST_AGENT_WATCH_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "analyzer.h"
+#include "mapped_file.h"
+#include "result.h"
+
+namespace ipitrace {
+
+struct WatchOptions {
+  double hang_ms = 1000.0;    // a request outstanding longer than this is a hang
+  std::string out_dir = ".";  // where hang snapshots are written
+  double threshold_ms = 10.0;
+};
+
+// One VM to follow: its two live region files (QEMU's and the ivshmem BAR).
+struct WatchTarget {
+  std::string name;
+  std::string hv_path;
+  std::string guest_path;
+};
+
+// Parses a command-line VM spec: a directory (DIR/hv.region and
+// DIR/guest.region) or "HV_FILE:GUEST_FILE".
+WatchTarget ParseWatchTarget(const std::string& spec);
+
+// Watcher follows live regions: every Poll() it (re)attaches to the files
+// (a replaced file - new inode, size or header generation - is re-opened; a
+// vanished file detaches the VM), copies both mappings once under a SIGBUS
+// guard, runs the tracker over the copy and reports a hang when a request
+// has been outstanding longer than hang_ms in stream time (the newest TSC of
+// any ring, plus the wall time since the rings last moved).  On a hang it
+// writes DIR/<vm>-hang-<n>/ (hv.region, guest.region, manifest.json,
+// report.txt, report.json) and emits hang_detected once per request.
+//
+// Events (JSON objects, one per line on stdout in `ipitrace watch`):
+//   {"event":"vm_attached","vm":..,"hv":..,"guest":..,"generation":..}
+//   {"event":"hang_detected","vm":..,"snapshot":DIR,"verdict":..,...}
+//   {"event":"vm_detached","vm":..,"reason":..}
+class Watcher {
+ public:
+  Watcher(std::vector<WatchTarget> targets, WatchOptions options);
+  ~Watcher();
+
+  // One round over every VM; returns the events it produced.  now_ns is a
+  // monotonic wall clock (tests pass their own).
+  std::vector<nlohmann::ordered_json> Poll(uint64_t now_ns);
+
+ private:
+  struct Vm;
+  void PollVm(Vm* vm, uint64_t now_ns, std::vector<nlohmann::ordered_json>* ev);
+  bool Attach(Vm* vm, std::vector<nlohmann::ordered_json>* ev);
+  void Detach(Vm* vm, const std::string& reason,
+              std::vector<nlohmann::ordered_json>* ev);
+
+  WatchOptions options_;
+  std::vector<std::unique_ptr<Vm>> vms_;
+  uint64_t snapshots_ = 0;
+};
+
+}  // namespace ipitrace
+
+#endif  // IPITRACE_HOST_AGENT_WATCH_H_

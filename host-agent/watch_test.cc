@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: MIT
+#include "watch.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include <catch2/catch_test_macros.hpp>
+
+#include "analyzer.h"
+#include "file_bytes.h"
+#include "testing/scenario.h"
+
+namespace ipitrace {
+namespace {
+
+using testing::Scenario;
+using Json = nlohmann::ordered_json;
+namespace fs = std::filesystem;
+
+constexpr uint64_t kFunc = 0xffffffff81001000ULL;
+constexpr uint64_t kCsd = 0xffff888003a00000ULL;
+constexpr uint64_t kMs = testing::RegionBuilder::kTscKhz;  // ticks per ms
+
+std::string TempDir() {
+  std::string tmpl = (fs::temp_directory_path() / "ipitrace-watch-XXXXXX").string();
+  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  return tmpl;
+}
+
+// Rewrites a file in place (same inode, same size), as a producer would.
+void WriteInPlace(const std::string& path, const std::vector<std::byte>& b) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::pwrite(fd, b.data(), b.size(), 0) == static_cast<ssize_t>(b.size()));
+  ::close(fd);
+}
+
+uint64_t NowNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+const Json* Find(const std::vector<Json>& ev, const std::string& name) {
+  for (const Json& e : ev)
+    if (e["event"] == name) return &e;
+  return nullptr;
+}
+
+TEST_CASE("watch - live region appended by a thread: attach, hang, detach, reattach") {
+  const std::string dir = TempDir();
+  const std::string vm = dir + "/vm0";
+  fs::create_directories(vm);
+  Scenario sc(2, 1024);
+  for (uint64_t i = 0; i < 10; ++i) sc.FullChain(i % 2, 1 - i % 2, 1000 + i * 1000, kFunc, kCsd + i);
+  std::mutex mu;
+  auto publish = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    WriteInPlace(vm + "/hv.region", sc.hv().Bytes());
+    WriteInPlace(vm + "/guest.region", sc.guest().Bytes());
+  };
+  publish();
+
+  WatchOptions opts;
+  opts.hang_ms = 50;
+  opts.out_dir = dir + "/out";
+  Watcher w({ParseWatchTarget(vm)}, opts);
+  auto ev = w.Poll(NowNs());
+  REQUIRE(Find(ev, "vm_attached") != nullptr);
+  CHECK(Find(ev, "hang_detected") == nullptr);
+
+  // Producer thread: an IPI lost in routing, then time goes on (timer ACKs
+  // on both vCPUs, 10 ms apart) while the request stays outstanding.
+  std::atomic<bool> stop{false};
+  std::thread producer([&] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      sc.Queue(0, 1, 20000, kFunc, kCsd + 0x100);
+      sc.Send(0, 1, 20010);
+      sc.Icr(0, Scenario::kVecSingle, 20020, {1});
+    }
+    publish();
+    for (uint64_t k = 1; k <= 30 && !stop; ++k) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        sc.Ack(0, 0xec, 20000 + k * 10 * kMs);
+        sc.Ack(1, 0xec, 20000 + k * 10 * kMs + 5);
+        sc.Mark(1, 20000 + k * 10 * kMs + 7);
+      }
+      publish();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  const Json* hang = nullptr;
+  std::vector<Json> all;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!hang && std::chrono::steady_clock::now() < deadline) {
+    {
+      std::lock_guard<std::mutex> lock(mu);  // no torn files in this test
+      for (auto& e : w.Poll(NowNs())) all.push_back(e);
+    }
+    hang = Find(all, "hang_detected");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  stop = true;
+  producer.join();
+  REQUIRE(hang != nullptr);
+  CHECK((*hang)["verdict"] == "lost-in-routing");
+  CHECK((*hang)["source_cpu"] == 0);
+  CHECK((*hang)["target_cpu"] == 1);
+  CHECK((*hang)["outstanding_ms"].get<double>() > 50.0);
+  CHECK(Find(all, "vm_detached") == nullptr);
+  const std::string snap = (*hang)["snapshot"];
+  CHECK(fs::exists(snap + "/report.txt"));
+  CHECK(fs::exists(snap + "/report.json"));
+  // The written snapshot analyses offline to the same verdict.
+  Stats stats;
+  auto a = Analyzer(&stats, {}).AnalyzeDir(snap);
+  REQUIRE(a.ok());
+  CHECK(a.value().verdict_counts[static_cast<size_t>(Verdict::kLostInRouting)] == 1);
+
+  // Reported once: further polls do not repeat the same hang.
+  CHECK(Find(w.Poll(NowNs()), "hang_detected") == nullptr);
+
+  // VM exits: files removed -> detached; restarted -> attached again.
+  fs::remove(vm + "/hv.region");
+  ev = w.Poll(NowNs());
+  REQUIRE(Find(ev, "vm_detached") != nullptr);
+  CHECK(w.Poll(NowNs()).empty());
+  Scenario fresh(2, 1024);
+  fresh.FullChain(0, 1, 100, kFunc, kCsd);
+  WriteInPlace(vm + "/hv.region", fresh.hv().Bytes());
+  WriteInPlace(vm + "/guest.region", fresh.guest().Bytes());
+  ev = w.Poll(NowNs());
+  CHECK(Find(ev, "vm_attached") != nullptr);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("watch - head moving backwards latches the ring corrupt") {
+  const std::string dir = TempDir();
+  Scenario sc(2);
+  sc.FullChain(0, 1, 100, kFunc, kCsd);
+  sc.FullChain(1, 0, 200, kFunc, kCsd + 1);
+  WriteInPlace(dir + "/hv.region", sc.hv().Bytes());
+  WriteInPlace(dir + "/guest.region", sc.guest().Bytes());
+  Watcher w({ParseWatchTarget(dir)}, {});
+  REQUIRE(Find(w.Poll(NowNs()), "vm_attached") != nullptr);
+  sc.guest().ring_header(1).head -= 2;  // producer index goes back
+  WriteInPlace(dir + "/guest.region", sc.guest().Bytes());
+  const auto ev = w.Poll(NowNs());
+  const Json* c = Find(ev, "ring_corrupt");
+  REQUIRE(c != nullptr);
+  CHECK((*c)["stream"] == "guest");
+  CHECK((*c)["ring"] == 1);
+  // Latched: reported once.
+  CHECK(Find(w.Poll(NowNs()), "ring_corrupt") == nullptr);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("watch - replaced file is re-opened") {
+  const std::string dir = TempDir();
+  Scenario sc(2);
+  sc.FullChain(0, 1, 100, kFunc, kCsd);
+  WriteInPlace(dir + "/hv.region", sc.hv().Bytes());
+  WriteInPlace(dir + "/guest.region", sc.guest().Bytes());
+  Watcher w({ParseWatchTarget(dir + "/hv.region:" + dir + "/guest.region")}, {});
+  REQUIRE(Find(w.Poll(NowNs()), "vm_attached") != nullptr);
+  // New inode under the same name (a new VM run).
+  fs::rename(dir + "/hv.region", dir + "/old");
+  WriteInPlace(dir + "/hv.region", sc.hv().Bytes());
+  const auto ev = w.Poll(NowNs());
+  CHECK(Find(ev, "vm_detached") != nullptr);
+  CHECK(Find(ev, "vm_attached") != nullptr);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("watch - file truncated while mapped - SIGBUS is caught and not fatal") {
+  const std::string dir = TempDir();
+  const std::string path = dir + "/region";
+  std::vector<std::byte> bytes(1 << 16, std::byte{0x5a});
+  WriteInPlace(path, bytes);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  void* p = ::mmap(nullptr, bytes.size(), PROT_READ, MAP_SHARED, fd, 0);
+  REQUIRE(p != MAP_FAILED);
+  std::vector<std::byte> copy(bytes.size());
+  CHECK(GuardedCopy(copy.data(), p, copy.size()));
+  REQUIRE(::ftruncate(fd, 0) == 0);
+  CHECK_FALSE(GuardedCopy(copy.data(), p, copy.size()));
+  // And again (the guard re-arms).
+  CHECK_FALSE(GuardedCopy(copy.data(), p, copy.size()));
+  ::munmap(p, bytes.size());
+  ::close(fd);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("snapshot - corrupt zstd is an error") {
+  std::vector<std::byte> junk(100, std::byte{0x28});
+  auto r = ZstdDecompress(junk, "junk.zst");
+  CHECK_FALSE(r.ok());
+  CHECK(r.status().code() == ErrorCode::kMalformed);
+}
+
+}  // namespace
+}  // namespace ipitrace
