@@ -443,11 +443,23 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring,
   }
 
   // Stage 2: H_ICR on vCPU(S) at/after the send, before S's next send batch
-  // to T, with the vector and vCPU(T) in its bitmap.
+  // to T of the same kind (single or mask, i.e. the same vector), with the
+  // vector and vCPU(T) in its bitmap.  A send of the other kind does not
+  // bound the search: an interrupt on S between the mask send's tracepoint
+  // and its APIC write may itself queue and send a single IPI to T (seen in
+  // a clean soak: the mask ICR landed after the nested single send's ICR).
   const GuestIndex& si = guest_index_[s_ring.index];
   const auto* sends = Lookup(si.sends_by_target, static_cast<uint16_t>(req->target_cpu));
   uint64_t next_send_tsc = kNoTsc;
-  if (auto n = FirstAfterPos(sends, send_pos)) next_send_tsc = s_ring.records[(*sends)[*n]].tsc;
+  if (auto n = FirstAfterPos(sends, send_pos)) {
+    for (size_t k = *n; k < sends->size(); ++k) {
+      const ipt_record& next = s_ring.records[(*sends)[k]];
+      if (next.tsc == send.tsc || next.a[0] == 0) continue;  // same batch / resched
+      if ((next.flags & IPT_SEND_F_MASK) != (send.flags & IPT_SEND_F_MASK)) continue;
+      next_send_tsc = next.tsc;
+      break;
+    }
+  }
 
   const HvIndex& hs = hv_index_[hv_s->index];
   const auto* icrs = Lookup(hs.icr_by_vector, vector);
@@ -538,10 +550,19 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring,
   }
   req->evidence.push_back(Ev(StreamKind::kHv, *hv_t, ack_pos));
 
-  // Stage 5: guest IRQ entry of the vector on T at/after the ACK.
+  // Stage 5: guest IRQ entry of the vector on T at/after the ACK and before
+  // the next ACK of that vector on vCPU(T).  The handler's entry record is
+  // written with interrupts off, before it returns, so a later ACK of the
+  // vector cannot precede the entry of this one: an entry only after the
+  // next ACK belongs to the next IPI, and this acknowledged one never
+  // entered the guest.
   const GuestIndex& ti = guest_index_[t_ring.index];
   const auto* irqs = Lookup(ti.irq_by_vector, vector);
-  const auto irq_i = FirstAtOrAfterTsc(t_ring, irqs, ack.tsc);
+  auto irq_i = FirstAtOrAfterTsc(t_ring, irqs, ack.tsc);
+  if (irq_i && *ack_i + 1 < acks->size()) {
+    const uint64_t next_ack_tsc = hv_t->records[(*acks)[*ack_i + 1]].tsc;
+    if (t_ring.records[(*irqs)[*irq_i]].tsc >= next_ack_tsc) irq_i.reset();
+  }
   if (!irq_i) {
     Conclude({Verdict::kLostInGuestEntry, t_ring.last_tsc() > ack.tsc,
               fmt::format("vCPU {} acknowledged vector {:#x} but CPU {} never "
