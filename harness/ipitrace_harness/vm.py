@@ -65,8 +65,32 @@ def default_uri():
     return f"qemu:///embed?root={root}"
 
 
+_embed_conns = {}
+
+
 def open_connection(uri):
+    """A libvirt connection.  The embedded driver registers itself on every
+    open and libvirt allows only a few registrations per process ("Too many
+    drivers"), so an embedded connection is opened once per process and
+    shared (connections are thread-safe); release() leaves it open."""
     _ensure_event_loop()
+    with _loop_lock:
+        conn = _embed_conns.get(uri)
+        if conn is not None and conn.isAlive():
+            return conn
+    conn = _open(uri)
+    if uri.startswith("qemu:///embed"):
+        with _loop_lock:
+            _embed_conns[uri] = conn
+    return conn
+
+
+def release(uri, conn):
+    if not uri.startswith("qemu:///embed"):
+        conn.close()
+
+
+def _open(uri):
     if uri.startswith("qemu:///embed"):
         root = uri.split("root=", 1)[1].split("&")[0]
         for sub in ("etc", "etc/qemu"):
@@ -281,7 +305,7 @@ def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
                 dom.destroy()
             except libvirt.libvirtError:
                 pass
-        conn.close()
+        release(uri, conn)
         if host.remote:
             try:
                 host.fetch(console, local_console)

@@ -150,7 +150,7 @@ def _domains(uri):
     try:
         return [d.name() for d in conn.listAllDomains()]
     finally:
-        conn.close()
+        vm.release(uri, conn)
 
 
 def test_vm_that_cannot_start_is_infra_failed_and_leaves_nothing(tmp_path, monkeypatch):
