@@ -208,7 +208,45 @@ def _wait_console(host, path, marker, deadline, dom, stop_event=None):
     raise HarnessError("hung-unexplained", f"timed out waiting for {marker}")
 
 
-def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
+def run(out, *args, boot_retries=2, log=print, **kw):
+    """Boot, load, snapshot. Returns the manifest dict.
+
+    A VM that crashes before its load starts (QEMU died during guest boot:
+    nothing under test has happened yet) is booted again, at most
+    boot_retries times; the manifest records every such crash."""
+    crashes = []
+    while True:
+        try:
+            m = _run_once(out, *args, log=log, **kw)
+        except HarnessError as e:
+            if (e.outcome == "vm-crashed" and getattr(e, "before_load", False)
+                    and len(crashes) < boot_retries):
+                crashes.append(str(e))
+                log(f"VM crashed during boot ({e}); booting again "
+                    f"({len(crashes)}/{boot_retries})")
+                continue
+            _note_crashes(out, crashes)
+            raise
+        _note_crashes(out, crashes)
+        m["boot_crashes"] = crashes
+        return m
+
+
+def _note_crashes(out, crashes):
+    if not crashes:
+        return
+    path = os.path.join(out, "manifest.json")
+    try:
+        with open(path) as f:
+            m = json.load(f)
+        m["boot_crashes"] = crashes
+        with open(path, "w") as f:
+            json.dump(m, f, indent=2)
+    except (OSError, ValueError):
+        pass
+
+
+def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
         x2apic=False, mem_mb=768, shm_mb=64, hv_capacity=1 << 19, timeout=None,
         threads=None, hang_grace=25, extra_cmdline="", machine="pc", log=print,
         on_start=None, stop_event=None):
@@ -262,7 +300,11 @@ def run(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
                       "console": console, "uri": uri})
         limit = timeout or (120 + 4 * seconds)
         deadline = time.time() + limit
-        _wait_console(host, console, "IPITRACE-LOAD-START", deadline, dom, stop_event)
+        try:
+            _wait_console(host, console, "IPITRACE-LOAD-START", deadline, dom, stop_event)
+        except HarnessError as e:
+            e.before_load = True
+            raise
         log(f"[{name}] load running")
         # The load stops after `seconds`; if the guest does not get there
         # (e.g. a CPU spins forever on a CSD lock because an IPI was lost),

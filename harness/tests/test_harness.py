@@ -267,3 +267,32 @@ def test_validation_rows_judge_each_injected_ipi(tmp_path):
     text = out.read_text()
     assert "| route | lost-in-routing | 3 | 1 | 1 | 1 | 0 | 1,234 | lost-ipi |" in text
     assert "1,000,001 CSD requests, 0 loss verdicts" in text
+
+
+def test_boot_crash_is_retried_but_a_crash_under_load_is_not(tmp_path, monkeypatch):
+    calls = []
+
+    def crash_then_ok(out, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            e = vm.HarnessError("vm-crashed", "VM exited before printing IPITRACE-LOAD-START")
+            e.before_load = True
+            raise e
+        os.makedirs(out, exist_ok=True)
+        json.dump({"complete": True}, open(os.path.join(out, "manifest.json"), "w"))
+        return {"complete": True}
+
+    monkeypatch.setattr(vm, "_run_once", crash_then_ok)
+    m = vm.run(str(tmp_path / "a"), log=lambda s: None)
+    assert len(calls) == 2 and len(m["boot_crashes"]) == 1
+    assert len(json.load(open(tmp_path / "a" / "manifest.json"))["boot_crashes"]) == 1
+
+    def crash_under_load(out, **kw):
+        calls.append(1)
+        raise vm.HarnessError("vm-crashed", "VM exited before printing IPITRACE-DONE")
+
+    calls.clear()
+    monkeypatch.setattr(vm, "_run_once", crash_under_load)
+    with pytest.raises(vm.HarnessError):
+        vm.run(str(tmp_path / "b"), log=lambda s: None)
+    assert len(calls) == 1
