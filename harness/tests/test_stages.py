@@ -18,7 +18,7 @@ from ipitrace_harness import abi, vm  # noqa: E402
 from test_e2e import callfunc_vectors, independent_counts, vcpu_of  # noqa: E402
 
 VCPUS = 3
-SECONDS = int(os.environ.get("IPITRACE_STAGE_SECONDS", "6"))
+SECONDS = int(os.environ.get("IPITRACE_STAGE_SECONDS", "10"))
 # 580-720 call-function-single IPIs happen before the load starts and
 # 200-500 a second during it on this (shared, 2-CPU) host: K lands early
 # in the load (asserted).
