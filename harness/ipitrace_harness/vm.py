@@ -247,7 +247,7 @@ def _note_crashes(out, crashes):
 
 
 def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
-        x2apic=False, mem_mb=768, shm_mb=64, hv_capacity=1 << 19, timeout=None,
+        x2apic=False, mem_mb=768, shm_mb=256, hv_capacity=1 << 19, timeout=None,
         threads=None, hang_grace=25, extra_cmdline="", machine="pc", log=print,
         on_start=None, stop_event=None):
     """Boot, load, snapshot. Returns the manifest dict."""
