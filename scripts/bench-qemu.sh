@@ -9,6 +9,11 @@
 # them.  ops/s = the load generator's load_ops / seconds.
 #
 #   scripts/bench-qemu.sh [--rounds N] [--seconds S] [--vcpus V] [--out FILE]
+#                         [--tcg multi|single]
+#
+# --tcg single runs all vCPUs in one TCG thread: QEMU's CPU time per guest
+# op then measures the emulation (and tracing) cost with little of the
+# host scheduler's noise that MTTCG on a 2-core host shows.
 #
 # QEMU is booted directly (no libvirt), TCG, like harness/ipitrace_harness/
 # vm.py's domain: kernel + initramfs from scripts/build-guest.sh, the guest
@@ -16,14 +21,15 @@
 # markdown report (default results/qemu-bench.md) and prints it.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ROUNDS=3 SECONDS_=10 VCPUS=2 OUT="$REPO/results/qemu-bench.md"
+ROUNDS=3 SECONDS_=10 VCPUS=2 OUT="$REPO/results/qemu-bench.md" TCG=multi
 while (($#)); do
 	case $1 in
 	--rounds) ROUNDS=$2; shift 2 ;;
 	--seconds) SECONDS_=$2; shift 2 ;;
 	--vcpus) VCPUS=$2; shift 2 ;;
 	--out) OUT=$2; shift 2 ;;
-	*) echo "usage: $0 [--rounds N] [--seconds S] [--vcpus V] [--out FILE]" >&2; exit 2 ;;
+	--tcg) TCG=$2; shift 2 ;;
+	*) echo "usage: $0 [--rounds N] [--seconds S] [--vcpus V] [--out FILE] [--tcg multi|single]" >&2; exit 2 ;;
 	esac
 done
 QEMU=${IPITRACE_QEMU:-$(bash "$REPO/scripts/build-qemu.sh" | tail -n 1)}
@@ -47,7 +53,7 @@ run_one() {
 	ipitrace) args=(-object "ipitrace,id=ipt0,path=$hv,capacity=524288") ;;
 	log) args=(-trace "enable=apic_*,file=$WORK/apic-trace.log") ;;
 	esac
-	"$QEMU" -machine pc,accel=tcg -cpu qemu64,-x2apic -smp "$VCPUS" -m 768 \
+	"$QEMU" -machine pc -accel "tcg,thread=$TCG" -cpu qemu64,-x2apic -smp "$VCPUS" -m 768 \
 		-L /usr/share/qemu -L /usr/share/seabios \
 		-display none -monitor none -serial "file:$con" -no-reboot -nic none \
 		-kernel "$KERNEL" -initrd "$INITRD" \
@@ -96,9 +102,10 @@ for ((r = 0; r < ROUNDS; r++)); do
 	done
 done
 
-python3 - "$SECONDS_" "$ROUNDS" "$VCPUS" "${OPS[off]}" "${OPS[ipitrace]}" "${OPS[log]}" "$MICRO" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT" <<'EOF'
+python3 - "$SECONDS_" "$ROUNDS" "$VCPUS:$TCG" "${OPS[off]}" "${OPS[ipitrace]}" "${OPS[log]}" "$MICRO" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT" <<'EOF'
 import statistics, sys, time
-secs, rounds, vcpus = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+secs, rounds = float(sys.argv[1]), sys.argv[2]
+vcpus, tcg = sys.argv[3].split(":")
 cfg = dict(zip(("off", "ipitrace", "log"), sys.argv[4:7]))
 micro = dict(ln.split() for ln in sys.argv[7].splitlines()[1:])
 print("# QEMU ipitrace benchmarks\n")
@@ -126,14 +133,30 @@ med = {k: statistics.median(v) if v else float("nan") for k, v in rate.items()}
 mcpo = {k: statistics.median(v) if v else float("nan") for k, v in cpo.items()}
 print("## (b) guest IPI operations per second, A/B alternating\n")
 print(f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
-      f"`scripts/bench-qemu.sh --rounds {rounds} --seconds {int(secs)} --vcpus {vcpus}` "
-      "(TCG, direct QEMU command line, load generator smp_call_function_single wait=1).\n")
+      f"`scripts/bench-qemu.sh --rounds {rounds} --seconds {int(secs)} --vcpus {vcpus} --tcg {tcg}` "
+      f"(TCG thread={tcg}, direct QEMU command line, load generator smp_call_function_single wait=1).\n")
 print("| config | runs (ops/s) | median ops/s | vs off | QEMU CPU ns per op (runs) | median | vs off |")
 print("|---|---|---|---|---|---|---|")
 for k in ("off", "ipitrace", "log"):
     r = ", ".join(f"{x:.0f}" for x in rate[k]) + (f" ({cfg[k].count('fail')} failed)" if "fail" in cfg[k] else "")
     c = ", ".join(f"{x:.0f}" for x in cpo[k])
     print(f"| {k} | {r} | {med[k]:.0f} | {med[k] / med['off']:.3f} | {c} | {mcpo[k]:.0f} | {mcpo[k] / mcpo['off']:.3f} |")
+# Per-round ratios pair each traced run with the untraced run of the same
+# round (adjacent in time), so slow drifts of the host cancel.
+def paired(k, idx):
+    out = []
+    for a, b in zip(cfg[k].split(), cfg["off"].split()):
+        a, b = a.split(":"), b.split(":")
+        if a[0].isdigit() and b[0].isdigit() and int(a[0]) and int(b[0]) and int(a[1]) and int(b[1]):
+            out.append(int(a[idx]) / int(b[idx]) if idx == 0 else
+                       (int(a[1]) / int(a[0])) / (int(b[1]) / int(b[0])))
+    return out
+print("\n| config | per-round ops/s ratio vs off | median | per-round CPU-per-op ratio vs off | median |")
+print("|---|---|---|---|---|")
+for k in ("ipitrace", "log"):
+    po, pc = paired(k, 0), paired(k, 1)
+    print(f"| {k} | {', '.join(f'{x:.3f}' for x in po)} | {statistics.median(po) if po else float('nan'):.3f} "
+          f"| {', '.join(f'{x:.3f}' for x in pc)} | {statistics.median(pc) if pc else float('nan'):.3f} |")
 print("\nQEMU CPU ns per op: QEMU's user+system CPU time between the guest's "
       "LOAD-START and LOAD-STOP console lines (sampled every 0.2 s), divided "
       "by the ops; less sensitive than ops/s to other processes taking the "
