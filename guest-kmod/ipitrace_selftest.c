@@ -514,12 +514,19 @@ static int ipt_hang_thread(void *arg)
 	return 0;
 }
 
-/* Work item on a CPU other than T: wait until T spins, then queue to it. */
+/*
+ * Work item on a CPU other than T: start the spinner, wait until T spins,
+ * then queue to it.  The spinner is woken here, not by the writer: the
+ * writer may itself run on T, and a spinner woken from there can preempt
+ * it and spin with interrupts off before the writer ever hands the queueing
+ * to another CPU.
+ */
 static long ipt_hang_queue(void *arg)
 {
 	unsigned int target = (uintptr_t)arg, i;
 	int ret;
 
+	wake_up_process(ipt_hang_task);
 	for (i = 0; i < 400 && !READ_ONCE(ipt_hang_spinning); i++)
 		msleep(20);
 	if (READ_ONCE(ipt_hang_spinning) != 1) {
@@ -567,8 +574,7 @@ static ssize_t ipt_hang_write(struct file *file, const char __user *ubuf,
 	}
 	kthread_bind(ipt_hang_task, target);
 	get_task_struct(ipt_hang_task);
-	wake_up_process(ipt_hang_task);
-	/* This CPU may be T itself: wait and queue from another one. */
+	/* This CPU may be T itself: start, wait and queue from another one. */
 	ret = ipt_on_other_cpu(target, ipt_hang_queue,
 			       (void *)(uintptr_t)target);
 	pr_info(IPT_NAME ": hang: queued ipt_hang_func to CPU %u spinning %u ms: %d\n",

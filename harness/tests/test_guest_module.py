@@ -72,10 +72,7 @@ def all_slots(region, k):
 
 @pytest.fixture(scope="module")
 def selftest(snapshots):
-    # "hang" (the debugfs hang injector) is left out: its spinner thread on
-    # the target CPU intermittently never gets to run there (seen twice on
-    # an idle host; under investigation), which aborts the whole sequence.
-    extra = (f"ipt.action=params,cycles,nest,fire,hotplug ipt.cycles={CYCLES} "
+    extra = (f"ipt.action=params,cycles,nest,fire,hang,hotplug ipt.cycles={CYCLES} "
              f"ipt.nest_ms={NEST_MS} ipt.fire={FIRE_N} ipt.fire_target={FIRE_T} "
              f"ipt.hang_target={HANG_T} ipt.hang_ms={HANG_MS} "
              f"ipt.kparams=csd_hang_ms={HANG_THRESHOLD_MS}")
@@ -241,9 +238,6 @@ def test_fire_exact_counts(selftest):
     print(f"fire: N={FIRE_N} CAL delta={delta} ring={lo}..{hi} other funcs={funcs}")
 
 
-@pytest.mark.skip(reason="the debugfs hang injector intermittently fails to start its "
-                         "spinner on the target CPU ('did not start spinning'); the "
-                         "watchdog check is disabled until that is fixed")
 def test_watchdog_reports_injected_hang(selftest):
     text, region, rings = selftest
     hang = dict(ln.split(" ", 1) for ln in block(text, "HANG") if " " in ln)
