@@ -15,6 +15,9 @@
 #       measured in instructions and the host's load (other VMs and builds
 #       on the same cores) does not enter the result.  --clock host: MTTCG
 #       on host time, as the tests run (very noisy on a shared host).
+#       --clock single: host time, one TCG thread for all vCPUs (what each
+#       op costs the emulator, tracing included, without MTTCG's
+#       dependence on how the host schedules the vCPU threads).
 #   scripts/bench-guest.sh cycles [--cycles N] [--vcpus V]
 #       N insmod/rmmod cycles of the module with the load running; checks
 #       dmesg for BUG/WARNING/Oops and that no probe is left registered.
@@ -70,7 +73,10 @@ WORK=$(mktemp -d /tmp/ipt-bench.XXXXXX)
 CONSOLE=$WORK/console.log
 CMDLINE="console=ttyS0 quiet panic=-1 ipt.threads=$VCPUS ipt.mode=$MODE ipt.wait=$WAIT $ACT"
 ACCEL=(-accel tcg,thread=multi)
-if [[ $WHAT = overhead && $CLOCK = virtual ]]; then
+if [[ $WHAT = overhead && $CLOCK = single ]]; then
+	ACCEL=(-accel tcg,thread=single)
+	LIMIT=$((LIMIT * 3))
+elif [[ $WHAT = overhead && $CLOCK = virtual ]]; then
 	ACCEL=(-accel tcg,thread=single -icount shift=0,sleep=off)
 	LIMIT=$((LIMIT * 8))
 fi
