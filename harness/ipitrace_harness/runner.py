@@ -39,7 +39,9 @@ def run_scenario(sc, out, uri=None, log=print, on_start=None, stop_event=None,
                           mem_mb=sc["vm"]["memory_mb"], timeout=sc["timeout"],
                           threads=sc["load"]["threads"] or None, log=log,
                           extra_cmdline=sc["load"]["guest_args"],
-                          on_start=on_start, stop_event=stop_event)
+                          on_start=on_start, stop_event=stop_event,
+                          watch_hang_ms=sc["watch"]["hang_ms"] or None,
+                          watch_poll_ms=sc["watch"]["poll_ms"])
         report = analyze(out)
         with open(os.path.join(out, "report.json"), "w") as f:
             json.dump(report, f)

@@ -9,6 +9,7 @@ to inject, the duration, the expected verdicts and a required timeout.
     faults = ["route:nth=1500:vector=251"]
     [expect] outcome = "lost-ipi", losses = { "lost-in-routing" = 1 },
              min_requests = 1000
+    [watch]  hang_ms = 5000            # the agent watches live (0: off)
 
 `expect.losses` lists the exact count of every loss verdict expected; any
 loss verdict not listed must be zero.  `expect.losses = "truth"` (for
@@ -42,6 +43,7 @@ STAGE_VERDICT = {
 
 _VM_KEYS = {"vcpus": int, "memory_mb": int, "cpu_model": str, "x2apic": bool}
 _LOAD_KEYS = {"mode": str, "wait": int, "seconds": int, "threads": int, "guest_args": str}
+_WATCH_KEYS = {"hang_ms": int, "poll_ms": int}
 _EXPECT_KEYS = {"outcome": str, "losses": (dict, str), "min_requests": int, "min_injected": int}
 
 
@@ -66,7 +68,8 @@ def load(path):
             raw = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ScenarioError(f"{path}: {e}") from e
-    allowed = {"name", "description", "timeout", "tags", "vm", "load", "faults", "expect"}
+    allowed = {"name", "description", "timeout", "tags", "vm", "load", "faults", "expect",
+               "watch"}
     for k in raw:
         if k not in allowed:
             raise ScenarioError(f"{path}: unknown key '{k}'")
@@ -83,9 +86,12 @@ def load(path):
         "load": {"mode": "single", "wait": 1, "seconds": 8, "threads": 0, "guest_args": ""},
         "faults": list(raw.get("faults", [])),
         "expect": {"outcome": "passed", "losses": {}, "min_requests": 0, "min_injected": 0},
+        # Like the kernel's csd_lock_timeout: a request outstanding 5 s is a hang.
+        "watch": {"hang_ms": 5000, "poll_ms": 1000},
         "path": os.path.abspath(path),
     }
-    for key, spec in (("vm", _VM_KEYS), ("load", _LOAD_KEYS), ("expect", _EXPECT_KEYS)):
+    for key, spec in (("vm", _VM_KEYS), ("load", _LOAD_KEYS), ("expect", _EXPECT_KEYS),
+                      ("watch", _WATCH_KEYS)):
         table = raw.get(key, {})
         if not isinstance(table, dict):
             raise ScenarioError(f"{path}: '{key}' must be a table")
@@ -109,6 +115,9 @@ def load(path):
             raise ScenarioError(f"{path}: expect.losses must be a table or \"truth\"")
     else:
         _check_losses(path, sc["expect"]["losses"])
+    if sc["watch"]["hang_ms"] < 0 or not 1 <= sc["watch"]["poll_ms"] <= 1000:
+        raise ScenarioError(f"{path}: watch.hang_ms must be >= 0 (0: off), "
+                            "watch.poll_ms within 1..1000")
     budget = sc["load"]["seconds"] + 60
     if sc["timeout"] < budget:
         raise ScenarioError(f"{path}: timeout {sc['timeout']}s is shorter than the load "

@@ -93,8 +93,11 @@ def soak(sc, vms, duration, out_dir, uris=None, log=print, progress_every=5.0,
         "losses": sum(len(r["losses"]) for r in results),
         "results": sorted(results, key=lambda r: r["vm"]),
     }
+    summary["verdict_counts"] = {}
     for r in results:
         summary["outcomes"][r["outcome"]] = summary["outcomes"].get(r["outcome"], 0) + 1
+        for v, n in r.get("verdict_counts", {}).items():
+            summary["verdict_counts"][v] = summary["verdict_counts"].get(v, 0) + n
     with open(os.path.join(out_dir, "soak.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

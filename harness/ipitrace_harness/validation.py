@@ -43,7 +43,11 @@ def stage_row(res):
             "extra": extra}
 
 
-def run(workdir, soak_vms=4, soak_seconds=300, min_requests=1_000_000, log=print):
+def run(workdir, soak_vms=4, soak_seconds=60, min_requests=1_000_000, log=print):
+    """Every validation scenario once, then clean soaks of soak_vms VMs x
+    soak_seconds until min_requests CSD requests were judged.  A VM's load
+    is kept short enough that its rings hold the whole run (no
+    inconclusive-gap: every request is judged, not just the tail)."""
     os.makedirs(workdir, exist_ok=True)
     rows = []
     for sc in scenario.library(tag="validation"):
@@ -66,10 +70,17 @@ def run(workdir, soak_vms=4, soak_seconds=300, min_requests=1_000_000, log=print
                       os.path.join(workdir, f"soak{len(soaks)}"), log=log)
         soaks.append(s)
         total += s["requests"]
+        log(f"validate: clean soak {len(soaks)}: {s['requests']:,} requests "
+            f"({total:,} of {min_requests:,}), outcomes {s['outcomes']}")
         if s["losses"] or s["partial"] or set(s["outcomes"]) != {"passed"}:
             break
+    verdicts = {}
+    for s in soaks:
+        for v, n in s.get("verdict_counts", {}).items():
+            verdicts[v] = verdicts.get(v, 0) + n
     summary = {"stages": rows, "clean": {
         "requests": total, "losses": sum(s["losses"] for s in soaks),
+        "verdict_counts": verdicts, "soaks": len(soaks),
         "vms": sum(s["vms"] for s in soaks), "outcomes": [s["outcomes"] for s in soaks],
         "seconds_per_vm": soak_seconds}}
     write(summary)
@@ -99,7 +110,10 @@ def write(summary, path=OUT):
     c = summary["clean"]
     lines += ["", "## Clean soak", "",
               f"{c['vms']} VMs x {c['seconds_per_vm']} s of load: **{c['requests']:,} CSD "
-              f"requests, {c['losses']} loss verdicts** (outcomes: {c['outcomes']}).", ""]
+              f"requests, {c['losses']} loss verdicts** (outcomes: {c['outcomes']}).", "",
+              "Verdicts over the clean soak: " + ", ".join(
+                  f"{v} {n:,}" for v, n in sorted(c.get("verdict_counts", {}).items()) if n)
+              + ".", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
     with open(os.path.splitext(path)[0] + ".json", "w") as f:

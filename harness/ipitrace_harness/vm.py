@@ -17,7 +17,7 @@ from xml.sax.saxutils import quoteattr, escape
 
 import libvirt
 
-from . import artifacts, hosts
+from . import artifacts, hosts, livewatch
 
 DEFAULT_URI_ROOT = "/tmp/ipt-embed"
 
@@ -66,6 +66,7 @@ def default_uri():
 
 
 _embed_conns = {}
+_embed_lock = threading.Lock()
 
 
 def open_connection(uri):
@@ -74,15 +75,16 @@ def open_connection(uri):
     drivers"), so an embedded connection is opened once per process and
     shared (connections are thread-safe); release() leaves it open."""
     _ensure_event_loop()
-    with _loop_lock:
+    if not uri.startswith("qemu:///embed"):
+        return _open(uri)
+    # One opener at a time: two soak threads opening the same embedded root
+    # at once make one of them fail ("qemu state driver is not active").
+    with _embed_lock:
         conn = _embed_conns.get(uri)
-        if conn is not None and conn.isAlive():
-            return conn
-    conn = _open(uri)
-    if uri.startswith("qemu:///embed"):
-        with _loop_lock:
+        if conn is None or not conn.isAlive():
+            conn = _open(uri)
             _embed_conns[uri] = conn
-    return conn
+        return conn
 
 
 def release(uri, conn):
@@ -186,10 +188,14 @@ def parse_fault(spec):
     return stage, opts
 
 
-def _wait_console(host, path, marker, deadline, dom, stop_event=None):
+def _wait_console(host, path, marker, deadline, dom, stop_event=None, watch=None):
     while time.time() < deadline:
         if stop_event is not None and stop_event.is_set():
             raise HarnessError("interrupted", "stopped by the operator")
+        if watch is not None and watch.hang.is_set():
+            e = HarnessError("hung-unexplained", "the agent detected a hang")
+            e.by_agent = True
+            raise e
         text = host.read_text(path)
         if marker in text:
             return text
@@ -249,7 +255,7 @@ def _note_crashes(out, crashes):
 def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
         x2apic=False, mem_mb=768, shm_mb=256, hv_capacity=1 << 19, timeout=None,
         threads=None, hang_grace=25, extra_cmdline="", machine="pc", log=print,
-        on_start=None, stop_event=None):
+        on_start=None, stop_event=None, watch_hang_ms=None, watch_poll_ms=1000):
     """Boot, load, snapshot. Returns the manifest dict."""
     os.makedirs(out, exist_ok=True)
     for stage_opts in faults:
@@ -289,6 +295,7 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
         f.write(xml)
     conn = open_connection(uri)
     dom = None
+    watch = None
     try:
         try:
             dom = conn.createXML(xml, start_flags(uri))
@@ -300,26 +307,44 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
                       "console": console, "uri": uri})
         limit = timeout or (120 + 4 * seconds)
         deadline = time.time() + limit
+        watch = None
+        if watch_hang_ms:
+            # The agent follows both regions live and calls a hang from the
+            # streams alone (a request outstanding > watch_hang_ms).
+            watch = livewatch.LiveWatch(host, hv_path, shm_path, os.path.join(out, "watch"),
+                                        watch_hang_ms, poll_ms=watch_poll_ms, log=log,
+                                        name=name, duration_s=limit + 120)
+            manifest["watch_hang_ms"] = watch_hang_ms
+        phase = "boot"
         try:
-            _wait_console(host, console, "IPITRACE-LOAD-START", deadline, dom, stop_event)
-        except HarnessError as e:
-            e.before_load = True
-            raise
-        log(f"[{name}] load running")
-        # The load stops after `seconds`; if the guest does not get there
-        # (e.g. a CPU spins forever on a CSD lock because an IPI was lost),
-        # it is hung: freeze it at once and keep the evidence.
-        load_deadline = min(deadline, time.time() + seconds + hang_grace)
-        try:
-            text = _wait_console(host, console, "IPITRACE-DONE", load_deadline, dom, stop_event)
+            _wait_console(host, console, "IPITRACE-LOAD-START", deadline, dom, stop_event,
+                          watch)
+            phase = "load"
+            log(f"[{name}] load running")
+            # The load stops after `seconds`; if the guest does not get
+            # there (e.g. a CPU spins forever on a CSD lock because an IPI
+            # was lost), it is hung: freeze it at once and keep the
+            # evidence.  With the agent watching, that happens as soon as
+            # it sees a request outstanding longer than watch_hang_ms.
+            load_deadline = min(deadline, time.time() + seconds + hang_grace)
+            text = _wait_console(host, console, "IPITRACE-DONE", load_deadline, dom,
+                                 stop_event, watch)
             manifest["outcome"] = "completed"
         except HarnessError as e:
-            if e.outcome != "hung-unexplained":
+            by_agent = getattr(e, "by_agent", False)
+            if not by_agent and (e.outcome != "hung-unexplained" or phase == "boot"):
+                e.before_load = phase == "boot"
                 raise
             text = host.read_text(console)
             manifest["outcome"] = "guest-hung"
-            log(f"[{name}] guest hung (no IPITRACE-DONE {seconds + hang_grace}s after "
-                "load start)")
+            if getattr(e, "by_agent", False):
+                manifest["hang_detected_by"] = "agent"
+                log(f"[{name}] guest hung (the agent saw a request outstanding > "
+                    f"{watch_hang_ms} ms)")
+            else:
+                manifest["hang_detected_by"] = "console"
+                log(f"[{name}] guest hung (no IPITRACE-DONE {seconds + hang_grace}s after "
+                    "load start)")
         dom.suspend()
         log(f"[{name}] VM suspended, taking snapshot")
         try:
@@ -342,6 +367,12 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
         manifest["complete"] = True
     finally:
         manifest["finished"] = time.time()
+        if watch is not None:
+            events = watch.stop()
+            manifest["watch_events"] = [e for e in events if e.get("event") != "vm_detached"][:100]
+            manifest["watch_errors"] = watch.errors[:20]
+            if watch.first_hang():
+                manifest["agent_hang"] = watch.first_hang()
         if dom is not None:
             try:
                 dom.destroy()

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ipitrace_harness import abi, nightly, scenario, soak, vm  # noqa: E402
+from ipitrace_harness import abi, nightly, runner, scenario, soak, vm  # noqa: E402
 
 
 def write(tmp_path, name, text):
@@ -211,6 +211,34 @@ def test_short_soak_two_vms(tmp_path):
     assert s["losses"] == 0 and s["requests"] >= 400 and not s["partial"]
     assert any("VMs up" in ln and "CSD requests/s" in ln for ln in lines), lines
     assert json.load(open(tmp_path / "soak.json"))["vms"] == 2
+    for r in s["results"]:   # the agent watched each VM live
+        m = json.load(open(os.path.join(r["out"], "manifest.json")))
+        assert any(e["event"] == "vm_attached" for e in m["watch_events"]), m["watch_events"]
+        assert "agent_hang" not in m and m["watch_errors"] == []
+
+
+def test_agent_watching_live_freezes_a_hung_guest(tmp_path):
+    """route-single loses one IPI and the guest then spins on its CSD lock:
+    the agent, following both regions live, calls the hang from the streams
+    alone (outstanding > hang_ms) and the VM is suspended at once, long
+    before the console deadline; the agent's live verdict names the
+    injected IPI."""
+    sc = scenario.load(os.path.join(scenario.LIBRARY, "route-single.toml"))
+    sc["watch"]["hang_ms"] = 2000
+    res = runner.run_scenario(sc, str(tmp_path / "run"), log=lambda s: None)
+    m = json.load(open(tmp_path / "run" / "manifest.json"))
+    assert res["outcome"] == "lost-ipi" and res["passed"], res["failures"]
+    assert m["outcome"] == "guest-hung" and m["hang_detected_by"] == "agent", m.get("outcome")
+    hang = m["agent_hang"]
+    (t,) = res["truth"]
+    assert (hang["verdict"], hang["source_cpu"], hang["target_cpu"]) == \
+        ("lost-in-routing", t["source"], t["target"]), hang
+    assert hang["outstanding_ms"] >= 2000
+    assert any(e["event"] == "vm_attached" for e in m["watch_events"])
+    # The agent's own hang snapshot holds its verdict report.
+    rep = json.load(open(os.path.join(hang["snapshot"], "report.json")))
+    assert rep["verdict_counts"]["lost-in-routing"] == 1
+    assert m["watch_errors"] == []
 
 
 def _free_port():
