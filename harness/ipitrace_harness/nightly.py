@@ -144,32 +144,26 @@ def _plots(out, results, conf, trend):
     import matplotlib.pyplot as plt
     pngs = []
     # per-stage latency (from the agent's per-stage distributions)
-    lat = [r["latency"] for r in results if r.get("latency")]
+    # The agent's JSON: [{"stage": "send->IRR", "count", "p50_us", "p99_us",
+    # "max_us", ...}, ...], one entry per stage.
+    lat = [(r["scenario"], r["latency"]) for r in results
+           if isinstance(r.get("latency"), list) and r["latency"]]
     if lat:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        stages = []
-        for st in lat[0]:
-            vals = lat[0][st]
-            if isinstance(vals, dict) and "histogram" in vals:
-                h = vals["histogram"]
-                ax.step(range(len(h["counts"])), h["counts"], where="mid", label=st)
-                stages.append(st)
-        if stages:
-            ax.set_xlabel("log2 latency bucket (us)")
-            ax.set_ylabel("IPIs")
+        names = [e["stage"] for e in lat[0][1]]
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5), sharey=True)
+        for ax, q in zip(axes, ("p50_us", "p99_us", "max_us")):
+            w = 0.8 / len(lat)
+            for k, (name, entries) in enumerate(lat):
+                by = {e["stage"]: e.get(q, 0) or 0 for e in entries}
+                ax.bar([i + k * w for i in range(len(names))],
+                       [max(by.get(n, 0), 1e-3) for n in names], width=w, label=name)
+            ax.set_xticks([i + 0.4 - w / 2 for i in range(len(names))], names,
+                          rotation=20, fontsize=7)
             ax.set_yscale("log")
-            ax.legend()
-        else:
-            names = list(lat[0].keys())
-            for j, q in enumerate(("p50_us", "p99_us", "max_us")):
-                ax.bar([i + j * 0.27 for i in range(len(names))],
-                       [lat[0][n].get(q, 0) if isinstance(lat[0][n], dict) else 0 for n in names],
-                       width=0.27, label=q)
-            ax.set_xticks(range(len(names)), names)
-            ax.set_yscale("log")
-            ax.set_ylabel("microseconds")
-            ax.legend()
-        ax.set_title("per-stage latency (first scenario with data)")
+            ax.set_title(q.replace("_us", ""))
+        axes[0].set_ylabel("microseconds")
+        axes[-1].legend(fontsize=6)
+        fig.suptitle("per-stage latency of served-by-ipi requests, per scenario")
         fig.tight_layout()
         fig.savefig(os.path.join(out, "latency.png"))
         plt.close(fig)

@@ -67,7 +67,12 @@ def _fake_results():
         {"scenario": "route-single", "passed": True, "outcome": "lost-ipi", "duration": 40.0,
          "requests": 9000, "failures": [], "losses": [
              {"verdict": "lost-in-routing", "source_vcpu": 0, "target_vcpu": 3, "vector": 251}],
-         "truth": [{"stage": "route", "source": 0, "target": 3}], "latency": None,
+         "truth": [{"stage": "route", "source": 0, "target": 3}],
+         # the agent's JSON shape (ipitrace analyze --json: "latency")
+         "latency": [{"stage": st, "count": 9000, "p50_us": p50, "p99_us": p50 * 20,
+                      "max_us": p50 * 900} for st, p50 in
+                     (("send->IRR", 3.3), ("IRR->ACK", 25.3), ("ACK->IRQ", 2.9),
+                      ("IRQ->function", 1.1))],
          "partial": False},
         {"scenario": "clean", "passed": False, "outcome": "hung-unexplained", "duration": 60.0,
          "requests": 100, "failures": ["outcome hung-unexplained, expected passed"],
@@ -95,6 +100,7 @@ def test_nightly_reports(tmp_path):
     page = (out / "report.html").read_text()
     assert "confusion.png" in page and "trend.png" in page and "FAIL" in page
     assert (out / "confusion.png").stat().st_size > 1000
+    assert "latency.png" in page and (out / "latency.png").stat().st_size > 1000
 
 
 def _synthetic_region(path, rings=2, cap=8, heads=(5, 11), torn=None):
