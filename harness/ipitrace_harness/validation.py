@@ -43,14 +43,24 @@ def stage_row(res):
             "extra": extra}
 
 
-def run(workdir, soak_vms=4, soak_seconds=60, min_requests=1_000_000, log=print):
+def run(workdir, soak_vms=1, soak_seconds=60, min_requests=1_000_000, log=print,
+        part="all"):
     """Every validation scenario once, then clean soaks of soak_vms VMs x
     soak_seconds until min_requests CSD requests were judged.  A VM's load
     is kept short enough that its rings hold the whole run (no
-    inconclusive-gap: every request is judged, not just the tail)."""
+    inconclusive-gap: every request is judged, not just the tail).
+    part="stages" or "soak" runs one half and keeps the other half of the
+    last results/validation.json."""
     os.makedirs(workdir, exist_ok=True)
+    prev = {}
+    if part != "all":
+        try:
+            with open(os.path.splitext(OUT)[0] + ".json") as f:
+                prev = json.load(f)
+        except (OSError, ValueError):
+            prev = {}
     rows = []
-    for sc in scenario.library(tag="validation"):
+    for sc in (scenario.library(tag="validation") if part in ("all", "stages") else ()):
         log(f"validate: {sc['name']}")
         res = runner.run_scenario(sc, os.path.join(workdir, sc["name"]), keep_regions=False,
                                   log=log)
@@ -62,10 +72,12 @@ def run(workdir, soak_vms=4, soak_seconds=60, min_requests=1_000_000, log=print)
                              scenario.STAGE_VERDICT.get(stages[0])) if stages else ("-",)),
                      "requests": res["requests"], "outcome": res["outcome"],
                      "failures": res["failures"], **stage_row(res)})
+    if part == "soak":
+        rows = prev.get("stages", [])
     clean = scenario.load(os.path.join(scenario.LIBRARY, "clean-soak.toml"))
     total = 0
     soaks = []
-    while total < min_requests:
+    while part in ("all", "soak") and total < min_requests:
         s = soak.soak(clean, soak_vms, soak_seconds,
                       os.path.join(workdir, f"soak{len(soaks)}"), log=log)
         soaks.append(s)
@@ -78,9 +90,15 @@ def run(workdir, soak_vms=4, soak_seconds=60, min_requests=1_000_000, log=print)
     for s in soaks:
         for v, n in s.get("verdict_counts", {}).items():
             verdicts[v] = verdicts.get(v, 0) + n
+    if part == "stages" and "clean" in prev:
+        summary = {"stages": rows, "clean": prev["clean"]}
+        write(summary)
+        return summary
     summary = {"stages": rows, "clean": {
         "requests": total, "losses": sum(s["losses"] for s in soaks),
-        "verdict_counts": verdicts, "soaks": len(soaks),
+        "verdict_counts": verdicts, "soaks": len(soaks), "vms_per_soak": soak_vms,
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC"),
         "vms": sum(s["vms"] for s in soaks), "outcomes": [s["outcomes"] for s in soaks],
         "seconds_per_vm": soak_seconds}}
     write(summary)
@@ -109,6 +127,10 @@ def write(summary, path=OUT):
                      f"{r['outcome']} |")
     c = summary["clean"]
     lines += ["", "## Clean soak", "",
+              f"Soaks of {c.get('vms_per_soak', '?')} VM(s) at a time, repeated until the "
+              f"total passed the minimum (run {c.get('generated', when)}; "
+              "`harness/ipitrace-harness validate --part soak --soak-vms N` reruns this "
+              "half alone).", "",
               f"{c['vms']} VMs x {c['seconds_per_vm']} s of load: **{c['requests']:,} CSD "
               f"requests, {c['losses']} loss verdicts** (outcomes: {c['outcomes']}).", "",
               "Verdicts over the clean soak: " + ", ".join(
