@@ -150,16 +150,18 @@ def _plots(out, results, conf, trend):
            if isinstance(r.get("latency"), list) and r["latency"]]
     if lat:
         names = [e["stage"] for e in lat[0][1]]
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5), sharey=True)
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5))
         for ax, q in zip(axes, ("p50_us", "p99_us", "max_us")):
             w = 0.8 / len(lat)
             for k, (name, entries) in enumerate(lat):
                 by = {e["stage"]: e.get(q, 0) or 0 for e in entries}
                 ax.bar([i + k * w for i in range(len(names))],
-                       [max(by.get(n, 0), 1e-3) for n in names], width=w, label=name)
+                       [max(by.get(n, 0), 0.1) for n in names], width=w, label=name,
+                       bottom=0.05)
             ax.set_xticks([i + 0.4 - w / 2 for i in range(len(names))], names,
                           rotation=20, fontsize=7)
             ax.set_yscale("log")
+            ax.set_ylim(bottom=0.05)
             ax.set_title(q.replace("_us", ""))
         axes[0].set_ylabel("microseconds")
         axes[-1].legend(fontsize=6)
