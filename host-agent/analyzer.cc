@@ -4,17 +4,18 @@
 #include <algorithm>
 #include <utility>
 
+#include "ring_index.h"
+
 namespace ipitrace {
 
-std::vector<StageLatency> StageLatencies(const std::vector<Request>& requests) {
+std::vector<StageLatency> StageLatencies(const RequestTable& requests) {
   // Stage boundaries by evidence record type.
   static constexpr uint16_t kPoints[] = {IPT_G_SEND, IPT_H_IRR, IPT_H_ACK,
                                          IPT_G_IRQ_ENTRY, IPT_G_FUNC_ENTRY};
-  static constexpr const char* kNames[] = {"send->IRR", "IRR->ACK", "ACK->IRQ",
-                                           "IRQ->function"};
-  std::vector<uint64_t> samples[4];
-  for (const Request& r : requests) {
-    if (r.verdict != Verdict::kServedByIpi) continue;
+  StageSamples samples;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (requests.row(i).verdict != Verdict::kServedByIpi) continue;
+    const Request r = requests[i];
     uint64_t tsc[5];
     bool have[5] = {};
     for (const Evidence& e : r.evidence)
@@ -27,45 +28,92 @@ std::vector<StageLatency> StageLatencies(const std::vector<Request>& requests) {
       if (have[k] && have[k + 1] && tsc[k + 1] >= tsc[k])
         samples[k].push_back(tsc[k + 1] - tsc[k]);
   }
+  return SummariseLatency(std::move(samples));
+}
+
+namespace {
+
+// The k-th smallest sample (0-based): every big sample is larger than every
+// small one.  Reorders the samples.
+uint64_t KthSmallest(LatencySamples* s, size_t k) {
+  if (k < s->small.size()) {
+    std::nth_element(s->small.begin(), s->small.begin() + static_cast<ptrdiff_t>(k),
+                     s->small.end());
+    return s->small[k];
+  }
+  k -= s->small.size();
+  std::nth_element(s->big.begin(), s->big.begin() + static_cast<ptrdiff_t>(k), s->big.end());
+  return s->big[k];
+}
+
+}  // namespace
+
+std::vector<StageLatency> SummariseLatency(StageSamples samples) {
+  static constexpr const char* kNames[] = {"send->IRR", "IRR->ACK", "ACK->IRQ",
+                                           "IRQ->function"};
   std::vector<StageLatency> out;
   for (size_t k = 0; k < 4; ++k) {
-    auto& v = samples[k];
+    LatencySamples& v = samples[k];
     if (v.empty()) continue;
-    std::sort(v.begin(), v.end());
+    // Order statistics by selection, not a full sort: the values are those
+    // of the sorted samples at the same indexes.
     StageLatency l;
     l.name = kNames[k];
     l.count = v.size();
-    l.p50 = v[(v.size() - 1) / 2];
-    l.p99 = v[std::min(v.size() - 1, (v.size() * 99) / 100)];
-    l.max = v.back();
+    const size_t i99 = std::min(v.size() - 1, (v.size() * 99) / 100);
+    const size_t i50 = (v.size() - 1) / 2;
+    l.p99 = KthSmallest(&v, i99);
+    if (i50 < i99 && i99 < v.small.size()) {
+      // The selection left the i99 smallest in front: select within them.
+      std::nth_element(v.small.begin(), v.small.begin() + static_cast<ptrdiff_t>(i50),
+                       v.small.begin() + static_cast<ptrdiff_t>(i99));
+      l.p50 = v.small[i50];
+    } else {
+      l.p50 = KthSmallest(&v, i50);
+    }
+    l.max = !v.big.empty() ? *std::max_element(v.big.begin(), v.big.end())
+                           : *std::max_element(v.small.begin(), v.small.end());
     out.push_back(std::move(l));
   }
   return out;
 }
 
 Result<Analysis> Analyzer::AnalyzeDir(const std::string& dir) {
-  SnapshotLoader loader(stats_);
+  // The rings are indexed as they are read (one pass over the records).
+  auto index = std::make_shared<RingIndex>();
+  SnapshotLoader loader(stats_, index.get());
   auto snap = loader.Load(dir);
   if (!snap.ok()) return snap.status();
-  return Analyze(std::move(snap).value());
+  index->Finish(snap.value());
+  Analysis a = Analyze(std::move(snap).value(), std::move(index));
+  // A region file that shrank while mapped read as zeros somewhere: the
+  // analysis describes bytes that were never in the file.
+  if (std::string t = a.snapshot.Truncated(); !t.empty())
+    return Status::Error(ErrorCode::kIo, std::move(t));
+  return a;
 }
 
 Analysis Analyzer::Analyze(Snapshot snapshot) {
+  auto index = std::make_shared<const RingIndex>(snapshot);
+  return Analyze(std::move(snapshot), std::move(index));
+}
+
+Analysis Analyzer::Analyze(Snapshot snapshot, std::shared_ptr<const RingIndex> index_ptr) {
   Analysis a;
   a.snapshot = std::move(snapshot);
   a.stats = stats_;
   a.options = options_;
   const Snapshot& s = a.snapshot;
 
+  const RingIndex& index = *index_ptr;
   CpuMap map(s.guest, s.hv, stats_);
-  Tracker tracker(&s, &map, stats_);
+  Tracker tracker(std::make_shared<const TrackerInputs>(s, map, std::move(index_ptr)), stats_);
   a.requests = tracker.Run();
-  for (const Request& r : a.requests)
-    ++a.verdict_counts[static_cast<size_t>(r.verdict)];
+  for (size_t i = 0; i < a.requests.size(); ++i)
+    ++a.verdict_counts[static_cast<size_t>(a.requests.row(i).verdict)];
 
-  const uint8_t vcf = s.guest.header.vec_call_function;
-  const uint8_t vcfs = s.guest.header.vec_call_function_single;
-  auto is_cf = [&](uint8_t v) { return v == vcf || v == vcfs; };
+  // Call-function H_ACKs on the vCPU's ring and G_IRQ_ENTRYs on the CPU's
+  // guest ring (counted by the index).
   for (const CpuMap::Entry& e : map.entries()) {
     CpuSummary c;
     c.cpu = e.cpu;
@@ -74,23 +122,16 @@ Analysis Analyzer::Analyze(Snapshot snapshot) {
     c.matched = e.matched;
     if (e.vcpu >= 0) {
       if (const Ring* hv = s.hv.RingForCpu(static_cast<uint32_t>(e.vcpu))) {
-        for (const ipt_record& r : hv->records) {
-          if (r.type != IPT_H_ACK || !is_cf(r.vector)) continue;
-          ++c.hv_ack_callfunc_total;
-          if (r.tsc >= s.guest.header.start_tsc) ++c.hv_ack_callfunc;
-        }
+        c.hv_ack_callfunc_total = index.hv(hv->index).ack_callfunc_total;
+        c.hv_ack_callfunc = index.hv(hv->index).ack_callfunc;
       }
     }
-    if (const Ring* g = s.guest.RingForCpu(e.cpu)) {
-      for (const ipt_record& r : g->records)
-        if (r.type == IPT_G_IRQ_ENTRY && is_cf(r.vector) &&
-            r.tsc >= s.guest.header.start_tsc)
-          ++c.guest_irq_callfunc;
-    }
+    if (const Ring* g = s.guest.RingForCpu(e.cpu))
+      c.guest_irq_callfunc = index.guest(g->index).irq_callfunc;
     a.per_cpu.push_back(c);
   }
 
-  a.latency = StageLatencies(a.requests);
+  a.latency = SummariseLatency(tracker.TakeLatencySamples());
 
   a.tsc_khz = s.guest.header.tsc_khz ? s.guest.header.tsc_khz : s.hv.header.tsc_khz;
   if (a.tsc_khz == 0) {
@@ -98,9 +139,9 @@ Analysis Analyzer::Analyze(Snapshot snapshot) {
   } else {
     const double limit_ticks = options_.threshold_ms * static_cast<double>(a.tsc_khz);
     for (size_t i = 0; i < a.requests.size(); ++i) {
-      const Request& r = a.requests[i];
-      if (!r.served_tsc || *r.served_tsc < r.queue_tsc) continue;
-      if (static_cast<double>(*r.served_tsc - r.queue_tsc) > limit_ticks)
+      const RequestTable::Row& r = a.requests.row(i);
+      if (!r.served() || r.served_tsc < r.queue_tsc) continue;
+      if (static_cast<double>(r.served_tsc - r.queue_tsc) > limit_ticks)
         a.slow.push_back(i);
     }
   }

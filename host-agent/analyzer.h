@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpu_map.h"
+#include "ring_index.h"
 #include "result.h"
 #include "snapshot.h"
 #include "stats.h"
@@ -48,7 +49,7 @@ struct Analysis {
   Snapshot snapshot;
   const Stats* stats = nullptr;
   AnalyzerOptions options;
-  std::vector<Request> requests;
+  RequestTable requests;
   std::array<uint64_t, kNumVerdicts> verdict_counts{};
   std::vector<CpuSummary> per_cpu;
   uint64_t tsc_khz = 0;
@@ -56,10 +57,15 @@ struct Analysis {
   std::vector<StageLatency> latency;  // empty when nothing was served by IPI
 };
 
-std::vector<StageLatency> StageLatencies(const std::vector<Request>& requests);
+// Per-stage latency over the served-by-ipi requests, from their evidence
+// (the first G_SEND, H_IRR, H_ACK, G_IRQ_ENTRY, G_FUNC_ENTRY of each chain).
+std::vector<StageLatency> StageLatencies(const RequestTable& requests);
+// The same from samples already gathered per stage (Tracker::latency_samples):
+// count, p50, p99, max of each non-empty stage.  Reorders the samples.
+std::vector<StageLatency> SummariseLatency(StageSamples samples);
 
-// Analyzer runs the pipeline: load a snapshot, join CPUs to vCPUs, follow
-// every request, and summarise per CPU.  It is the one place main.cc and the
+// Analyzer runs the pipeline: load a snapshot, join CPUs to vCPUs, index
+// the rings, follow every request, and summarise per CPU.  It is the one place main.cc and the
 // tests enter, so both exercise the same path.
 class Analyzer {
  public:
@@ -70,6 +76,8 @@ class Analyzer {
   Analysis Analyze(Snapshot snapshot);
 
  private:
+  Analysis Analyze(Snapshot snapshot, std::shared_ptr<const RingIndex> index);
+
   Stats* stats_;
   AnalyzerOptions options_;
 };

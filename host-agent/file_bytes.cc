@@ -19,41 +19,27 @@ namespace ipitrace {
 namespace {
 
 Result<std::vector<std::byte>> ReadWhole(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return Status::Error(ErrorCode::kIo, fmt::format("cannot open {}: {}", path,
-                                                     std::strerror(errno)));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    const bool reg = S_ISREG(st.st_mode);
-    const int err = errno;
-    ::close(fd);
-    return Status::Error(ErrorCode::kIo,
-                         fmt::format("cannot read {}: {}", path,
-                                     reg ? std::strerror(err) : "not a regular file"));
-  }
-  if (static_cast<uint64_t>(st.st_size) > kMaxRegionBytes) {
-    ::close(fd);
+  auto opened = OpenRegularFile(path);
+  if (!opened.ok()) return opened.status();
+  const int fd = opened.value().fd.get();
+  const uint64_t size = opened.value().size;
+  if (size > kMaxRegionBytes) {
     return Status::Error(ErrorCode::kMalformed,
                          fmt::format("{}: {} bytes is larger than the {} byte limit",
-                                     path, st.st_size, kMaxRegionBytes));
+                                     path, size, kMaxRegionBytes));
   }
-  std::vector<std::byte> buf(static_cast<size_t>(st.st_size));
+  std::vector<std::byte> buf(static_cast<size_t>(size));
   size_t got = 0;
   while (got < buf.size()) {
     const ssize_t n = ::read(fd, buf.data() + got, buf.size() - got);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      const int err = errno;
-      ::close(fd);
       return Status::Error(ErrorCode::kIo, fmt::format("cannot read {}: {}", path,
-                                                       std::strerror(err)));
+                                                       std::strerror(errno)));
     }
     if (n == 0) break;  // truncated while reading: keep what we have
     got += static_cast<size_t>(n);
   }
-  ::close(fd);
   buf.resize(got);
   return buf;
 }
@@ -97,6 +83,38 @@ bool CopyUnderGuard(void* dst, const void* src, size_t n) {
 std::mutex g_guard_mu;
 
 }  // namespace
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.release();
+  }
+  return *this;
+}
+
+UniqueFd::~UniqueFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<OpenedFile> OpenRegularFile(const std::string& path) {
+  OpenedFile f;
+  f.fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (f.fd.get() < 0) {
+    return Status::Error(ErrorCode::kIo, fmt::format("cannot open {}: {}", path,
+                                                     std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::fstat(f.fd.get(), &st) != 0) {
+    return Status::Error(ErrorCode::kIo, fmt::format("cannot read {}: {}", path,
+                                                     std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return Status::Error(ErrorCode::kIo,
+                         fmt::format("cannot read {}: not a regular file", path));
+  }
+  f.size = static_cast<uint64_t>(st.st_size);
+  return f;
+}
 
 bool GuardedCopy(void* dst, const void* src, size_t n) {
   // The handler is installed around each copy (and the previous one put

@@ -15,6 +15,40 @@ namespace ipitrace {
 // decompression bombs and absurd files): 4 GiB.
 inline constexpr uint64_t kMaxRegionBytes = uint64_t{4} << 30;
 
+// An owned file descriptor (move-only; closed on destruction).
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept;
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd();
+
+  int get() const { return fd_; }
+  int release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// A regular file opened read-only, and its size when opened.
+struct OpenedFile {
+  UniqueFd fd;
+  uint64_t size = 0;
+};
+
+// Opens PATH read-only and checks that it is a regular file: the one place
+// that does open + fstat for region files (ReadRegionFile, MappedFile).
+// Errors are kIo: "cannot open PATH: <reason>", "cannot read PATH:
+// <reason>" or "cannot read PATH: not a regular file".
+Result<OpenedFile> OpenRegularFile(const std::string& path);
+
 // Reads a region file into memory: PATH itself if it exists, else
 // PATH.zst (zstd, decompressed transparently).  Uses read(2), never mmap, so
 // a file truncated while it is read yields a short (then rejected) region,

@@ -79,7 +79,7 @@ Json JsonReport::RequestJson(const Request& r) const {
   j["served_tsc"] = r.served_tsc ? Json(*r.served_tsc) : Json(nullptr);
   j["rode_on_queue_tsc"] =
       r.rode_on >= 0
-          ? Json(a_->requests[static_cast<size_t>(r.rode_on)].queue_tsc)
+          ? Json(a_->requests.row(static_cast<size_t>(r.rode_on)).queue_tsc)
           : Json(nullptr);
   j["reason"] = r.reason;
   if (r.activity.computed) {
@@ -91,7 +91,7 @@ Json JsonReport::RequestJson(const Request& r) const {
                                        static_cast<double>(a_->tsc_khz))
                                 : Json(nullptr);
     aj["window_start_tsc"] = t.window_start;
-    aj["window_end_tsc"] = t.window_end;
+    aj["window_end_tsc"] = t.window_end();
     Json acks = Json::object();
     for (const auto& [v, n] : t.acks_by_vector) acks[Hex(v)] = n;
     aj["acks_by_vector"] = std::move(acks);
@@ -125,14 +125,14 @@ Json JsonReport::Build() const {
   Json losses = Json::array();
   Json unresolved = Json::array();
   bool truncated = false;
-  for (const Request& r : a.requests) {
-    if (IsLoss(r.verdict)) {
-      losses.push_back(RequestJson(r));
-    } else if (r.verdict == Verdict::kInconclusiveGap ||
-               r.verdict == Verdict::kInFlight ||
-               r.verdict == Verdict::kQueuedBehindLoss) {
+  for (size_t i = 0; i < a.requests.size(); ++i) {
+    const Verdict v = a.requests.row(i).verdict;
+    if (IsLoss(v)) {
+      losses.push_back(RequestJson(a.requests[i]));
+    } else if (v == Verdict::kInconclusiveGap || v == Verdict::kInFlight ||
+               v == Verdict::kQueuedBehindLoss) {
       if (unresolved.size() < kMaxListed)
-        unresolved.push_back(RequestJson(r));
+        unresolved.push_back(RequestJson(a.requests[i]));
       else
         truncated = true;
     }
@@ -146,16 +146,16 @@ Json JsonReport::Build() const {
   slow["count"] = a.slow.size();
   Json slow_list = Json::array();
   for (size_t i = 0; i < a.slow.size() && i < kMaxListed; ++i) {
-    const Request& r = a.requests[a.slow[i]];
+    const RequestTable::Row& r = a.requests.row(a.slow[i]);
     Json sj;
     sj["verdict"] = std::string(VerdictName(r.verdict));
     sj["source_cpu"] = r.source_cpu;
     sj["target_cpu"] = r.target_cpu;
     sj["queue_tsc"] = r.queue_tsc;
-    sj["served_tsc"] = *r.served_tsc;
-    sj["latency_ms"] = static_cast<double>(*r.served_tsc - r.queue_tsc) /
+    sj["served_tsc"] = r.served_tsc;
+    sj["latency_ms"] = static_cast<double>(r.served_tsc - r.queue_tsc) /
                        static_cast<double>(a.tsc_khz);
-    sj["func"] = Hex(r.func);
+    sj["func"] = Hex(a.requests.func(a.slow[i]));
     slow_list.push_back(std::move(sj));
   }
   slow["requests"] = std::move(slow_list);

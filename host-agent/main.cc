@@ -48,16 +48,18 @@ int RunAnalyze(const std::string& dir, bool json, double threshold_ms) {
   ipitrace::Analyzer analyzer(&stats, {threshold_ms});
   auto analysis = analyzer.AnalyzeDir(dir);
   if (!analysis.ok()) return Fail(analysis.status());
+  std::string s;
   if (json) {
     const auto j = ipitrace::JsonReport(&analysis.value()).Build();
-    std::string s = j.dump(2, ' ', false,
-                           nlohmann::ordered_json::error_handler_t::replace);
-    std::fwrite(s.data(), 1, s.size(), stdout);
-    std::fputc('\n', stdout);
+    s = j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    s += '\n';
   } else {
-    const std::string s = ipitrace::TextReport(&analysis.value()).Render();
-    std::fwrite(s.data(), 1, s.size(), stdout);
+    s = ipitrace::TextReport(&analysis.value()).Render();
   }
+  // The report reads the mapped regions too (evidence, slices).
+  if (std::string t = analysis.value().snapshot.Truncated(); !t.empty())
+    return Fail(ipitrace::Status::Error(ipitrace::ErrorCode::kIo, t));
+  std::fwrite(s.data(), 1, s.size(), stdout);
   return std::fflush(stdout) == 0 ? 0 : 1;
 }
 
@@ -78,7 +80,10 @@ int RunDump(const std::string& dir, uint64_t limit) {
                rec.vector, rec.flags, rec.arg0, rec.arg1, rec.a[0], rec.a[1],
                rec.a[2], rec.a[3]);
   }
-  return std::fflush(stdout) == 0 ? 0 : 1;
+  if (std::fflush(stdout) != 0) return 1;
+  if (std::string t = snap.value().Truncated(); !t.empty())
+    return Fail(ipitrace::Status::Error(ipitrace::ErrorCode::kIo, t));
+  return 0;
 }
 
 volatile std::sig_atomic_t g_stop = 0;
@@ -118,6 +123,8 @@ int RunExport(const std::string& dir, const std::string& out) {
   if (!analysis.ok()) return Fail(analysis.status());
   auto st = ipitrace::WriteTimeline(analysis.value(), out);
   if (!st.ok()) return Fail(st);
+  if (std::string t = analysis.value().snapshot.Truncated(); !t.empty())
+    return Fail(ipitrace::Status::Error(ipitrace::ErrorCode::kIo, t));
   return 0;
 }
 

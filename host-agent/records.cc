@@ -19,24 +19,4 @@ std::string_view RecordTypeName(uint16_t type) {
   }
 }
 
-bool IsKnownRecordType(uint16_t type) { return !RecordTypeName(type).empty(); }
-
-bool RecordHasTarget(uint16_t type) {
-  switch (type) {
-    case IPT_G_QUEUE:
-    case IPT_G_SEND:
-    case IPT_G_ELIDE:
-    case IPT_G_HANG:
-    case IPT_H_IRR:
-    case IPT_H_KICK:
-    case IPT_H_HELD:
-    case IPT_H_NMI:
-    case IPT_H_INIT:
-    case IPT_H_SIPI:
-      return true;
-    default:
-      return false;
-  }
-}
-
 }  // namespace ipitrace

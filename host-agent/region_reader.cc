@@ -42,6 +42,19 @@ Status RegionReader::Fail(StatId id, ErrorCode code, std::string message) {
 
 Result<Region> RegionReader::Read(std::span<const std::byte> bytes,
                                   StreamKind kind, std::string_view name) {
+  return ReadImpl(bytes, kind, name, nullptr);
+}
+
+Result<Region> RegionReader::Read(std::shared_ptr<const RegionBytes> bytes,
+                                  StreamKind kind, std::string_view name) {
+  IPT_CHECK(bytes != nullptr);
+  const std::span<const std::byte> span = bytes->bytes();
+  return ReadImpl(span, kind, name, std::move(bytes));
+}
+
+Result<Region> RegionReader::ReadImpl(std::span<const std::byte> bytes,
+                                      StreamKind kind, std::string_view name,
+                                      std::shared_ptr<const RegionBytes> in_place) {
   const uint64_t size = bytes.size();
   if (size < sizeof(ipt_region_header)) {
     return Fail(StatId::region_truncated, ErrorCode::kMalformed,
@@ -120,14 +133,18 @@ Result<Region> RegionReader::Read(std::span<const std::byte> bytes,
 
   region.rings.reserve(h.ring_count);
   for (uint32_t i = 0; i < h.ring_count; ++i) {
-    ReadRing(bytes, h.header_size + uint64_t{i} * h.ring_stride, i, &region);
+    ReadRing(bytes, h.header_size + uint64_t{i} * h.ring_stride, i,
+             in_place != nullptr, &region);
   }
   ReadSymbols(bytes, &region);
+  const bool any_in_place = std::any_of(region.rings.begin(), region.rings.end(),
+                                        [](const Ring& r) { return !r.copy; });
+  if (any_in_place) region.bytes = std::move(in_place);
   return region;
 }
 
 void RegionReader::ReadRing(std::span<const std::byte> bytes, uint64_t offset,
-                            uint32_t index, Region* region) {
+                            uint32_t index, bool in_place, Region* region) {
   const ipt_region_header& h = region->header;
   const auto rh = LoadAt<ipt_ring_header>(bytes, offset);
   Ring ring;
@@ -159,6 +176,7 @@ void RegionReader::ReadRing(std::span<const std::byte> bytes, uint64_t offset,
   if (!usable) {
     ring.head = 0;  // keep the slot in rings[] so indexes stay positional
     region->rings.push_back(std::move(ring));
+    if (sink_) sink_->OnRing(*region, region->rings.back(), false);
     return;
   }
 
@@ -168,21 +186,61 @@ void RegionReader::ReadRing(std::span<const std::byte> bytes, uint64_t offset,
   if (ring.overwritten) stats_->Increment(StatId::ring_overwritten, ring.overwritten);
 
   const uint64_t slots = offset + IPT_RING_HEADER_SIZE;
-  const uint64_t n = rh.head - ring.first_index;  // <= cap
-  ring.records.reserve(static_cast<size_t>(n));
+  // In place needs the slots aligned for ipt_record (a mapping or a heap
+  // buffer always is: header_size and ring_stride are multiples of 8).
+  in_place = in_place && reinterpret_cast<uintptr_t>(bytes.data() + slots) %
+                                 alignof(ipt_record) == 0;
+  const bool scanned = in_place && ScanRing(bytes, slots, true, *region, &ring);
+  if (!scanned) ScanRing(bytes, slots, false, *region, &ring);
+  region->rings.push_back(std::move(ring));
+  if (sink_) sink_->OnRing(*region, region->rings.back(), scanned);
+}
+
+bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
+                            bool in_place, const Region& region, Ring* ring) {
+  const uint64_t cap = ring->capacity;
+  const uint64_t first = ring->first_index;
+  const uint64_t head = ring->head;
+  const uint64_t n = head - first;  // <= cap
+  if (in_place) {
+    // The window is accepted as a whole or not at all: one run of slots
+    // from the oldest record to the last slot, then (wrapped) one from
+    // slot 0.  The layout check in Read() put all slots inside 'bytes'.
+    const auto* base = reinterpret_cast<const ipt_record*>(bytes.data() + slots);
+    const uint64_t at = first & (cap - 1);
+    const uint64_t run = std::min(n, cap - at);
+    const InPlaceWindow w{base + at, static_cast<size_t>(run), base,
+                          static_cast<size_t>(n - run), first};
+    InPlaceCounts counts;
+    const bool ok =
+        sink_ ? sink_->ScanInPlace(region, ring->index, ring->cpu, w, &counts)
+              : internal::ScanInPlace(w, ring->cpu, &counts,
+                                      [](uint32_t, const ipt_record&, uint16_t, uint16_t, uint64_t) {});
+    if (!ok) return false;  // a slot to reject: the copying pass handles it
+    stats_->Increment(StatId::record_cpu_mismatch, counts.cpu_mismatch);
+    stats_->Increment(StatId::tsc_backwards, counts.tsc_backwards);
+    ring->tsc_sorted = counts.tsc_backwards == 0;
+    ring->records = RecordView(w.run0, w.n0, w.run1, w.n1);
+    return true;
+  }
+
+  uint64_t torn = 0, unknown = 0, bad_cpu = 0, cpu_mismatch = 0, backwards = 0;
+  std::vector<ipt_record> copy;
+  copy.reserve(static_cast<size_t>(n));
   std::vector<uint64_t> pending_gaps;  // indexes awaiting their tsc bound
+  std::vector<RingGap> gaps;
   uint64_t prev_tsc = 0;
-  for (uint64_t i = ring.first_index; i < rh.head; ++i) {
+  for (uint64_t i = first; i < head; ++i) {
     const auto rec =
         LoadAt<ipt_record>(bytes, slots + (i & (cap - 1)) * IPT_RECORD_SIZE);
     if (rec.seq != i) {
-      stats_->Increment(StatId::torn_record);
+      ++torn;
       pending_gaps.push_back(i);
       continue;
     }
     if (!IsKnownRecordType(rec.type)) {
       // Possibly a newer minor ABI: skip without declaring a gap.
-      stats_->Increment(StatId::unknown_record_type);
+      ++unknown;
       continue;
     }
     const bool cpu_ok = rec.cpu < IPT_MAX_CPUS || rec.cpu == IPT_CPU_NONE;
@@ -190,21 +248,31 @@ void RegionReader::ReadRing(std::span<const std::byte> bytes, uint64_t offset,
                            rec.target < IPT_MAX_CPUS ||
                            rec.target == IPT_CPU_NONE;
     if (!cpu_ok || !target_ok) {
-      stats_->Increment(StatId::cpu_out_of_range);
+      ++bad_cpu;
       pending_gaps.push_back(i);
       continue;
     }
-    if (rec.cpu != ring.cpu) stats_->Increment(StatId::record_cpu_mismatch);
-    if (!ring.records.empty() && rec.tsc < prev_tsc)
-      stats_->Increment(StatId::tsc_backwards);
+    if (rec.cpu != ring->cpu) ++cpu_mismatch;
+    if (!copy.empty() && rec.tsc < prev_tsc) ++backwards;
     prev_tsc = rec.tsc;
-    for (uint64_t g : pending_gaps) ring.gaps.push_back({g, rec.tsc});
+    for (uint64_t g : pending_gaps) gaps.push_back({g, rec.tsc});
     pending_gaps.clear();
-    ring.records.push_back(rec);
+    copy.push_back(rec);
   }
   for (uint64_t g : pending_gaps)
-    ring.gaps.push_back({g, std::numeric_limits<uint64_t>::max()});
-  region->rings.push_back(std::move(ring));
+    gaps.push_back({g, std::numeric_limits<uint64_t>::max()});
+
+  stats_->Increment(StatId::torn_record, torn);
+  stats_->Increment(StatId::unknown_record_type, unknown);
+  stats_->Increment(StatId::cpu_out_of_range, bad_cpu);
+  stats_->Increment(StatId::record_cpu_mismatch, cpu_mismatch);
+  stats_->Increment(StatId::tsc_backwards, backwards);
+  ring->gaps = std::move(gaps);
+  ring->tsc_sorted = backwards == 0;
+  auto owned = std::make_shared<const std::vector<ipt_record>>(std::move(copy));
+  ring->records = RecordView(owned->data(), owned->size(), nullptr, 0);
+  ring->copy = std::move(owned);
+  return true;
 }
 
 void RegionReader::ReadSymbols(std::span<const std::byte> bytes,

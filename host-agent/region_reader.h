@@ -5,6 +5,8 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -12,6 +14,7 @@
 
 #include "ipitrace_abi.h"
 #include "records.h"
+#include "region_bytes.h"
 #include "result.h"
 #include "stats.h"
 
@@ -26,6 +29,79 @@ struct RingGap {
   uint64_t tsc_bound;
 };
 
+// The accepted records of one ring in program order, as a read-only
+// random-access sequence over at most two contiguous runs: a ring window
+// that wraps past the end of its slots is [oldest .. last slot] followed by
+// [slot 0 .. head).  The view does not own the records; the Region (and
+// every Request's evidence) keeps their storage alive.
+class RecordView {
+ public:
+  class iterator {
+   public:
+    using iterator_category = std::random_access_iterator_tag;
+    using value_type = ipt_record;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const ipt_record*;
+    using reference = const ipt_record&;
+
+    iterator() = default;
+    iterator(const RecordView* v, size_t i) : v_(v), i_(i) {}
+    reference operator*() const { return (*v_)[i_]; }
+    pointer operator->() const { return &(*v_)[i_]; }
+    reference operator[](difference_type n) const {
+      return (*v_)[static_cast<size_t>(static_cast<difference_type>(i_) + n)];
+    }
+    iterator& operator++() { ++i_; return *this; }
+    iterator operator++(int) { iterator t = *this; ++i_; return t; }
+    iterator& operator--() { --i_; return *this; }
+    iterator operator--(int) { iterator t = *this; --i_; return t; }
+    iterator& operator+=(difference_type n) {
+      i_ = static_cast<size_t>(static_cast<difference_type>(i_) + n);
+      return *this;
+    }
+    iterator& operator-=(difference_type n) { return *this += -n; }
+    friend iterator operator+(iterator it, difference_type n) { return it += n; }
+    friend iterator operator+(difference_type n, iterator it) { return it += n; }
+    friend iterator operator-(iterator it, difference_type n) { return it -= n; }
+    friend difference_type operator-(const iterator& a, const iterator& b) {
+      return static_cast<difference_type>(a.i_) - static_cast<difference_type>(b.i_);
+    }
+    friend bool operator==(const iterator& a, const iterator& b) { return a.i_ == b.i_; }
+    friend auto operator<=>(const iterator& a, const iterator& b) { return a.i_ <=> b.i_; }
+
+   private:
+    const RecordView* v_ = nullptr;
+    size_t i_ = 0;
+  };
+
+  RecordView() = default;
+  RecordView(const ipt_record* first, size_t n_first, const ipt_record* second,
+             size_t n_second)
+      : a_(first), b_(second), na_(n_first), n_(n_first + n_second) {}
+
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  const ipt_record& operator[](size_t i) const { return i < na_ ? a_[i] : b_[i - na_]; }
+  const ipt_record& front() const { return (*this)[0]; }
+  const ipt_record& back() const { return (*this)[n_ - 1]; }
+  iterator begin() const { return iterator(this, 0); }
+  iterator end() const { return iterator(this, n_); }
+  // Run k (0 or 1) as a span, for loops that want plain pointers.
+  std::span<const ipt_record> run(int k) const {
+    return k == 0 ? std::span<const ipt_record>(a_, na_)
+                  : std::span<const ipt_record>(b_, n_ - na_);
+  }
+  void clear() { *this = RecordView(); }
+  // The records as one array, or null when the window wraps (two runs).
+  const ipt_record* contiguous() const { return n_ == na_ ? a_ : nullptr; }
+
+ private:
+  const ipt_record* a_ = nullptr;
+  const ipt_record* b_ = nullptr;
+  size_t na_ = 0;
+  size_t n_ = 0;
+};
+
 // One ring after validation: the accepted records in program order.
 struct Ring {
   uint32_t index = 0;  // position in the region
@@ -36,8 +112,15 @@ struct Ring {
   uint64_t dropped = 0;      // producer-side drops (ring header)
   uint64_t first_index = 0;  // first index of the valid window
   uint64_t overwritten = 0;  // records lost to wrap (head - capacity)
-  std::vector<ipt_record> records;  // accepted, ascending seq
-  std::vector<RingGap> gaps;        // torn / rejected slots in the window
+  RecordView records;         // accepted, ascending seq
+  std::vector<RingGap> gaps;  // torn / rejected slots in the window
+  // Accepted records never went back in TSC (tsc_backwards not counted
+  // for this ring): searches by TSC may assume sorted order.
+  bool tsc_sorted = true;
+  // Private copy of the accepted records when they could not be viewed in
+  // place (see RegionReader); null when 'records' points into the Region's
+  // bytes.
+  std::shared_ptr<const std::vector<ipt_record>> copy;
 
   bool empty() const { return records.empty(); }
   uint64_t first_tsc() const { return records.empty() ? 0 : records.front().tsc; }
@@ -51,10 +134,12 @@ struct Symbol {
   std::string name;
 };
 
-// A validated region: a private copy of its header and of every record.
+// A validated region: a private copy of its header; the records either
+// viewed in the region's bytes (kept alive here) or privately copied.
 struct Region {
   StreamKind kind = StreamKind::kGuest;
   ipt_region_header header{};
+  std::shared_ptr<const RegionBytes> bytes;  // null when every ring is a copy
   std::vector<Ring> rings;
   std::vector<Symbol> symbols;
   // cpu id -> index into rings, -1 when absent.
@@ -69,6 +154,82 @@ struct Region {
   const Symbol* FindSymbol(uint64_t addr) const;
 };
 
+// The part of a ring's window that can be read in place: slots
+// [first_index, head) as at most two runs of records (see RecordView).
+struct InPlaceWindow {
+  const ipt_record* run0 = nullptr;
+  size_t n0 = 0;
+  const ipt_record* run1 = nullptr;
+  size_t n1 = 0;
+  uint64_t first_index = 0;  // ring index (seq) of run0[0]
+};
+
+// What an in-place scan counted (committed to Stats by the reader).
+struct InPlaceCounts {
+  uint64_t cpu_mismatch = 0;
+  uint64_t tsc_backwards = 0;
+};
+
+namespace internal {
+
+// The record checks of RegionReader for a window read in place: each
+// slot's fields are read once, into locals; true iff every slot holds an
+// acceptable record (seq equal to its index, known type, cpu and target in
+// range).  visit(pos, rec, type, tsc) is called for each record in order as
+// it is accepted, while it is in cache, so a consumer can index the ring in
+// the same pass; on false, whatever visit saw is to be discarded.
+template <typename Visit>
+inline bool ScanInPlace(const InPlaceWindow& w, uint32_t ring_cpu, InPlaceCounts* counts,
+                        Visit&& visit) {
+  uint64_t cpu_mismatch = 0, backwards = 0, prev_tsc = 0;
+  uint64_t index = w.first_index;
+  uint32_t pos = 0;
+  for (int r = 0; r < 2; ++r) {
+    const ipt_record* p = r == 0 ? w.run0 : w.run1;
+    const size_t len = r == 0 ? w.n0 : w.n1;
+    for (size_t k = 0; k < len; ++k, ++index, ++pos) {
+      const uint64_t seq = p[k].seq;
+      const uint64_t tsc = p[k].tsc;
+      const uint16_t type = p[k].type;
+      const uint16_t cpu = p[k].cpu;
+      const uint16_t target = p[k].target;
+      const unsigned bits = RecordTypeBits(type);
+      // In range: < IPT_MAX_CPUS or IPT_CPU_NONE (0xffff + 1 wraps to 0).
+      static_assert(IPT_CPU_NONE == 0xffff);
+      const bool cpu_ok = static_cast<uint16_t>(cpu + 1) <= IPT_MAX_CPUS;
+      const bool target_ok = !(bits & kTypeHasTarget) ||
+                             static_cast<uint16_t>(target + 1) <= IPT_MAX_CPUS;
+      if ((seq != index) | !(bits & kTypeKnown) | !cpu_ok | !target_ok) return false;
+      cpu_mismatch += cpu != ring_cpu;
+      backwards += tsc < prev_tsc;  // prev_tsc starts at 0: never for the first
+      prev_tsc = tsc;
+      visit(pos, p[k], type, target, tsc);
+    }
+  }
+  counts->cpu_mismatch = cpu_mismatch;
+  counts->tsc_backwards = backwards;
+  return true;
+}
+
+}  // namespace internal
+
+// Receives each ring of a region as RegionReader reads it, so a consumer
+// (RingIndex) indexes a region in the same pass that validates it instead
+// of a second pass over memory.  'region' has its header and the rings
+// read so far.
+class RingSink {
+ public:
+  virtual ~RingSink() = default;
+  // A ring read in place: validate 'w' with internal::ScanInPlace, consuming
+  // the records as they are accepted.  On false nothing of the ring may be
+  // kept: the reader copies the ring (rejecting slots) and calls OnRing.
+  virtual bool ScanInPlace(const Region& region, uint32_t ring_index, uint32_t ring_cpu,
+                           const InPlaceWindow& w, InPlaceCounts* counts) = 0;
+  // A ring that was not scanned in place (copied, or unusable and empty),
+  // complete; or, after ScanInPlace returned true, the same ring finished.
+  virtual void OnRing(const Region& region, const Ring& ring, bool scanned) = 0;
+};
+
 // RegionReader turns untrusted bytes (a mapped file that a producer may still
 // be writing, or a test buffer) into a Region.
 //
@@ -81,22 +242,44 @@ struct Region {
 //
 // Ring protocol (abi/ipitrace_abi.h): the valid window of a ring is
 // [max(0, head - capacity), head); slot i % capacity is accepted only if its
-// seq equals i.
+// seq equals i.  Only the window is read: the slots of a ring that was
+// never filled are never touched (for a mapped file, never paged in).
+//
+// Two ways to keep the records:
+//   * Read(span): every accepted record is copied (Ring::copy), so the
+//     bytes may be freed or keep changing afterwards (tests, watch's copies);
+//   * Read(RegionBytes): a ring whose whole window was accepted is viewed
+//     in place (no copy, no allocation: the common case of a snapshot);
+//     a ring with any rejected slot is read again, in copy mode, and only
+//     that second pass's results count.  Downstream code that reads an
+//     in-place record again must therefore bounds-check it like input
+//     (cpu ids, targets), which the tracker and the reports do.
 class RegionReader {
  public:
-  explicit RegionReader(Stats* stats) : stats_(stats) {}
+  explicit RegionReader(Stats* stats, RingSink* sink = nullptr)
+      : stats_(stats), sink_(sink) {}
 
   // 'name' appears in error messages ("hv.region").
   Result<Region> Read(std::span<const std::byte> bytes, StreamKind kind,
                       std::string_view name);
+  Result<Region> Read(std::shared_ptr<const RegionBytes> bytes, StreamKind kind,
+                      std::string_view name);
 
  private:
+  Result<Region> ReadImpl(std::span<const std::byte> bytes, StreamKind kind,
+                          std::string_view name,
+                          std::shared_ptr<const RegionBytes> in_place);
   Status Fail(StatId id, ErrorCode code, std::string message);
   void ReadRing(std::span<const std::byte> bytes, uint64_t offset,
-                uint32_t index, Region* region);
+                uint32_t index, bool in_place, Region* region);
+  // One pass over a ring's window; false (and nothing kept) if in_place
+  // and a slot had to be rejected.
+  bool ScanRing(std::span<const std::byte> bytes, uint64_t slots,
+                bool in_place, const Region& region, Ring* ring);
   void ReadSymbols(std::span<const std::byte> bytes, Region* region);
 
   Stats* stats_;
+  RingSink* sink_;
 };
 
 }  // namespace ipitrace

@@ -8,9 +8,20 @@
 
 #include <fmt/format.h>
 
-#include "file_bytes.h"
+#include "region_bytes.h"
 
 namespace ipitrace {
+
+std::string Snapshot::Truncated() const {
+  for (const Region* r : {&hv, &guest}) {
+    if (r->bytes && r->bytes->truncated()) {
+      return fmt::format("{}/{}.region shrank while it was being read; the "
+                         "analysis is void",
+                         dir, StreamName(r->kind));
+    }
+  }
+  return {};
+}
 
 Result<Snapshot> SnapshotLoader::Load(const std::string& dir) {
   struct stat st {};
@@ -38,7 +49,7 @@ Result<Snapshot> SnapshotLoader::Load(const std::string& dir) {
     }
   }
 
-  RegionReader reader(stats_);
+  RegionReader reader(stats_, sink_);
   struct Want {
     const char* file;
     StreamKind kind;
@@ -47,9 +58,9 @@ Result<Snapshot> SnapshotLoader::Load(const std::string& dir) {
   for (const Want& w : {Want{"hv.region", StreamKind::kHv, &snap.hv},
                         Want{"guest.region", StreamKind::kGuest, &snap.guest}}) {
     const std::string path = dir + "/" + w.file;
-    auto file = ReadRegionFile(path);  // PATH, else PATH.zst
+    auto file = RegionBytes::Open(path);  // PATH mapped, else PATH.zst
     if (!file.ok()) return file.status();
-    auto region = reader.Read(file.value(), w.kind, path);
+    auto region = reader.Read(std::move(file).value(), w.kind, path);
     if (!region.ok()) return region.status();
     *w.out = std::move(region).value();
   }

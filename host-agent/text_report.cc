@@ -48,7 +48,7 @@ void AppendActivity(std::string* out, const Request& r, uint64_t khz) {
   } else {
     fmt::format_to(w, "      served{} after {} (tsc {})\n",
                    r.served_late ? " late" : "", Ms(a.wait_ticks, khz),
-                   a.window_end);
+                   a.window_end());
   }
   fmt::format_to(w, "      target CPU {} while it waited: acked", r.target_cpu);
   if (a.acks_by_vector.empty()) fmt::format_to(w, " nothing");
@@ -110,8 +110,9 @@ std::string TextReport::Render() const {
   }
 
   size_t n = 0;
-  for (const Request& r : a.requests) {
-    if (!IsLoss(r.verdict)) continue;
+  for (size_t i = 0; i < a.requests.size(); ++i) {
+    if (!IsLoss(a.requests.row(i).verdict)) continue;
+    const Request r = a.requests[i];
     if (n++ == 0) out += "\nlosses:\n";
     fmt::format_to(w,
                    "  [{}] {}: CPU {} (vCPU {}) -> CPU {} (vCPU {}) vector "
@@ -123,7 +124,7 @@ std::string TextReport::Render() const {
     AppendActivity(&out, r, a.tsc_khz);
     out += "      -- evidence chain (sender's records for this request, then what served it):\n";
     for (const Evidence& e : r.evidence) AppendEvidence(&out, e);
-    const uint64_t end = r.activity.computed ? r.activity.window_end : r.queue_tsc;
+    const uint64_t end = r.activity.computed ? r.activity.window_end() : r.queue_tsc;
     AppendSlice(&out, StreamKind::kGuest, a.snapshot.guest.RingForCpu(r.target_cpu),
                 fmt::format("target CPU {} guest ring", r.target_cpu), r.queue_tsc, end);
     if (r.target_vcpu >= 0)
@@ -134,10 +135,12 @@ std::string TextReport::Render() const {
   if (n == 0) out += "\nlosses: none\n";
 
   size_t u = 0, u_total = 0;
-  for (const Request& r : a.requests) {
-    if (IsLoss(r.verdict) || IsNormal(r.verdict)) continue;
+  for (size_t i = 0; i < a.requests.size(); ++i) {
+    const Verdict v = a.requests.row(i).verdict;
+    if (IsLoss(v) || IsNormal(v)) continue;
     ++u_total;
     if (u >= 10) continue;
+    const Request r = a.requests[i];
     if (u++ == 0) out += "\nunresolved / not lost (first 10):\n";
     fmt::format_to(w, "  {}: CPU {} -> CPU {} queue tsc {} func {}\n      why: {}\n",
                    VerdictName(r.verdict), r.source_cpu, r.target_cpu, r.queue_tsc,
@@ -161,12 +164,12 @@ std::string TextReport::Render() const {
     fmt::format_to(w, "\nslow requests (> {} ms): {}\n", a.options.threshold_ms,
                    a.slow.size());
     for (size_t i = 0; i < a.slow.size() && i < 20; ++i) {
-      const Request& r = a.requests[a.slow[i]];
+      const RequestTable::Row& r = a.requests.row(a.slow[i]);
       fmt::format_to(w, "  CPU {} -> CPU {} queue tsc {} {:.3f} ms {} func {}\n",
                      r.source_cpu, r.target_cpu, r.queue_tsc,
-                     static_cast<double>(*r.served_tsc - r.queue_tsc) /
+                     static_cast<double>(r.served_tsc - r.queue_tsc) /
                          static_cast<double>(a.tsc_khz),
-                     VerdictName(r.verdict), FuncName(r.func));
+                     VerdictName(r.verdict), FuncName(a.requests.func(a.slow[i])));
     }
   }
 

@@ -112,15 +112,16 @@ Status WriteTimeline(const Analysis& a, const std::string& path) {
   }
   // Flow arrows: one per followed request that owns an IPI.
   uint64_t id = 0;
-  for (const Request& r : a.requests) {
-    if (!r.owns_ipi) continue;
+  for (size_t i = 0; i < a.requests.size(); ++i) {
+    if (!a.requests.row(i).owns_ipi()) continue;
+    const Request r = a.requests[i];
     ++id;
-    std::vector<const Evidence*> steps;
+    std::vector<Evidence> steps;  // copies: the chain materialises on access
     for (const Evidence& e : r.evidence) {
       switch (e.rec.type) {
         case IPT_G_SEND: case IPT_H_ICR: case IPT_H_IRR: case IPT_H_ACK:
         case IPT_G_IRQ_ENTRY: case IPT_G_FUNC_ENTRY:
-          steps.push_back(&e);
+          steps.push_back(e);
           break;
         default:
           break;
@@ -128,7 +129,7 @@ Status WriteTimeline(const Analysis& a, const std::string& path) {
     }
     if (steps.size() < 2) continue;
     for (size_t k = 0; k < steps.size(); ++k) {
-      const Evidence& e = *steps[k];
+      const Evidence& e = steps[k];
       const bool guest = e.stream == StreamKind::kGuest;
       const uint32_t cpu = guest ? s.guest.rings[e.ring].cpu : s.hv.rings[e.ring].cpu;
       const char* ph = k == 0 ? "s" : (k + 1 == steps.size() ? "f" : "t");

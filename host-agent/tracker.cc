@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -24,35 +25,16 @@ constexpr VerdictInfo kVerdictInfo[] = {
 };
 static_assert(sizeof(kVerdictInfo) / sizeof(kVerdictInfo[0]) == kNumVerdicts);
 
-template <typename Map, typename Key>
-const std::vector<uint32_t>* Lookup(const Map& m, const Key& k) {
-  auto it = m.find(k);
-  return it == m.end() ? nullptr : &it->second;
+// A reference beyond EvidenceChain's inline ones: stream (bit 48), ring
+// (bits 32..47), position.
+uint64_t PackRef(const EvidenceChain::Ref& r) {
+  return (uint64_t{r.stream == StreamKind::kHv} << 48) | (uint64_t{r.ring & 0xffff} << 32) |
+         r.pos;
 }
 
-// Index into 'p' of the first position whose record has tsc >= tsc.
-std::optional<size_t> FirstAtOrAfterTsc(const Ring& r,
-                                        const std::vector<uint32_t>* p,
-                                        uint64_t tsc) {
-  if (!p) return std::nullopt;
-  auto it = std::partition_point(p->begin(), p->end(), [&](uint32_t pos) {
-    return r.records[pos].tsc < tsc;
-  });
-  if (it == p->end()) return std::nullopt;
-  return static_cast<size_t>(it - p->begin());
-}
-
-// Index into 'p' of the first position > pos.
-std::optional<size_t> FirstAfterPos(const std::vector<uint32_t>* p,
-                                    uint32_t pos) {
-  if (!p) return std::nullopt;
-  auto it = std::upper_bound(p->begin(), p->end(), pos);
-  if (it == p->end()) return std::nullopt;
-  return static_cast<size_t>(it - p->begin());
-}
-
-Evidence Ev(StreamKind s, const Ring& r, uint32_t pos) {
-  return Evidence{s, r.index, r.records[pos], pos};
+EvidenceChain::Ref UnpackRef(uint64_t v) {
+  return {(v >> 48) & 1 ? StreamKind::kHv : StreamKind::kGuest,
+          static_cast<uint32_t>((v >> 32) & 0xffff), static_cast<uint32_t>(v)};
 }
 
 // Position of the first record of 'r' with tsc >= tsc (rings are in TSC
@@ -84,173 +66,303 @@ bool IsLoss(Verdict v) {
   return kVerdictInfo[static_cast<size_t>(v)].loss;
 }
 
-Tracker::Tracker(const Snapshot* snap, const CpuMap* map, Stats* stats)
-    : snap_(snap), map_(map), stats_(stats) {
+RecordStore::RecordStore(const Snapshot& snap) {
+  const Region* regions[2] = {&snap.guest, &snap.hv};
+  for (int k = 0; k < 2; ++k) {
+    const Region& region = *regions[k];
+    if (region.bytes) owners_.push_back(region.bytes);
+    for (const Ring& r : region.rings) {
+      views_[k].push_back(r.records);
+      if (r.copy) owners_.push_back(r.copy);
+    }
+  }
+}
+
+const ipt_record& RecordStore::At(StreamKind stream, uint32_t ring, uint32_t pos) const {
+  const auto& views = views_[stream == StreamKind::kGuest ? 0 : 1];
+  IPT_CHECK(ring < views.size() && pos < views[ring].size());
+  return views[ring][pos];
+}
+
+EvidenceChain::EvidenceChain(const EvidenceChain& other)
+    : store_(other.store_),
+      pos_(other.pos_),
+      ring_(other.ring_),
+      size_(other.size_),
+      more_(other.more_ ? std::make_unique<std::vector<uint64_t>>(*other.more_) : nullptr) {}
+
+EvidenceChain& EvidenceChain::operator=(const EvidenceChain& other) {
+  if (this != &other) *this = EvidenceChain(other);
+  return *this;
+}
+
+EvidenceChain::Ref EvidenceChain::RefSlow(size_t i) const {
+  IPT_CHECK(i < size_ && i >= kInline);
+  return UnpackRef((*more_)[i - kInline]);
+}
+
+Evidence EvidenceChain::operator[](size_t i) const {
+  IPT_CHECK(store_ != nullptr);
+  const Ref r = ref(i);
+  return Evidence{r.stream, r.ring, store_->At(r.stream, r.ring, r.pos), r.pos};
+}
+
+void EvidenceChain::PushSlow(const Ref& r) {
+  IPT_CHECK(r.ring < kHvBit);  // ring indexes are < IPT_MAX_CPUS + 1
+  IPT_CHECK(size_ >= kInline);
+  if (!more_) more_ = std::make_unique<std::vector<uint64_t>>();
+  more_->push_back(PackRef(r));
+  ++size_;
+}
+
+void EvidenceChain::Append(const EvidenceChain& other) {
+  IPT_CHECK(other.empty() || store_ == other.store_);
+  for (size_t i = 0; i < other.size_; ++i) push_back(other.ref(i));
+}
+
+Tracker::Tracker(std::shared_ptr<const TrackerInputs> inputs, Stats* stats)
+    : inputs_(std::move(inputs)),
+      snap_(&inputs_->snapshot),
+      map_(&inputs_->map),
+      index_(inputs_->index.get()),
+      stats_(stats ? stats : &own_stats_) {
   vec_cf_ = snap_->guest.header.vec_call_function;
   vec_cfs_ = snap_->guest.header.vec_call_function_single;
-  BuildIndexes();
+  store_ = std::make_shared<const RecordStore>(*snap_);
 }
 
-void Tracker::BuildIndexes() {
-  guest_index_.resize(snap_->guest.rings.size());
-  for (const Ring& r : snap_->guest.rings) {
-    GuestIndex& gi = guest_index_[r.index];
-    for (uint32_t i = 0; i < r.records.size(); ++i) {
-      const ipt_record& rec = r.records[i];
-      switch (rec.type) {
-        case IPT_G_QUEUE:
-          gi.queues.push_back(i);
-          gi.decisions_by_target[rec.target].push_back(i);
-          break;
-        case IPT_G_SEND:
-          if (rec.a[0] != 0) {  // call-function send (not reschedule)
-            gi.decisions_by_target[rec.target].push_back(i);
-            gi.sends_by_target[rec.target].push_back(i);
-          }
-          break;
-        case IPT_G_ELIDE:
-          gi.decisions_by_target[rec.target].push_back(i);
-          break;
-        case IPT_G_IRQ_ENTRY:
-          gi.irq_by_vector[rec.vector].push_back(i);
-          if (rec.vector == vec_cf_ || rec.vector == vec_cfs_)
-            gi.callfunc_points.push_back(i);
-          break;
-        case IPT_G_FUNC_ENTRY:
-          gi.func_by_csd[rec.a[1]].push_back(i);
-          gi.func_by_func[rec.a[0]].push_back(i);
-          gi.callfunc_points.push_back(i);
-          break;
-        case IPT_G_FUNC_EXIT:
-          gi.exit_by_csd[rec.a[1]].push_back(i);
-          gi.exit_by_func[rec.a[0]].push_back(i);
-          break;
-        default:
-          break;
-      }
-    }
-    if (!r.empty()) snapshot_end_tsc_ = std::max(snapshot_end_tsc_, r.last_tsc());
-  }
-  hv_index_.resize(snap_->hv.rings.size());
-  for (const Ring& r : snap_->hv.rings) {
-    HvIndex& hi = hv_index_[r.index];
-    for (uint32_t i = 0; i < r.records.size(); ++i) {
-      const ipt_record& rec = r.records[i];
-      switch (rec.type) {
-        case IPT_H_ICR:
-          hi.icr_by_vector[rec.vector].push_back(i);
-          break;
-        case IPT_H_IRR:
-          if (rec.a[0] != IPT_SEQ_INVALID) hi.irr_by_icr_seq[rec.a[0]].push_back(i);
-          if (!(rec.flags & IPT_IRR_F_COALESCED))
-            irr_sets_[rec.target].push_back({rec.tsc, rec.vector});
-          break;
-        case IPT_H_ACK:
-          hi.ack_by_vector[rec.vector].push_back(i);
-          hi.acks.push_back(i);
-          break;
-        case IPT_H_KICK:
-          kicks_[rec.target].push_back({rec.tsc, rec.flags});
-          break;
-        default:
-          break;
-      }
-    }
-    if (!r.empty()) snapshot_end_tsc_ = std::max(snapshot_end_tsc_, r.last_tsc());
-  }
-  for (auto& [t, v] : kicks_) std::sort(v.begin(), v.end());
-  for (auto& [t, v] : irr_sets_) std::sort(v.begin(), v.end());
+std::optional<Request> Tracker::Replay(uint16_t source_ring, uint32_t queue) {
+  IPT_CHECK(source_ring < snap_->guest.rings.size());
+  const Ring& s_ring = snap_->guest.rings[source_ring];
+  const std::vector<uint32_t>& queues = index_->guest(source_ring).queues;
+  IPT_CHECK(queue < queues.size());
+  const ipt_record q = s_ring.records[queues[queue]];
+  // Run() followed it; a region being written under us may say otherwise.
+  const Ring* t_ring = snap_->guest.RingForCpu(q.target);
+  if (!t_ring) return std::nullopt;
+  Request req;
+  req.evidence = EvidenceChain(store_);
+  reason_ = NormalReason::kNone;
+  replaying_ = true;
+  Follow(s_ring, queue, queues[queue], q, *t_ring, &req);
+  replaying_ = false;
+  if (reason_ != NormalReason::kNone) req.reason = kNormalReasons[static_cast<size_t>(reason_)];
+  return req;
 }
 
-std::vector<Request> Tracker::Run() {
-  std::vector<Request> requests;
+RequestTable Tracker::Run() {
+  for (auto& v : latency_samples_) v.clear();
+  // Source rings: guest rings named by their CPU id (RegionReader keeps a
+  // ring with a duplicate or out-of-range id as an empty slot).
+  struct Source {
+    const Ring* ring;
+    const std::vector<uint32_t>* queues;  // G_QUEUE positions
+  };
+  std::vector<Source> sources;
+  size_t total = 0;
+  bool sorted = true;  // every source ring's queues in TSC order
   for (const Ring& s_ring : snap_->guest.rings) {
-    for (uint32_t pos : guest_index_[s_ring.index].queues) {
-      const ipt_record& q = s_ring.records[pos];
-      if (!snap_->guest.RingForCpu(q.target) ||
-          snap_->guest.RingForCpu(s_ring.cpu) != &s_ring) {
-        stats_->Increment(StatId::request_bad_target);
-        continue;
-      }
-      requests.push_back(Follow(s_ring, pos));
+    const std::vector<uint32_t>& queues = index_->guest(s_ring.index).queues;
+    if (queues.empty()) continue;
+    if (snap_->guest.RingForCpu(s_ring.cpu) != &s_ring) {
+      stats_->Increment(StatId::request_bad_target, queues.size());
+      continue;
     }
+    if (!s_ring.tsc_sorted) {
+      for (size_t k = 1; k < queues.size() && sorted; ++k)
+        sorted = s_ring.records[queues[k - 1]].tsc <= s_ring.records[queues[k]].tsc;
+    }
+    total += queues.size();
+    sources.push_back({&s_ring, &queues});
   }
-  // Report order: queue TSC (one clock), ties by source CPU.
-  std::stable_sort(requests.begin(), requests.end(),
-                   [](const Request& a, const Request& b) {
-                     return a.queue_tsc != b.queue_tsc ? a.queue_tsc < b.queue_tsc
-                                                       : a.source_cpu < b.source_cpu;
-                   });
-  ResolveRiders(&requests);
-  ResolveBeforeSend(&requests);
-  for (Request& r : requests)
+
+  RequestTable table;
+  table.inputs_ = inputs_;
+  table.rows_.reserve(total);
+  for (auto& v : latency_samples_) v.small.reserve(total);
+  // One scratch Request, reset for each: a normal request leaves only its
+  // row behind (no allocation), others are copied into the table's details.
+  Request req;
+  req.evidence = EvidenceChain(store_);
+  auto follow = [&](const Source& src, uint32_t k) {
+    const Ring& s_ring = *src.ring;
+    const uint32_t pos = (*src.queues)[k];
+    const ipt_record q = s_ring.records[pos];
+    const Ring* t_ring = snap_->guest.RingForCpu(q.target);
+    if (!t_ring) {
+      stats_->Increment(StatId::request_bad_target);
+      return;
+    }
+    req.vector = 0;
+    req.owns_ipi = false;
+    req.elided = false;
+    req.verdict = Verdict::kInFlight;
+    req.served_tsc.reset();
+    req.served_late = false;
+    req.rode_on = -1;
+    req.reason.clear();
+    req.evidence.clear();
+    reason_ = NormalReason::kNone;
+    Follow(s_ring, k, pos, q, *t_ring, &req);
+    table.Add(req, static_cast<uint16_t>(s_ring.index), k, reason_);
+  };
+
+  // Report order: queue TSC (one clock), ties by source CPU, then ring
+  // order.  Every source ring has its own CPU, so when each ring's queues
+  // are in TSC order a k-way merge on (tsc, cpu) gives exactly that order
+  // (and the requests are followed as they come out of it); otherwise sort.
+  if (sorted) {
+    struct Head {
+      uint64_t tsc;
+      uint32_t cpu;
+      uint32_t src;
+      uint32_t k;
+    };
+    auto later = [](const Head& a, const Head& b) {
+      return a.tsc != b.tsc ? a.tsc > b.tsc : a.cpu > b.cpu;
+    };
+    // A binary min-heap on (tsc, cpu); the top is replaced in place by its
+    // ring's next queue and sifted down (one pass instead of pop + push).
+    std::vector<Head> heap;
+    for (uint32_t i = 0; i < sources.size(); ++i) {
+      const Source& src = sources[i];
+      heap.push_back({src.ring->records[(*src.queues)[0]].tsc, src.ring->cpu, i, 0});
+    }
+    std::make_heap(heap.begin(), heap.end(), later);
+    while (!heap.empty()) {
+      Head& top = heap.front();
+      const Source& src = sources[top.src];
+      follow(src, top.k);
+      const std::vector<uint32_t>& queues = *src.queues;
+      if (++top.k < queues.size()) {
+        top.tsc = src.ring->records[queues[top.k]].tsc;
+        if (top.k + 1 < queues.size()) __builtin_prefetch(&src.ring->records[queues[top.k + 1]]);
+      } else {
+        top = heap.back();
+        heap.pop_back();
+        if (heap.empty()) break;
+      }
+      // Sift the top down.
+      size_t i = 0;
+      const Head h = heap[0];
+      for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= heap.size()) break;
+        if (c + 1 < heap.size() && later(heap[c], heap[c + 1])) ++c;
+        if (!later(h, heap[c])) break;
+        heap[i] = heap[c];
+        i = c;
+      }
+      heap[i] = h;
+    }
+  } else {
+    struct Key {
+      uint64_t tsc;
+      uint32_t cpu;
+      uint32_t seq;  // enumeration order: ring order, then position
+      uint32_t src;
+      uint32_t k;
+    };
+    std::vector<Key> keys;
+    keys.reserve(total);
+    for (uint32_t i = 0; i < sources.size(); ++i)
+      for (uint32_t k = 0; k < sources[i].queues->size(); ++k)
+        keys.push_back({sources[i].ring->records[(*sources[i].queues)[k]].tsc,
+                        sources[i].ring->cpu, static_cast<uint32_t>(keys.size()), i, k});
+    std::sort(keys.begin(), keys.end(), [](const Key& a, const Key& b) {
+      return std::tie(a.tsc, a.cpu, a.seq) < std::tie(b.tsc, b.cpu, b.seq);
+    });
+    for (const Key& key : keys) follow(sources[key.src], key.k);
+  }
+  ResolveRiders(&table);
+  ResolveBeforeSend(&table);
+  for (size_t i = 0; i < table.details_.size(); ++i) {
+    Request& r = table.details_[i];
     if (!IsNormal(r.verdict)) ComputeActivity(&r);
-  return requests;
+  }
+  for (size_t i = 0; i < table.rows_.size(); ++i)
+    if (table.rows_[i].detail != RequestTable::kNoDetail) table.SyncRow(i);
+  return table;
 }
 
 void Tracker::CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
-                                Request* req) const {
-  if (!IsNormal(req->verdict) || req->evidence.empty()) return;
-  const Evidence& svc = req->evidence.back();
-  if (svc.stream != StreamKind::kGuest || svc.rec.type != IPT_G_FUNC_ENTRY ||
-      svc.ring != t_ring.index)
-    return;
-  const GuestIndex& gi = guest_index_[t_ring.index];
+                                const Service& service, Request* req) {
+  if (!IsNormal(req->verdict)) return;
+  const Hit& svc = service.hit;
+  if (svc.type != IPT_G_FUNC_ENTRY || svc.ring != t_ring.index) return;
+  // The run of the function that served the request: the entry's exit is
+  // the first exit of its csd (or function) after it, provided the next
+  // entry of that key does not come first (csd reuse: that exit ends a
+  // later run).
   const bool by_func = queue.flags == IPT_CSD_TTWU || queue.a[1] == 0;
-  const std::vector<uint32_t>* p = by_func
-                                       ? Lookup(gi.exit_by_func, svc.rec.a[0])
-                                       : Lookup(gi.exit_by_csd, svc.rec.a[1]);
-  const std::vector<uint32_t>* entries =
-      by_func ? Lookup(gi.func_by_func, svc.rec.a[0])
-              : Lookup(gi.func_by_csd, svc.rec.a[1]);
-  if (auto e = FirstAfterPos(p, svc.pos)) {
-    // The exit must come before the next entry with the same key (csd
-    // reuse), else it belongs to a later run.
-    const auto next = FirstAfterPos(entries, svc.pos);
-    if (!next || (*entries)[*next] > (*p)[*e]) {
-      req->evidence.push_back(Ev(StreamKind::kGuest, t_ring, (*p)[*e]));
+  const uint64_t key = by_func ? svc.func : svc.csd;
+  EntryLists::List list = service.list;
+  size_t i = service.index;
+  const uint64_t found_key = service.by_func ? queue.a[0] : queue.a[1];
+  if (!list.entries.empty() && service.by_func == by_func && found_key == key) {
+    // The service came from this key's list: it is entry i.
+  } else {
+    const RingIndex::Guest& gi = index_->guest(t_ring.index);
+    list = by_func ? gi.FuncByFunc(t_ring).Get(key) : gi.func_by_csd.Get(key);
+    const uint32_t* at = std::lower_bound(list.entries.begin(), list.entries.end(), svc.pos);
+    i = at != list.entries.end() && *at == svc.pos
+            ? static_cast<size_t>(at - list.entries.begin())
+            : list.entries.size();
+  }
+  if (i < list.entries.size()) {
+    const uint32_t exit = list.exit_after[i];
+    const bool next_entry = i + 1 < list.entries.size();
+    if (exit != EntryLists::kNone && (!next_entry || list.entries[i + 1] > exit)) {
+      req->evidence.push_back({StreamKind::kGuest, t_ring.index, exit});
       return;
     }
   }
   if (svc.pos + 1 >= t_ring.records.size()) return;  // ring ends: running
   req->verdict = Verdict::kCallbackStuck;
+  reason_ = NormalReason::kNone;
   req->reason = fmt::format(
       "CPU {} entered the function at tsc {} and never left it, although its "
       "ring goes on ({} later records)",
-      req->target_cpu, svc.rec.tsc, t_ring.records.size() - svc.pos - 1);
+      req->target_cpu, svc.tsc, t_ring.records.size() - svc.pos - 1);
 }
 
-void Tracker::ResolveBeforeSend(std::vector<Request>* requests) {
+void Tracker::ResolveBeforeSend(RequestTable* t) {
   // Unserved requests without an IPI of their own that did not ride on a
   // lost IPI: if no earlier request to the same target was still
   // outstanding at their queue time (any source), the queue was empty, the
   // guest had to send (or elide), and did neither: lost-before-send.
-  std::unordered_map<uint32_t, std::vector<size_t>> by_target;
-  for (size_t i = 0; i < requests->size(); ++i) {
-    const Request& r = (*requests)[i];
-    if (r.rode_on == -3) by_target[r.target_cpu];
+  // (Such requests are non-normal, so they have a detail.)
+  std::vector<bool> wanted(IPT_MAX_CPUS, false);
+  bool any = false;
+  for (const Request& r : t->details_) {
+    if (r.rode_on == -3 && r.target_cpu < IPT_MAX_CPUS) {
+      wanted[r.target_cpu] = true;
+      any = true;
+    }
   }
-  if (by_target.empty()) return;
-  for (size_t i = 0; i < requests->size(); ++i) {
-    auto it = by_target.find((*requests)[i].target_cpu);
-    if (it != by_target.end()) it->second.push_back(i);  // queue-tsc order
+  if (!any) return;
+  std::vector<std::vector<size_t>> by_target(IPT_MAX_CPUS);
+  for (size_t i = 0; i < t->rows_.size(); ++i) {
+    const uint32_t target = t->rows_[i].target_cpu;
+    if (target < IPT_MAX_CPUS && wanted[target]) by_target[target].push_back(i);  // queue-tsc order
   }
-  for (auto& [t, idx] : by_target) {
+  for (const std::vector<size_t>& idx : by_target) {
     for (size_t k = 0; k < idx.size(); ++k) {
-      Request& r = (*requests)[idx[k]];
-      if (r.rode_on != -3) continue;
+      const uint32_t d = t->rows_[idx[k]].detail;
+      if (d == RequestTable::kNoDetail || t->details_[d].rode_on != -3) continue;
+      Request& r = t->details_[d];
       r.rode_on = -1;
       bool earlier_outstanding = false;
       for (size_t j = 0; j < k; ++j) {
-        const Request& e = (*requests)[idx[j]];
+        const RequestTable::Row& e = t->rows_[idx[j]];
         if (e.queue_tsc > r.queue_tsc) break;
-        if (!e.served_tsc || *e.served_tsc >= r.queue_tsc) {
+        if (!e.served() || e.served_tsc >= r.queue_tsc) {
           earlier_outstanding = true;
           break;
         }
       }
       if (earlier_outstanding) continue;  // stays handler-missed-work
-      const Evidence& q = r.evidence.front();
+      const EvidenceChain::Ref q = r.evidence.ref(0);
       const Ring* s_ring = snap_->guest.RingForCpu(r.source_cpu);
       if (!s_ring || q.pos + 1 >= s_ring->records.size()) {
         r.verdict = Verdict::kInFlight;
@@ -272,13 +384,13 @@ void Tracker::ComputeActivity(Request* req) const {
   a.computed = true;
   a.window_start = req->queue_tsc;
   a.outstanding = !req->served_tsc;
-  a.window_end = req->served_tsc ? *req->served_tsc : snapshot_end_tsc_;
-  if (a.window_end < a.window_start) a.window_end = a.window_start;
-  a.wait_ticks = a.window_end - a.window_start;
+  uint64_t window_end = req->served_tsc ? *req->served_tsc : index_->snapshot_end_tsc();
+  if (window_end < a.window_start) window_end = a.window_start;
+  a.wait_ticks = window_end - a.window_start;
   if (const Ring* g = snap_->guest.RingForCpu(req->target_cpu)) {
     std::vector<std::pair<uint16_t, uint64_t>> counts;
     for (size_t i = RingLowerBound(*g, a.window_start);
-         i < g->records.size() && g->records[i].tsc < a.window_end + (a.outstanding ? 1 : 0); ++i) {
+         i < g->records.size() && g->records[i].tsc < window_end + (a.outstanding ? 1 : 0); ++i) {
       const uint16_t type = g->records[i].type;
       auto c = std::find_if(counts.begin(), counts.end(),
                             [&](const auto& e) { return e.first == type; });
@@ -294,41 +406,47 @@ void Tracker::ComputeActivity(Request* req) const {
     if (const Ring* h = snap_->hv.RingForCpu(static_cast<uint32_t>(req->target_vcpu))) {
       std::array<uint64_t, 256> acks{};
       for (size_t i = RingLowerBound(*h, a.window_start);
-           i < h->records.size() && h->records[i].tsc < a.window_end + (a.outstanding ? 1 : 0); ++i) {
+           i < h->records.size() && h->records[i].tsc < window_end + (a.outstanding ? 1 : 0); ++i) {
         ++a.hv_records;
-        if (h->records[i].type == IPT_H_ACK) ++acks[h->records[i].vector];
+        const ipt_record rec = h->records[i];
+        if (rec.type == IPT_H_ACK) ++acks[rec.vector];
       }
       for (size_t v = 0; v < acks.size(); ++v)
         if (acks[v]) a.acks_by_vector.push_back({static_cast<uint8_t>(v), acks[v]});
     }
-    auto k = kicks_.find(static_cast<uint16_t>(req->target_vcpu));
-    if (k != kicks_.end()) {
-      for (const auto& [tsc, flags] : k->second) {
-        if (tsc < a.window_start) continue;
-        if (tsc > a.window_end) break;
-        ++a.kicks;
-        if (flags & IPT_KICK_F_HALTED) ++a.kicks_halted;
-      }
+    // Sorted by (tsc, flags): skip to the window, count until past its end.
+    const RingIndex::TscEvents& kicks = index_->kicks(static_cast<uint32_t>(req->target_vcpu));
+    auto k = std::partition_point(kicks.begin(), kicks.end(), [&](const auto& e) {
+      return e.first < a.window_start;
+    });
+    for (; k != kicks.end() && k->first <= window_end; ++k) {
+      ++a.kicks;
+      if (k->second & IPT_KICK_F_HALTED) ++a.kicks_halted;
     }
   }
 }
 
-std::optional<Evidence> Tracker::FindService(const Ring& t_ring,
-                                             const ipt_record& queue) const {
-  const GuestIndex& gi = guest_index_[t_ring.index];
-  const std::vector<uint32_t>* p = nullptr;
+bool Tracker::FindService(const Ring& t_ring, const ipt_record& queue, Service* svc) const {
+  const RingIndex::Guest& gi = index_->guest(t_ring.index);
   if (queue.flags == IPT_CSD_IRQ_WORK) {
     // irq_work has no function record: the first call-function IRQ or
     // function entry on T after q serves it.
-    p = &gi.callfunc_points;
-  } else if (queue.flags == IPT_CSD_TTWU || queue.a[1] == 0) {
-    p = Lookup(gi.func_by_func, queue.a[0]);
+    svc->list = {gi.CallfuncPoints(t_ring), nullptr};
+    svc->by_func = false;
   } else {
-    p = Lookup(gi.func_by_csd, queue.a[1]);
+    svc->by_func = queue.flags == IPT_CSD_TTWU || queue.a[1] == 0;
+    svc->list = svc->by_func ? gi.FuncByFunc(t_ring).Get(queue.a[0])
+                             : gi.func_by_csd.Get(queue.a[1]);
   }
-  auto i = FirstAtOrAfterTsc(t_ring, p, queue.tsc);
-  if (!i) return std::nullopt;
-  return Ev(StreamKind::kGuest, t_ring, (*p)[*i]);
+  const PositionList& p = svc->list.entries;
+  const auto i = p.FirstAtOrAfterTsc(t_ring, queue.tsc);
+  if (!i) return false;
+  svc->index = *i;
+  const uint32_t pos = p[*i];
+  const ipt_record& rec = t_ring.records[pos];
+  svc->hit = Hit{t_ring.index, pos, rec.tsc, rec.type, rec.a[0], rec.a[1]};
+  if (!svc->list.exit_after) svc->list = {};  // not an entry list
+  return true;
 }
 
 std::string Tracker::FindGap(const Request& req) const {
@@ -371,10 +489,9 @@ std::string Tracker::FindGap(const Request& req) const {
   return {};
 }
 
-Request Tracker::Follow(const Ring& s_ring, uint32_t pos) {
-  const ipt_record& q = s_ring.records[pos];
-  const Ring& t_ring = *snap_->guest.RingForCpu(q.target);
-  Request req;
+void Tracker::Follow(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_record& q,
+                     const Ring& t_ring, Request* out) {
+  Request& req = *out;
   req.source_cpu = s_ring.cpu;
   req.target_cpu = q.target;
   req.source_vcpu = map_->VcpuOf(s_ring.cpu);
@@ -383,37 +500,37 @@ Request Tracker::Follow(const Ring& s_ring, uint32_t pos) {
   req.func = q.a[0];
   req.csd = q.a[1];
   req.csd_type = q.flags;
-  req.evidence.push_back(Ev(StreamKind::kGuest, s_ring, pos));
+  req.evidence.push_back({StreamKind::kGuest, s_ring.index, pos});
 
-  const std::optional<Evidence> service = FindService(t_ring, q);
-  if (service) req.served_tsc = service->rec.tsc;
+  Service found;
+  const Service* service = FindService(t_ring, q, &found) ? &found : nullptr;
+  if (service) req.served_tsc = service->hit.tsc;
 
   // Stage 1: send decision.
-  const GuestIndex& si = guest_index_[s_ring.index];
-  const auto* decisions = Lookup(si.decisions_by_target, q.target);
-  const auto d = FirstAfterPos(decisions, pos);
-  if (d && s_ring.records[(*decisions)[*d]].type == IPT_G_SEND) {
-    const uint32_t send_pos = (*decisions)[*d];
+  const RingIndex::Guest& si = index_->guest(s_ring.index);
+  const uint32_t dpos = k < si.next_decision.size() ? si.next_decision[k] : RingIndex::kNoPosition;
+  // The next queue's decision is read by the next request from this ring.
+  if (k + 1 < si.next_decision.size() && si.next_decision[k + 1] < s_ring.records.size())
+    __builtin_prefetch(&s_ring.records[si.next_decision[k + 1]]);
+  const ipt_record* decision = dpos < s_ring.records.size() ? &s_ring.records[dpos] : nullptr;
+  if (decision && decision->type == IPT_G_SEND) {
     req.owns_ipi = true;
-    FollowIpi(s_ring, t_ring, s_ring.records[send_pos], send_pos, service,
-              &req);
-    return req;
+    FollowIpi(s_ring, t_ring, q, *decision, dpos, si.decision_send[k], service, &req);
+    return;
   }
 
   // No IPI of its own: elided, or rode on a pending IPI.
-  if (d) {
-    const uint32_t dpos = (*decisions)[*d];
-    req.elided = s_ring.records[dpos].type == IPT_G_ELIDE;
-    req.evidence.push_back(Ev(StreamKind::kGuest, s_ring, dpos));
+  if (decision) {
+    req.elided = decision->type == IPT_G_ELIDE;
+    req.evidence.push_back({StreamKind::kGuest, s_ring.index, dpos});
   }
   if (service) {
     req.verdict = Verdict::kServedWithoutIpi;
-    req.reason = req.elided ? "IPI elided (target polling); served on wakeup"
-                            : "no IPI of its own (rode on a pending IPI); "
-                              "served by a flush";
-    req.evidence.push_back(*service);
-    CheckCallbackExit(t_ring, q, &req);
-    return req;
+    reason_ = req.elided ? NormalReason::kElidedServedOnWakeup
+                         : NormalReason::kRodeOnPendingIpi;
+    req.evidence.push_back({StreamKind::kGuest, service->hit.ring, service->hit.pos});
+    CheckCallbackExit(t_ring, q, *service, &req);
+    return;
   }
   Break b{Verdict::kHandlerMissedWork, t_ring.last_tsc() > q.tsc,
           req.elided ? "IPI elided (target polling) but the target never ran "
@@ -423,13 +540,12 @@ Request Tracker::Follow(const Ring& s_ring, uint32_t pos) {
   Conclude(b, service, &req);
   if (req.verdict == Verdict::kHandlerMissedWork && !req.elided)
     req.rode_on = -2;  // resolved against the owning IPI in ResolveRiders
-  return req;
 }
 
-void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring,
-                        const ipt_record& send, uint32_t send_pos,
-                        const std::optional<Evidence>& service, Request* req) {
-  req->evidence.push_back(Ev(StreamKind::kGuest, s_ring, send_pos));
+void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record& q,
+                        const ipt_record& send, uint32_t send_pos, uint32_t send_index,
+                        const Service* service, Request* req) {
+  req->evidence.push_back({StreamKind::kGuest, s_ring.index, send_pos});
   const uint8_t vector = (send.flags & IPT_SEND_F_MASK) ? vec_cf_ : vec_cfs_;
   req->vector = vector;
   const int32_t vs = req->source_vcpu;
@@ -448,12 +564,20 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring,
   // bound the search: an interrupt on S between the mask send's tracepoint
   // and its APIC write may itself queue and send a single IPI to T (seen in
   // a clean soak: the mask ICR landed after the nested single send's ICR).
-  const GuestIndex& si = guest_index_[s_ring.index];
-  const auto* sends = Lookup(si.sends_by_target, static_cast<uint16_t>(req->target_cpu));
+  const RingIndex::Guest& si = index_->guest(s_ring.index);
+  const PositionList sends = si.sends_by_target.Get(req->target_cpu);
   uint64_t next_send_tsc = kNoTsc;
-  if (auto n = FirstAfterPos(sends, send_pos)) {
-    for (size_t k = *n; k < sends->size(); ++k) {
-      const ipt_record& next = s_ring.records[(*sends)[k]];
+  // The send is entry send_index of this list (linked by the index); the
+  // next sends follow it.
+  std::optional<size_t> n;
+  if (send_index < sends.size() && sends[send_index] == send_pos)
+    n = send_index + 1 < sends.size() ? std::optional<size_t>(send_index + 1) : std::nullopt;
+  else
+    n = sends.FirstAfter(send_pos);
+  if (n) {
+    sends.Prefetch(s_ring, *n + 1);
+    for (size_t k = *n; k < sends.size(); ++k) {
+      const ipt_record& next = s_ring.records[sends[k]];
       if (next.tsc == send.tsc || next.a[0] == 0) continue;  // same batch / resched
       if ((next.flags & IPT_SEND_F_MASK) != (send.flags & IPT_SEND_F_MASK)) continue;
       next_send_tsc = next.tsc;
@@ -461,20 +585,23 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring,
     }
   }
 
-  const HvIndex& hs = hv_index_[hv_s->index];
-  const auto* icrs = Lookup(hs.icr_by_vector, vector);
-  std::optional<uint32_t> icr_pos;
-  if (auto i = FirstAtOrAfterTsc(*hv_s, icrs, send.tsc)) {
-    for (size_t k = *i; k < icrs->size(); ++k) {
-      const ipt_record& icr = hv_s->records[(*icrs)[k]];
-      if (icr.tsc >= next_send_tsc) break;
-      if (IcrTargets(icr, static_cast<uint32_t>(vt))) {
-        icr_pos = (*icrs)[k];
+  const RingIndex::Hv& hs = index_->hv(hv_s->index);
+  const PositionList icrs = hs.icr_by_vector.Get(vector);
+  constexpr uint32_t kNone = RingIndex::kNoPosition;
+  uint32_t icr_pos = kNone;
+  uint64_t icr_seq = 0;
+  if (auto i = icrs.FirstAtOrAfterTsc(*hv_s, send.tsc)) {
+    for (size_t k = *i; k < icrs.size(); ++k) {
+      const ipt_record& rec = hv_s->records[icrs[k]];
+      if (rec.tsc >= next_send_tsc) break;
+      if (IcrTargets(rec, static_cast<uint32_t>(vt))) {
+        icr_pos = icrs[k];
+        icr_seq = rec.seq;
         break;
       }
     }
   }
-  if (!icr_pos) {
+  if (icr_pos == kNone) {
     Conclude({Verdict::kLostGuestToHypervisor, hv_s->last_tsc() > send.tsc,
               fmt::format("G_SEND to CPU {} has no H_ICR (vector {:#x}, "
                           "vCPU {} in bitmap) on vCPU {}'s ring",
@@ -482,36 +609,36 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring,
              service, req);
     return;
   }
-  const ipt_record& icr = hv_s->records[*icr_pos];
-  req->evidence.push_back(Ev(StreamKind::kHv, *hv_s, *icr_pos));
+  req->evidence.push_back({StreamKind::kHv, hv_s->index, icr_pos});
 
   // Stage 3: H_IRR on the same ring caused by that ICR, for vCPU(T).
-  std::optional<uint32_t> irr_pos;
-  if (const auto* irrs = Lookup(hs.irr_by_icr_seq, icr.seq)) {
-    for (uint32_t p : *irrs) {
-      const ipt_record& irr = hv_s->records[p];
-      if (irr.type == IPT_H_IRR && irr.target == static_cast<uint32_t>(vt)) {
-        irr_pos = p;
-        break;
-      }
+  uint32_t irr_pos = kNone;
+  uint64_t irr_tsc = 0;
+  const PositionList irrs = hs.irr_by_icr_seq.Get(icr_seq);
+  hs.irr_by_icr_seq.PrefetchNext(irrs, *hv_s);
+  for (uint32_t p : irrs) {
+    const ipt_record& rec = hv_s->records[p];
+    if (rec.type == IPT_H_IRR && rec.target == static_cast<uint32_t>(vt)) {
+      irr_pos = p;
+      irr_tsc = rec.tsc;
+      break;
     }
   }
-  if (!irr_pos) {
-    Conclude({Verdict::kLostInRouting, *icr_pos + 1 < hv_s->records.size(),
+  if (irr_pos == kNone) {
+    Conclude({Verdict::kLostInRouting, icr_pos + 1 < hv_s->records.size(),
               fmt::format("H_ICR seq {} on vCPU {} has no H_IRR for vCPU {}",
-                          icr.seq, vs, vt)},
+                          icr_seq, vs, vt)},
              service, req);
     return;
   }
-  const ipt_record& irr = hv_s->records[*irr_pos];
-  req->evidence.push_back(Ev(StreamKind::kHv, *hv_s, *irr_pos));
+  req->evidence.push_back({StreamKind::kHv, hv_s->index, irr_pos});
 
   // Stage 4: H_ACK of the vector on vCPU(T) at/after the IRR.
-  const HvIndex& ht = hv_index_[hv_t->index];
-  const auto* acks = Lookup(ht.ack_by_vector, vector);
-  const auto ack_i = FirstAtOrAfterTsc(*hv_t, acks, irr.tsc);
+  const RingIndex::Hv& ht = index_->hv(hv_t->index);
+  const PositionList acks = ht.ack_by_vector.Get(vector);
+  const auto ack_i = acks.FirstAtOrAfterTsc(*hv_t, irr_tsc);
   if (!ack_i) {
-    const auto other = FirstAtOrAfterTsc(*hv_t, &ht.acks, irr.tsc + 1);
+    const auto other = ht.Acks(*hv_t).FirstAtOrAfterTsc(*hv_t, irr_tsc + 1);
     if (other) {
       Conclude({Verdict::kLostInInjection, true,
                 fmt::format("IRR set on vCPU {} (vector {:#x}) never "
@@ -519,7 +646,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring,
                             vt, vector)},
                service, req);
     } else {
-      Conclude({Verdict::kTargetBlocked, hv_t->last_tsc() > irr.tsc,
+      Conclude({Verdict::kTargetBlocked, hv_t->last_tsc() > irr_tsc,
                 fmt::format("IRR set on vCPU {} (vector {:#x}); vCPU "
                             "acknowledged nothing afterwards",
                             vt, vector)},
@@ -527,28 +654,27 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring,
     }
     return;
   }
-  const uint32_t ack_pos = (*acks)[*ack_i];
-  const ipt_record& ack = hv_t->records[ack_pos];
+  const uint32_t ack_pos = acks[*ack_i];
+  const uint64_t ack_tsc = hv_t->records[ack_pos].tsc;
   // The first ACK after our IRR may belong to a later IPI: if a later IRR
   // set of this vector on vCPU(T) found the bit clear (not coalesced) before
   // that ACK, our pending bit vanished without being acknowledged.
-  if (auto it = irr_sets_.find(static_cast<uint16_t>(vt)); it != irr_sets_.end()) {
-    const auto& sets = it->second;
-    auto k = std::upper_bound(sets.begin(), sets.end(),
-                              std::pair<uint64_t, uint8_t>{irr.tsc, 0xff});
-    for (; k != sets.end() && k->first < ack.tsc; ++k) {
-      if (k->second != vector) continue;
+  {
+    const RingIndex::TscEvents& sets = index_->irr_sets(static_cast<uint32_t>(vt));
+    for (size_t k = index_->FirstIrrSetAfter(static_cast<uint32_t>(vt), irr_tsc);
+         k < sets.size() && sets[k].first < ack_tsc; ++k) {
+      if (sets[k].second != vector) continue;
       Conclude({Verdict::kLostInInjection, true,
                 fmt::format("IRR set on vCPU {} (vector {:#x}) at tsc {} was "
                             "never acknowledged: the next IRR set of that "
                             "vector at tsc {} found the bit clear, before any "
                             "H_ACK of it (at tsc {})",
-                            vt, vector, irr.tsc, k->first, ack.tsc)},
+                            vt, vector, irr_tsc, sets[k].first, ack_tsc)},
                service, req);
       return;
     }
   }
-  req->evidence.push_back(Ev(StreamKind::kHv, *hv_t, ack_pos));
+  req->evidence.push_back({StreamKind::kHv, hv_t->index, ack_pos});
 
   // Stage 5: guest IRQ entry of the vector on T at/after the ACK and before
   // the next ACK of that vector on vCPU(T).  The handler's entry record is
@@ -556,54 +682,62 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring,
   // vector cannot precede the entry of this one: an entry only after the
   // next ACK belongs to the next IPI, and this acknowledged one never
   // entered the guest.
-  const GuestIndex& ti = guest_index_[t_ring.index];
-  const auto* irqs = Lookup(ti.irq_by_vector, vector);
-  auto irq_i = FirstAtOrAfterTsc(t_ring, irqs, ack.tsc);
-  if (irq_i && *ack_i + 1 < acks->size()) {
-    const uint64_t next_ack_tsc = hv_t->records[(*acks)[*ack_i + 1]].tsc;
-    if (t_ring.records[(*irqs)[*irq_i]].tsc >= next_ack_tsc) irq_i.reset();
+  const RingIndex::Guest& ti = index_->guest(t_ring.index);
+  const PositionList irqs = ti.irq_by_vector.Get(vector);
+  auto irq_i = irqs.FirstAtOrAfterTsc(t_ring, ack_tsc);
+  if (irq_i && *ack_i + 1 < acks.size()) {
+    const uint64_t next_ack_tsc = hv_t->records[acks[*ack_i + 1]].tsc;
+    if (t_ring.records[irqs[*irq_i]].tsc >= next_ack_tsc) irq_i.reset();
   }
   if (!irq_i) {
-    Conclude({Verdict::kLostInGuestEntry, t_ring.last_tsc() > ack.tsc,
+    Conclude({Verdict::kLostInGuestEntry, t_ring.last_tsc() > ack_tsc,
               fmt::format("vCPU {} acknowledged vector {:#x} but CPU {} never "
                           "entered its handler",
                           vt, vector, req->target_cpu)},
              service, req);
     return;
   }
-  const uint32_t irq_pos = (*irqs)[*irq_i];
-  const ipt_record& irq = t_ring.records[irq_pos];
-  req->evidence.push_back(Ev(StreamKind::kGuest, t_ring, irq_pos));
+  const uint32_t irq_pos = irqs[*irq_i];
+  const uint64_t irq_tsc = t_ring.records[irq_pos].tsc;
+  req->evidence.push_back({StreamKind::kGuest, t_ring.index, irq_pos});
 
   // Stage 6: service.
   if (service) {
-    req->evidence.push_back(*service);
-    if (service->rec.tsc < irq.tsc) {
+    req->evidence.push_back({StreamKind::kGuest, service->hit.ring, service->hit.pos});
+    if (service->hit.tsc < irq_tsc) {
       req->verdict = Verdict::kServedWithoutIpi;
-      req->reason = "served by a flush before its IPI arrived";
+      reason_ = NormalReason::kFlushBeforeIpi;
     } else {
       req->verdict = Verdict::kServedByIpi;
-      req->reason = "full chain";
+      reason_ = NormalReason::kFullChain;
     }
-    CheckCallbackExit(t_ring, snap_->guest.rings[req->evidence.front().ring]
-                                  .records[req->evidence.front().pos],
-                      req);
+    CheckCallbackExit(t_ring, q, *service, req);
+    if (req->verdict == Verdict::kServedByIpi && !replaying_) {
+      // StageLatencies' samples: first G_SEND, H_IRR, H_ACK, G_IRQ_ENTRY,
+      // G_FUNC_ENTRY of the chain.
+      const uint64_t send_tsc = send.tsc;
+      if (irr_tsc >= send_tsc) latency_samples_[0].push_back(irr_tsc - send_tsc);
+      if (ack_tsc >= irr_tsc) latency_samples_[1].push_back(ack_tsc - irr_tsc);
+      if (irq_tsc >= ack_tsc) latency_samples_[2].push_back(irq_tsc - ack_tsc);
+      if (service->hit.type == IPT_G_FUNC_ENTRY && service->hit.tsc >= irq_tsc)
+        latency_samples_[3].push_back(service->hit.tsc - irq_tsc);
+    }
     return;
   }
-  Conclude({Verdict::kHandlerMissedWork, t_ring.last_tsc() > irq.tsc,
+  Conclude({Verdict::kHandlerMissedWork, t_ring.last_tsc() > irq_tsc,
             fmt::format("CPU {} entered the call-function handler but never "
                         "ran the request's function",
                         req->target_cpu)},
            service, req);
 }
 
-void Tracker::Conclude(const Break& b, const std::optional<Evidence>& service,
+void Tracker::Conclude(const Break& b, const Service* service,
                        Request* req) {
   if (!b.continues) {
     if (service) {
       req->verdict = Verdict::kServedWithoutIpi;
-      req->reason = "served; its IPI's fate is past the end of the trace";
-      req->evidence.push_back(*service);
+      reason_ = NormalReason::kIpiFatePastEnd;
+      req->evidence.push_back({StreamKind::kGuest, service->hit.ring, service->hit.pos});
     } else {
       req->verdict = Verdict::kInFlight;
       req->reason = "end of trace: " + b.reason;
@@ -620,42 +754,124 @@ void Tracker::Conclude(const Break& b, const std::optional<Evidence>& service,
   }
   if (service) {
     req->served_late = IsLoss(req->verdict);
-    req->evidence.push_back(*service);
+    req->evidence.push_back({StreamKind::kGuest, service->hit.ring, service->hit.pos});
   }
 }
 
-void Tracker::ResolveRiders(std::vector<Request>* requests) {
-  // Requests that own an IPI, per target, by send TSC.
-  std::unordered_map<uint32_t, std::vector<std::pair<uint64_t, size_t>>> owners;
-  for (size_t i = 0; i < requests->size(); ++i) {
-    const Request& r = (*requests)[i];
-    if (r.owns_ipi && r.evidence.size() >= 2)
-      owners[r.target_cpu].push_back({r.evidence[1].rec.tsc, i});
+void Tracker::ResolveRiders(RequestTable* t) {
+  bool any = false;
+  for (const Request& r : t->details_) any = any || r.rode_on == -2;
+  if (!any) return;
+  // Requests that own an IPI, per target, by queue TSC: the owner is the
+  // request that found the target's queue empty, so every request queued
+  // after it and before the target's next flush is in its list, even when
+  // the owner's G_SEND is stamped after the rider's G_QUEUE.
+  std::vector<std::vector<std::pair<uint64_t, size_t>>> owners(IPT_MAX_CPUS);
+  for (size_t i = 0; i < t->rows_.size(); ++i) {
+    const RequestTable::Row& r = t->rows_[i];
+    if (!r.owns_ipi() || r.target_cpu >= IPT_MAX_CPUS) continue;
+    if (const Request* d = t->detail(i); d && d->evidence.size() < 2) continue;
+    owners[r.target_cpu].push_back({r.queue_tsc, i});
   }
-  for (auto& [cpu, v] : owners) std::sort(v.begin(), v.end());
-  for (Request& r : *requests) {
-    if (r.rode_on != -2) continue;
+  for (auto& v : owners)
+    if (!std::is_sorted(v.begin(), v.end())) std::sort(v.begin(), v.end());
+  for (size_t i = 0; i < t->rows_.size(); ++i) {
+    const uint32_t d = t->rows_[i].detail;
+    if (d == RequestTable::kNoDetail || t->details_[d].rode_on != -2) continue;
+    Request& r = t->details_[d];
     r.rode_on = -3;  // ResolveBeforeSend looks at it next
-    auto it = owners.find(r.target_cpu);
-    if (it == owners.end()) continue;
-    const auto& v = it->second;
+    if (r.target_cpu >= IPT_MAX_CPUS) continue;
+    const auto& v = owners[r.target_cpu];
+    if (v.empty()) continue;
     auto o = std::partition_point(v.begin(), v.end(), [&](const auto& e) {
       return e.first <= r.queue_tsc;
     });
-    if (o == v.begin()) continue;
-    --o;
-    const Request& owner = (*requests)[o->second];
-    if (!IsLoss(owner.verdict)) continue;
+    // The latest owner queued before the rider, unless the target flushed
+    // that owner's list before the rider queued: then the rider joined the
+    // list of the next owner, whose G_QUEUE was stamped just after the
+    // rider's (both raced to llist_add(); the owner got there first).
+    if (o != v.begin()) {
+      const RequestTable::Row& prev = t->rows_[std::prev(o)->second];
+      if (!(prev.served() && prev.served_tsc < r.queue_tsc)) --o;
+    }
+    if (o == v.end()) continue;
+    const Request* owner = t->detail(o->second);
+    // A loss verdict is never normal, so a lost owner has a detail.
+    if (!owner || !IsLoss(owner->verdict)) continue;
     // Not a loss of its own: the guest correctly sent no IPI (the queue
     // was not empty); the blame belongs to the owner's lost IPI alone.
     r.verdict = Verdict::kQueuedBehindLoss;
     r.rode_on = static_cast<int64_t>(o->second);
     r.reason = fmt::format("queued behind the request queued at tsc {} by "
                            "CPU {}, whose IPI was lost ({}): {}",
-                           owner.queue_tsc, owner.source_cpu,
-                           VerdictName(owner.verdict), owner.reason);
-    for (const Evidence& e : owner.evidence) r.evidence.push_back(e);
+                           owner->queue_tsc, owner->source_cpu,
+                           VerdictName(owner->verdict), owner->reason);
+    r.evidence.Append(owner->evidence);
   }
+}
+
+// RequestTable -------------------------------------------------------------
+
+RequestTable::RequestTable() = default;
+RequestTable::RequestTable(RequestTable&&) noexcept = default;
+RequestTable& RequestTable::operator=(RequestTable&&) noexcept = default;
+RequestTable::~RequestTable() = default;
+
+void RequestTable::Add(const Request& r, uint16_t source_ring, uint32_t queue,
+                       NormalReason reason) {
+  Row& row = rows_.emplace_back();
+  row.queue_tsc = r.queue_tsc;
+  row.queue = queue;
+  row.source_cpu = static_cast<uint16_t>(r.source_cpu);
+  row.target_cpu = static_cast<uint16_t>(r.target_cpu);
+  row.source_ring = source_ring;
+  row.verdict = r.verdict;
+  row.flags = static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0));
+  if (r.served_tsc) row.served_tsc = *r.served_tsc;
+  // Normal: the row is all there is; [i] follows it again.
+  if (reason != NormalReason::kNone && IsNormal(r.verdict) && r.rode_on == -1) return;
+  row.detail = static_cast<uint32_t>(details_.size());
+  Request& d = details_.emplace_back(r);
+  if (reason != NormalReason::kNone) d.reason = kNormalReasons[static_cast<size_t>(reason)];
+}
+
+void RequestTable::SyncRow(size_t i) {
+  Row& row = rows_[i];
+  const Request& r = details_[row.detail];
+  row.verdict = r.verdict;
+  row.flags = static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0));
+  row.served_tsc = r.served_tsc ? *r.served_tsc : 0;
+}
+
+const ipt_record& RequestTable::QueueRecord(const Row& row) const {
+  const Snapshot& snap = inputs_->snapshot;
+  IPT_CHECK(row.source_ring < snap.guest.rings.size());
+  const std::vector<uint32_t>& queues = inputs_->index->guest(row.source_ring).queues;
+  IPT_CHECK(row.queue < queues.size());
+  return snap.guest.rings[row.source_ring].records[queues[row.queue]];
+}
+
+uint64_t RequestTable::func(size_t i) const {
+  if (const Request* d = detail(i)) return d->func;
+  return QueueRecord(rows_[i]).a[0];
+}
+
+Request RequestTable::operator[](size_t i) const {
+  IPT_CHECK(i < rows_.size());
+  const Row& row = rows_[i];
+  if (row.detail != kNoDetail) return details_[row.detail];
+  // A replay counts nothing (Run() did): its own Stats.
+  if (!replay_) replay_ = std::make_unique<Tracker>(inputs_, nullptr);
+  if (std::optional<Request> r = replay_->Replay(row.source_ring, row.queue)) return *r;
+  // The records changed since (a region written under us): the row's fields.
+  Request r;
+  r.source_cpu = row.source_cpu;
+  r.target_cpu = row.target_cpu;
+  r.queue_tsc = row.queue_tsc;
+  if (row.served()) r.served_tsc = row.served_tsc;
+  r.verdict = row.verdict;
+  r.owns_ipi = row.owns_ipi();
+  return r;
 }
 
 }  // namespace ipitrace

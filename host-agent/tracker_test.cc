@@ -318,6 +318,55 @@ TEST_CASE("tracker - unserved rider is queued behind the lost IPI, not lost itse
   CHECK(a.requests[1].rode_on == 0);
 }
 
+TEST_CASE("tracker - a rider queued before its owner's G_SEND rides on that owner's lost IPI") {
+  // Seen in a real route-fault run: CPU 0 found CPU 1's queue empty (its
+  // G_QUEUE first) but stamped its G_SEND after CPU 2 had queued behind it,
+  // and an earlier IPI to CPU 1 had been served long before.  The rider
+  // belongs to the lost IPI, not to the earlier served one.
+  Scenario sc(3);
+  sc.FullChain(2, 1, 10, kFunc + 0x80, kCsd + 0x80);  // earlier owner, served
+  bool stamp_race = GENERATE(false, true);
+  if (stamp_race) {
+    // The rider's G_QUEUE is stamped before the owner's (it reached
+    // llist_add() second): still the owner's rider.
+    sc.Queue(2, 1, 98, kFunc + 0x40, kCsd + 0x40);
+    sc.Queue(0, 1, 100, kFunc, kCsd);
+  } else {
+    sc.Queue(0, 1, 100, kFunc, kCsd);
+    sc.Queue(2, 1, 105, kFunc + 0x40, kCsd + 0x40);
+  }
+  sc.Send(0, 1, 110);
+  sc.Icr(0, kVs, 120, {1});  // no IRR: lost in routing
+  sc.Ack(0, kTimer, 300);
+  sc.Mark(1, 400);
+  sc.Mark(2, 400);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.requests.size() == 3);
+  CHECK(Count(a, Verdict::kServedByIpi) == 1);
+  CHECK(Count(a, Verdict::kLostInRouting) == 1);
+  CHECK(Count(a, Verdict::kQueuedBehindLoss) == 1);
+  CHECK(Count(a, Verdict::kHandlerMissedWork) == 0);
+}
+
+TEST_CASE("tracker - a rider whose owner was served after it queued is handler-missed-work") {
+  Scenario sc(3);
+  sc.Queue(0, 1, 100, kFunc, kCsd);                // owner
+  sc.Queue(2, 1, 105, kFunc + 0x40, kCsd + 0x40);  // rider
+  sc.Send(0, 1, 110);
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  sc.Irr(0, 1, kVs, icr, 130);
+  sc.Ack(1, kVs, 140);
+  sc.IrqEntry(1, kVs, 150);
+  sc.FuncEntry(1, kFunc, kCsd, 160);  // the flush ran the owner only
+  sc.Mark(1, 400);
+  sc.Mark(2, 400);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  CHECK(Count(a, Verdict::kHandlerMissedWork) == 1);
+  CHECK(Count(a, Verdict::kQueuedBehindLoss) == 0);
+}
+
 TEST_CASE("tracker - irq_work and ttwu requests are served without a csd match") {
   Scenario sc(2);
   SECTION("irq_work: first call-function IRQ entry serves it") {

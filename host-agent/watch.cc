@@ -228,23 +228,30 @@ void Watcher::PollVm(Vm* vm, uint64_t now_ns, std::vector<Json>* ev) {
   // Stream time now: the newest TSC plus the wall time since it last moved
   // (a fully frozen guest still ages its requests).
   const double idle_ms = static_cast<double>(now_ns - vm->last_advance_ns) / 1e6;
-  const Request* worst = nullptr;
+  const RequestTable::Row* worst_row = nullptr;
+  size_t worst_i = 0;
   double worst_ms = 0;
-  for (const Request& r : a.requests) {
-    if (r.served_tsc || newest < r.queue_tsc) continue;
+  for (size_t i = 0; i < a.requests.size(); ++i) {
+    const RequestTable::Row& r = a.requests.row(i);
+    if (r.served() || newest < r.queue_tsc) continue;
     const double ms = static_cast<double>(newest - r.queue_tsc) / static_cast<double>(khz) + idle_ms;
     if (ms <= options_.hang_ms) continue;
     if (vm->reported.count({r.source_cpu, r.queue_tsc})) continue;
     // Prefer a loss verdict over its riders; then the oldest.
-    if (!worst || (IsLoss(r.verdict) && !IsLoss(worst->verdict)) ||
-        (IsLoss(r.verdict) == IsLoss(worst->verdict) && ms > worst_ms)) {
-      worst = &r;
+    if (!worst_row || (IsLoss(r.verdict) && !IsLoss(worst_row->verdict)) ||
+        (IsLoss(r.verdict) == IsLoss(worst_row->verdict) && ms > worst_ms)) {
+      worst_row = &r;
+      worst_i = i;
       worst_ms = ms;
     }
   }
-  if (!worst) return;
-  for (const Request& r : a.requests)
-    if (!r.served_tsc) vm->reported.insert({r.source_cpu, r.queue_tsc});
+  if (!worst_row) return;
+  const Request worst_req = a.requests[worst_i];
+  const Request* worst = &worst_req;
+  for (size_t i = 0; i < a.requests.size(); ++i) {
+    const RequestTable::Row& r = a.requests.row(i);
+    if (!r.served()) vm->reported.insert({r.source_cpu, r.queue_tsc});
+  }
 
   const std::string dir =
       fmt::format("{}/{}-hang-{}", options_.out_dir, vm->target.name, ++snapshots_);

@@ -6,7 +6,10 @@
 #     time);
 #   * the memory bound: build/host-agent/stream_rss over
 #     ${BENCH_STREAM_RECORDS:-1000000000} synthetic records (max RSS);
-#   * end to end: `ipitrace analyze` on make_snapshot's "large" snapshot.
+#   * end to end: `ipitrace analyze --json` on make_snapshot's "large"
+#     snapshot: records/s of CPU time (user + sys of the process, from
+#     wait4(2), microsecond resolution), median of 5 runs after one warm-up
+#     run (page cache warm, as for a snapshot just taken), and max RSS.
 # Needs a configured build/ (meson setup build) with libbenchmark-dev.
 set -euo pipefail
 
@@ -23,14 +26,25 @@ ninja -C "$build" >/dev/null
 	--benchmark_out="$tmp/bench.json" --benchmark_out_format=json >/dev/null
 "$build/host-agent/stream_rss" "$records" >"$tmp/rss.json"
 "$build/host-agent/make_snapshot" "$tmp/large" large
-for i in 1 2 3 4 5; do
-	/usr/bin/env time -f '%e %U %S %M' -o "$tmp/t$i" \
-		"$build/host-agent/ipitrace" analyze "$tmp/large" --json >"$tmp/large.json"
-done
 
-python3 - "$tmp" "$out" "$records" <<'PY'
-import json, statistics, sys, subprocess, platform, os
-tmp, out, records = sys.argv[1], sys.argv[2], int(sys.argv[3])
+python3 - "$tmp" "$out" "$records" "$build/host-agent/ipitrace" <<'PY'
+import json, os, statistics, subprocess, sys, platform
+tmp, out, records, agent = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+def run_analyze():
+    """One `ipitrace analyze --json` run: (cpu seconds, wall seconds, max RSS KiB)."""
+    with open(f"{tmp}/large.json", "wb") as f:
+        t0 = os.times().elapsed
+        p = subprocess.Popen([agent, "analyze", f"{tmp}/large", "--json"], stdout=f)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = os.times().elapsed - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"ipitrace analyze failed: {status}")
+    return ru.ru_utime + ru.ru_stime, ru.ru_utime, ru.ru_stime, wall, ru.ru_maxrss
+
+run_analyze()  # warm-up (not counted)
+runs = [run_analyze() for _ in range(5)]
+
 b = json.load(open(f"{tmp}/bench.json"))
 rss = json.load(open(f"{tmp}/rss.json"))
 rows = []
@@ -38,11 +52,10 @@ for x in b["benchmarks"]:
     if x.get("aggregate_name") != "median":
         continue
     rows.append((x["run_name"], x["items_per_second"] / 1e6, x["cpu_time"], x["time_unit"]))
-times = [list(map(float, open(f"{tmp}/t{i}").read().split())) for i in range(1, 6)]
 large = json.load(open(f"{tmp}/large.json"))
 nrec = sum(r["retained"] for reg in ("guest", "hv") for r in large["window"][reg]["rings"])
-med = lambda k: statistics.median(t[k] for t in times)
-cpu = statistics.median(t[1] + t[2] for t in times)
+med = lambda k: statistics.median(r[k] for r in runs)
+cpu = med(0)
 load = open("/proc/loadavg").read().split()[:3]
 with open(out, "w") as f:
     f.write("# ipitrace agent benchmarks\n\n")
@@ -61,7 +74,10 @@ with open(out, "w") as f:
     f.write("## End to end: `ipitrace analyze --json` on make_snapshot `large`\n\n")
     f.write(f"- {large['requests']:,} requests, {nrec:,} retained records, "
             f"regions {sum(os.path.getsize(f'{tmp}/large/{x}') for x in ('hv.region','guest.region'))/2**20:.0f} MiB\n")
-    f.write(f"- median wall {med(0):.2f} s, CPU (user+sys) {cpu:.2f} s -> {nrec/cpu/1e6:.1f} M records/s (CPU); "
-            f"max RSS {med(3)/1024:.0f} MiB\n")
+    f.write(f"- CPU time (user + sys, wait4), median of 5 runs after a warm-up run: "
+            f"{cpu*1e3:.1f} ms (user {med(1)*1e3:.1f}, sys {med(2)*1e3:.1f}) -> "
+            f"**{nrec/cpu/1e6:.1f} M records/s (CPU)**; median wall {med(3):.2f} s\n")
+    f.write(f"- per run (CPU ms): {', '.join(f'{r[0]*1e3:.1f}' for r in runs)}\n")
+    f.write(f"- max RSS: median {med(4)/1024:.0f} MiB, largest {max(r[4] for r in runs)/1024:.0f} MiB\n")
 print(open(out).read())
 PY

@@ -7,6 +7,10 @@
 // Mode bit 0: "mutate while reading" - a second thread flips bytes of the
 // regions while RegionReader copies them (a producer scribbling over a live
 // mapping); the agent must stay in bounds whatever it reads.
+// Mode bit 1: "in place" - the regions are read as a snapshot's mapped files
+// are (RegionBytes: records viewed in the bytes, not copied); with bit 0
+// the bytes keep changing through the analysis and both reports, which
+// read the records again.
 //
 // Build: meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined
 //        (CXX=clang++-14); run: build-fuzz/host-agent/region_fuzz CORPUS
@@ -19,38 +23,62 @@
 
 #include "analyzer.h"
 #include "json_report.h"
+#include "region_bytes.h"
 #include "region_reader.h"
 #include "text_report.h"
 #include "timeline.h"
 
 namespace {
 
-void Run(std::vector<std::byte>* hv, std::vector<std::byte>* guest, bool mutate) {
+void Run(std::vector<std::byte>* hv_in, std::vector<std::byte>* guest_in, bool mutate,
+         bool in_place) {
   ipitrace::Stats stats;
   ipitrace::RegionReader reader(&stats);
+  // In place: the reader views the records in these buffers, which the
+  // flipper may keep changing until the end.
+  std::shared_ptr<const ipitrace::RegionBytes> hv_bytes, guest_bytes;
+  std::byte* hv_data = hv_in->data();
+  std::byte* guest_data = guest_in->data();
+  size_t hv_size = hv_in->size(), guest_size = guest_in->size();
+  if (in_place) {
+    hv_bytes = ipitrace::RegionBytes::FromBuffer(*hv_in);
+    guest_bytes = ipitrace::RegionBytes::FromBuffer(*guest_in);
+    // Racy by design (see below): the fuzzer scribbles on bytes the agent
+    // treats as read-only.
+    hv_data = const_cast<std::byte*>(hv_bytes->bytes().data());
+    guest_data = const_cast<std::byte*>(guest_bytes->bytes().data());
+  }
   std::atomic<bool> stop{false};
   std::thread flipper;
-  if (mutate && !hv->empty() && !guest->empty()) {
+  if (mutate && hv_size && guest_size) {
     flipper = std::thread([&] {
       uint32_t x = 0x9e3779b9u;
       while (!stop.load(std::memory_order_relaxed)) {
         x ^= x << 13; x ^= x >> 17; x ^= x << 5;
-        auto* v = (x & 1) ? hv : guest;
+        const bool hv = x & 1;
         // Volatile byte stores: racy by design (a producer scribbling); the
         // reader copies each field once, so it can read garbage, never OOB.
-        auto* p = reinterpret_cast<volatile unsigned char*>(v->data());
-        const size_t at = (x >> 1) % v->size();
+        auto* p = reinterpret_cast<volatile unsigned char*>(hv ? hv_data : guest_data);
+        const size_t at = (x >> 1) % (hv ? hv_size : guest_size);
         p[at] = static_cast<unsigned char>(p[at] ^ (1u << (x % 8)));
       }
     });
   }
-  auto h = reader.Read(*hv, ipitrace::StreamKind::kHv, "hv");
-  auto g = reader.Read(*guest, ipitrace::StreamKind::kGuest, "guest");
-  if (flipper.joinable()) {
-    stop = true;
-    flipper.join();
+  auto stop_flipper = [&] {
+    if (flipper.joinable()) {
+      stop = true;
+      flipper.join();
+    }
+  };
+  auto h = in_place ? reader.Read(hv_bytes, ipitrace::StreamKind::kHv, "hv")
+                    : reader.Read(*hv_in, ipitrace::StreamKind::kHv, "hv");
+  auto g = in_place ? reader.Read(guest_bytes, ipitrace::StreamKind::kGuest, "guest")
+                    : reader.Read(*guest_in, ipitrace::StreamKind::kGuest, "guest");
+  if (!in_place) stop_flipper();  // copies: nothing reads the bytes again
+  if (!h.ok() || !g.ok()) {
+    stop_flipper();
+    return;
   }
-  if (!h.ok() || !g.ok()) return;
   ipitrace::Snapshot snap;
   snap.dir = "<fuzz>";
   snap.hv = std::move(h).value();
@@ -60,6 +88,9 @@ void Run(std::vector<std::byte>* hv, std::vector<std::byte>* guest, bool mutate)
   (void)ipitrace::TextReport(&a).Render();
   (void)ipitrace::JsonReport(&a).Build().dump(
       -1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  // Every request built again (normal ones are replayed from the records).
+  for (size_t i = 0; i < a.requests.size() && i < 64; ++i) (void)a.requests[i];
+  stop_flipper();
 }
 
 }  // namespace
@@ -67,6 +98,7 @@ void Run(std::vector<std::byte>* hv, std::vector<std::byte>* guest, bool mutate)
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 5) return 0;
   const bool mutate = data[0] & 1;
+  const bool in_place = data[0] & 2;
   uint32_t len = 0;
   std::memcpy(&len, data + 1, 4);
   const size_t rest = size - 5;
@@ -75,6 +107,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                             reinterpret_cast<const std::byte*>(data + 5 + len));
   std::vector<std::byte> guest(reinterpret_cast<const std::byte*>(data + 5 + len),
                                reinterpret_cast<const std::byte*>(data + size));
-  Run(&hv, &guest, mutate);
+  Run(&hv, &guest, mutate, in_place);
   return 0;
 }
