@@ -2,6 +2,7 @@
 #include "analyzer.h"
 
 #include <algorithm>
+#include <bit>
 #include <utility>
 
 #include "ring_index.h"
@@ -73,6 +74,8 @@ std::vector<StageLatency> SummariseLatency(StageSamples samples) {
     }
     l.max = !v.big.empty() ? *std::max_element(v.big.begin(), v.big.end())
                            : *std::max_element(v.small.begin(), v.small.end());
+    for (const uint32_t x : v.small) ++l.hist[std::bit_width(x)];
+    for (const uint64_t x : v.big) ++l.hist[std::bit_width(x)];
     out.push_back(std::move(l));
   }
   return out;

@@ -37,6 +37,9 @@ struct StageLatency {
   uint64_t p50 = 0;
   uint64_t p99 = 0;
   uint64_t max = 0;
+  // hist[b]: samples v with std::bit_width(v) == b, i.e. in [2^(b-1), 2^b)
+  // ticks (hist[0]: v == 0).
+  std::array<uint64_t, 65> hist{};
 };
 
 struct AnalyzerOptions {

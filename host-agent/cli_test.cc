@@ -162,6 +162,12 @@ TEST_CASE("cli - analyze reports latency and target activity") {
   const auto j = nlohmann::json::parse(r.out);
   REQUIRE(j["latency"].size() == 4);
   CHECK(j["latency"][0]["stage"] == "send->IRR");
+  for (const auto& st : j["latency"]) {  // the histogram holds every sample
+    uint64_t n = 0;
+    for (const auto& c : st["histogram"]["counts"]) n += c.get<uint64_t>();
+    CHECK(n == st["count"].get<uint64_t>());
+    CHECK(st["histogram"]["counts"].back().get<uint64_t>() > 0);
+  }
   for (const auto& l : j["losses"]) CHECK(l.contains("target_activity"));
   Run t = Exec(Agent() + " analyze " + dir);
   CHECK(t.out.find("stage latency") != std::string::npos);

@@ -175,6 +175,14 @@ Json JsonReport::Build() const {
       lj["p99_us"] = static_cast<double>(l.p99) * k;
       lj["max_us"] = static_cast<double>(l.max) * k;
     }
+    // log2 histogram: counts[b] holds [2^(b-1), 2^b) ticks, up to the
+    // highest non-empty bucket.
+    size_t top = l.hist.size();
+    while (top > 0 && l.hist[top - 1] == 0) --top;
+    Json counts = Json::array();
+    for (size_t b = 0; b < top; ++b) counts.push_back(l.hist[b]);
+    lj["histogram"] = {{"unit", "ticks"}, {"bucket", "[2^(b-1), 2^b)"},
+                       {"counts", std::move(counts)}};
     lat.push_back(std::move(lj));
   }
   out["latency"] = std::move(lat);

@@ -167,6 +167,33 @@ def _plots(out, results, conf, trend):
         axes[-1].legend(fontsize=6)
         fig.suptitle("per-stage latency of served-by-ipi requests, per scenario")
         fig.tight_layout()
+        fig.savefig(os.path.join(out, "latency-percentiles.png"))
+        plt.close(fig)
+        pngs.append("latency-percentiles.png")
+        # Histograms (the agent's log2 buckets of TSC ticks), all scenarios
+        # summed per stage, in microseconds.
+        khz = next((r.get("tsc_khz") for r in results if r.get("tsc_khz")), None)
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for name in names:
+            total = []
+            for _, entries in lat:
+                for e in entries:
+                    c = (e.get("histogram") or {}).get("counts") or []
+                    if e["stage"] == name:
+                        total += [0] * (len(c) - len(total))
+                        total = [a + b for a, b in zip(total, c + [0] * (len(total) - len(c)))]
+            if not any(total):
+                continue
+            edges = [(2 ** (b - 1) if b else 0) for b in range(len(total))]
+            xs = [x * 1000.0 / khz if khz else x for x in edges]
+            ax.step([max(x, 1e-3) for x in xs], total, where="post", label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("latency (us, log2 buckets)" if khz else "latency (TSC ticks, log2 buckets)")
+        ax.set_ylabel("IPIs")
+        ax.legend(fontsize=7)
+        ax.set_title("per-stage latency histograms, all scenarios")
+        fig.tight_layout()
         fig.savefig(os.path.join(out, "latency.png"))
         plt.close(fig)
         pngs.append("latency.png")

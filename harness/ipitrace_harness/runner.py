@@ -67,6 +67,7 @@ def run_scenario(sc, out, uri=None, log=print, on_start=None, stop_event=None,
         "losses": [{k: x.get(k) for k in ("verdict", "source_vcpu", "target_vcpu", "vector")}
                    for x in (report or {}).get("losses", [])],
         "truth": truth, "latency": (report or {}).get("latency"),
+        "tsc_khz": ((report or {}).get("window") or {}).get("tsc_khz"),
         "partial": bool(manifest.get("partial")) or err is not None,
     })
     return res

@@ -69,8 +69,11 @@ def _fake_results():
              {"verdict": "lost-in-routing", "source_vcpu": 0, "target_vcpu": 3, "vector": 251}],
          "truth": [{"stage": "route", "source": 0, "target": 3}],
          # the agent's JSON shape (ipitrace analyze --json: "latency")
+         "tsc_khz": 2_000_000,
          "latency": [{"stage": st, "count": 9000, "p50_us": p50, "p99_us": p50 * 20,
-                      "max_us": p50 * 900} for st, p50 in
+                      "max_us": p50 * 900,
+                      "histogram": {"unit": "ticks", "counts": [0] * 12 + [10, 8900, 80, 10]}}
+                     for st, p50 in
                      (("send->IRR", 3.3), ("IRR->ACK", 25.3), ("ACK->IRQ", 2.9),
                       ("IRQ->function", 1.1))],
          "partial": False},
@@ -101,6 +104,7 @@ def test_nightly_reports(tmp_path):
     assert "confusion.png" in page and "trend.png" in page and "FAIL" in page
     assert (out / "confusion.png").stat().st_size > 1000
     assert "latency.png" in page and (out / "latency.png").stat().st_size > 1000
+    assert (out / "latency-percentiles.png").stat().st_size > 1000
 
 
 def _synthetic_region(path, rings=2, cap=8, heads=(5, 11), torn=None):
