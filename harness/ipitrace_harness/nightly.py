@@ -19,7 +19,6 @@ import html
 import json
 import os
 import subprocess
-import tomllib
 import xml.etree.ElementTree as ET
 
 from . import abi, artifacts, runner, scenario
@@ -173,15 +172,17 @@ def _plots(out, results, conf, trend):
         # Histograms (the agent's log2 buckets of TSC ticks), all scenarios
         # summed per stage, in microseconds.
         khz = next((r.get("tsc_khz") for r in results if r.get("tsc_khz")), None)
+        sums = {}
+        for _, entries in lat:
+            for e in entries:
+                c = (e.get("histogram") or {}).get("counts") or []
+                total = sums.setdefault(e["stage"], [])
+                total.extend([0] * (len(c) - len(total)))
+                for b, n in enumerate(c):
+                    total[b] += n
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for name in names:
-            total = []
-            for _, entries in lat:
-                for e in entries:
-                    c = (e.get("histogram") or {}).get("counts") or []
-                    if e["stage"] == name:
-                        total += [0] * (len(c) - len(total))
-                        total = [a + b for a, b in zip(total, c + [0] * (len(total) - len(c)))]
+            total = sums.get(name, [])
             if not any(total):
                 continue
             edges = [(2 ** (b - 1) if b else 0) for b in range(len(total))]

@@ -307,7 +307,6 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
                       "console": console, "uri": uri})
         limit = timeout or (120 + 4 * seconds)
         deadline = time.time() + limit
-        watch = None
         if watch_hang_ms:
             # The agent follows both regions live and calls a hang from the
             # streams alone (a request outstanding > watch_hang_ms).
