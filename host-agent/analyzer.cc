@@ -74,8 +74,22 @@ std::vector<StageLatency> SummariseLatency(StageSamples samples) {
     }
     l.max = !v.big.empty() ? *std::max_element(v.big.begin(), v.big.end())
                            : *std::max_element(v.small.begin(), v.small.end());
-    for (const uint32_t x : v.small) ++l.hist[std::bit_width(x)];
-    for (const uint64_t x : v.big) ++l.hist[std::bit_width(x)];
+    // Four interleaved counters: samples of a stage cluster in a few
+    // buckets, and one counter would make every increment wait for the
+    // previous one.
+    uint64_t h[4][33] = {};
+    const uint32_t* x = v.small.data();
+    const size_t n = v.small.size();
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      ++h[0][std::bit_width(x[i])];
+      ++h[1][std::bit_width(x[i + 1])];
+      ++h[2][std::bit_width(x[i + 2])];
+      ++h[3][std::bit_width(x[i + 3])];
+    }
+    for (; i < n; ++i) ++h[0][std::bit_width(x[i])];
+    for (size_t b = 0; b < 33; ++b) l.hist[b] = h[0][b] + h[1][b] + h[2][b] + h[3][b];
+    for (const uint64_t y : v.big) ++l.hist[std::bit_width(y)];
     out.push_back(std::move(l));
   }
   return out;

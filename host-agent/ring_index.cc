@@ -194,9 +194,6 @@ class RingIndex::HvIndexer {
       case IPT_H_ACK:
         h_.ack_by_vector.Add(rec.vector, pos);
         break;
-      case IPT_H_KICK:
-        if (target < IPT_MAX_CPUS) index_->kicks_[target].push_back({tsc, rec.flags});
-        break;
       default:
         break;
     }
@@ -231,11 +228,6 @@ void RingIndex::StartRing(const Region& region, uint32_t ring_index) {
       irr_sets_[t].resize(irr_run_start_[t].back());
       irr_runs_[t].pop_back();
       irr_run_start_[t].pop_back();
-    }
-    if (!kick_runs_[t].empty() && kick_runs_[t].back() == ring_index) {
-      kicks_[t].resize(kick_run_start_[t].back());
-      kick_runs_[t].pop_back();
-      kick_run_start_[t].pop_back();
     }
   }
 }
@@ -277,8 +269,6 @@ void RingIndex::MarkHvRuns(uint32_t ring_index) {
   for (uint32_t t = 0; t < IPT_MAX_CPUS; ++t) {
     irr_runs_[t].push_back(ring_index);
     irr_run_start_[t].push_back(irr_sets_[t].size());
-    kick_runs_[t].push_back(ring_index);
-    kick_run_start_[t].push_back(kicks_[t].size());
   }
 }
 
@@ -287,11 +277,8 @@ void RingIndex::Finish(const Snapshot& snap) {
   hv_.resize(std::max(hv_.size(), snap.hv.rings.size()));
   for (uint32_t t = 0; t < IPT_MAX_CPUS; ++t) {
     SortRuns(&irr_sets_[t], irr_run_start_[t]);
-    SortRuns(&kicks_[t], kick_run_start_[t]);
     irr_runs_[t] = {};
-    kick_runs_[t] = {};
     irr_run_start_[t] = {};
-    kick_run_start_[t] = {};
   }
   // Call-function H_ACKs per hv ring, by the guest header's vectors: all,
   // and at/after the guest start_tsc (a suffix of the list when the ring
@@ -316,6 +303,21 @@ void RingIndex::Finish(const Snapshot& snap) {
       }
     }
   }
+}
+
+void RingIndex::BuildKicks(const Region& hv) const {
+  kicks_built_ = true;
+  for (const Ring& r : hv.rings) {
+    for (int run = 0; run < 2; ++run) {
+      for (const ipt_record& slot : r.records.run(run)) {
+        const ipt_record rec = slot;  // one read of the fields
+        if (rec.type == IPT_H_KICK && rec.target < IPT_MAX_CPUS)
+          kicks_[rec.target].push_back({rec.tsc, rec.flags});
+      }
+    }
+  }
+  // Equal elements are identical: any sort gives the one order.
+  for (TscEvents& v : kicks_) std::sort(v.begin(), v.end());
 }
 
 const RingIndex::Guest::LazyLists& RingIndex::Guest::Lazy(const Ring& ring) const {

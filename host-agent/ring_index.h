@@ -306,8 +306,10 @@ class SeqLists {
 //     irq_work requests need them), entries and exits by function and the
 //     call-function points (call-function IRQ entries and function entries);
 //   hv ring: H_ICR and H_ACK by vector, all H_ACKs, H_IRR by ICR seq;
-//   all hv rings: non-coalesced H_IRR sets and H_KICKs by target vCPU,
-//     (tsc, vector/flags) sorted;
+//   all hv rings: non-coalesced H_IRR sets by target vCPU, (tsc, vector)
+//     sorted; and, built on first use (only the target activity of a
+//     non-normal verdict needs them), H_KICKs by target vCPU, (tsc, flags)
+//     sorted;
 //
 // plus the per-CPU call-function counts of the report.  Everything is flat
 // arrays of 32-bit positions (no node-based containers); a record's fields
@@ -392,7 +394,12 @@ class RingIndex : public RingSink {
   const TscEvents& irr_sets(uint32_t vcpu) const {
     return vcpu < IPT_MAX_CPUS ? irr_sets_[vcpu] : none_;
   }
-  const TscEvents& kicks(uint32_t vcpu) const {
+  // The H_KICKs are built on first use (only requests with a non-normal
+  // verdict need them, for their TargetActivity) from 'hv', the hv region
+  // of the snapshot this index was built on: one pass over its records,
+  // each read once into a local copy.
+  const TscEvents& kicks(const Region& hv, uint32_t vcpu) const {
+    if (!kicks_built_) BuildKicks(hv);
     return vcpu < IPT_MAX_CPUS ? kicks_[vcpu] : none_;
   }
   // Index of the first irr_sets(vcpu) entry with tsc > tsc (galloping).
@@ -414,13 +421,15 @@ class RingIndex : public RingSink {
   std::vector<Guest> guest_;  // by guest ring index
   std::vector<Hv> hv_;        // by hv ring index
   std::array<TscEvents, IPT_MAX_CPUS> irr_sets_;
-  std::array<TscEvents, IPT_MAX_CPUS> kicks_;
+  void BuildKicks(const Region& hv) const;
+  mutable std::array<TscEvents, IPT_MAX_CPUS> kicks_;
+  mutable bool kicks_built_ = false;
   mutable std::array<uint32_t, IPT_MAX_CPUS> irr_hint_{};
-  // Per target: the hv rings that added to irr_sets_ / kicks_ and where
-  // their entries start (sorted runs, merged by Finish).
+  // Per target: the hv rings that added to irr_sets_ and where their
+  // entries start (sorted runs, merged by Finish).
   void MarkHvRuns(uint32_t ring_index);
-  std::array<std::vector<uint32_t>, IPT_MAX_CPUS> irr_runs_, kick_runs_;
-  std::array<std::vector<size_t>, IPT_MAX_CPUS> irr_run_start_, kick_run_start_;
+  std::array<std::vector<uint32_t>, IPT_MAX_CPUS> irr_runs_;
+  std::array<std::vector<size_t>, IPT_MAX_CPUS> irr_run_start_;
 
   TscEvents none_;
   uint64_t snapshot_end_tsc_ = 0;

@@ -415,7 +415,7 @@ void Tracker::ComputeActivity(Request* req) const {
         if (acks[v]) a.acks_by_vector.push_back({static_cast<uint8_t>(v), acks[v]});
     }
     // Sorted by (tsc, flags): skip to the window, count until past its end.
-    const RingIndex::TscEvents& kicks = index_->kicks(static_cast<uint32_t>(req->target_vcpu));
+    const RingIndex::TscEvents& kicks = index_->kicks(snap_->hv, static_cast<uint32_t>(req->target_vcpu));
     auto k = std::partition_point(kicks.begin(), kicks.end(), [&](const auto& e) {
       return e.first < a.window_start;
     });
