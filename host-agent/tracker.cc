@@ -601,6 +601,59 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
       }
     }
   }
+  if (icr_pos == kNone && n) {
+    // None before the next send of this kind to T.  That send may have been
+    // made by an interrupt taken between this send's tracepoint and its
+    // APIC write (seen in a fault run: a timer interrupt on S queued an
+    // async call to T, so its ICR landed first).  Pair sends and ICRs as
+    // nested brackets: walking forward, a later send opens one, an ICR
+    // closes the innermost open one, and an ICR with none open is this
+    // send's.  Sequential sends whose ICR was lost never leave one over,
+    // so they stay lost; the walk is capped, and past the cap it is lost.
+    constexpr int kMaxNestingWalk = 256;
+    size_t si_k = *n;
+    std::optional<size_t> ii = icrs.FirstAtOrAfterTsc(*hv_s, send.tsc);
+    size_t ic_k = ii ? *ii : icrs.size();
+    int open = 0;
+    for (int steps = 0; steps < kMaxNestingWalk; ++steps) {
+      // next send of the same kind to T (skipping batch mates and resched)
+      uint64_t s_tsc = kNoTsc;
+      while (si_k < sends.size()) {
+        const ipt_record& next = s_ring.records[sends[si_k]];
+        if (next.tsc == send.tsc || next.a[0] == 0 ||
+            (next.flags & IPT_SEND_F_MASK) != (send.flags & IPT_SEND_F_MASK)) {
+          ++si_k;
+          continue;
+        }
+        s_tsc = next.tsc;
+        break;
+      }
+      // next ICR of the vector with vCPU(T) in its bitmap
+      uint64_t i_tsc = kNoTsc;
+      while (ic_k < icrs.size()) {
+        const ipt_record& rec = hv_s->records[icrs[ic_k]];
+        if (!IcrTargets(rec, static_cast<uint32_t>(vt))) {
+          ++ic_k;
+          continue;
+        }
+        i_tsc = rec.tsc;
+        break;
+      }
+      if (i_tsc == kNoTsc) break;  // no ICR left: lost
+      if (s_tsc != kNoTsc && s_tsc <= i_tsc) {
+        ++open;  // a send comes first (at a tie: a send precedes its ICR)
+        ++si_k;
+        continue;
+      }
+      if (open == 0) {
+        icr_pos = icrs[ic_k];
+        icr_seq = hv_s->records[icr_pos].seq;
+        break;
+      }
+      --open;
+      ++ic_k;
+    }
+  }
   if (icr_pos == kNone) {
     Conclude({Verdict::kLostGuestToHypervisor, hv_s->last_tsc() > send.tsc,
               fmt::format("G_SEND to CPU {} has no H_ICR (vector {:#x}, "

@@ -630,6 +630,43 @@ TEST_CASE("tracker - a nested single send does not bound the search for a mask s
   for (const auto& r : a.requests) CHECK(r.verdict == Verdict::kServedByIpi);
 }
 
+TEST_CASE("tracker - a nested send of the same kind: ICRs pair like brackets") {
+  // Seen in a route-fault validation run: CPU 1 traced a single send to
+  // CPU 3, then a timer interrupt queued an async call to CPU 3 and sent it
+  // (its ICR first); only then did the first send's ICR land.  CPU 3 ran
+  // the first function from idle before its IPI: served without it, not lost.
+  Scenario sc(4);
+  sc.Queue(1, 3, 100, kFunc, kCsd);
+  sc.Send(1, 3, 110);
+  sc.FuncEntry(3, kFunc, kCsd, 150);  // from idle: no IRQ entry before it
+  sc.FullChain(1, 3, 200, kFunc + 0x40, kCsd + 0x40);  // the nested request
+  const uint64_t icr = sc.Icr(1, kVs, 400, {3});       // the first send's ICR
+  sc.Irr(1, 3, kVs, icr, 410);
+  sc.Ack(3, kVs, 430);
+  sc.IrqEntry(3, kVs, 450);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.requests.size() == 2);
+  CHECK(a.requests[0].verdict == Verdict::kServedWithoutIpi);
+  CHECK(a.requests[1].verdict == Verdict::kServedByIpi);
+  CHECK(Count(a, Verdict::kLostGuestToHypervisor) == 0);
+}
+
+TEST_CASE("tracker - sequential sends whose first ICR is lost: the first is lost") {
+  // Same records minus the late ICR: the one ICR closes the later send, so
+  // the first stays lost (not shifted onto the second).
+  Scenario sc(4);
+  sc.Queue(1, 3, 100, kFunc, kCsd);
+  sc.Send(1, 3, 110);
+  sc.FullChain(1, 3, 200, kFunc + 0x40, kCsd + 0x40);
+  sc.Ack(1, kTimer, 900);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.requests.size() == 2);
+  CHECK(a.requests[0].verdict == Verdict::kLostGuestToHypervisor);
+  CHECK(a.requests[1].verdict == Verdict::kServedByIpi);
+}
+
 TEST_CASE("analyzer - stage latency percentiles over served-by-ipi") {
   Scenario sc(2);
   // 60 chains fit the scenario's rings: none of their records is overwritten
