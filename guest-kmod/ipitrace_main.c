@@ -131,13 +131,27 @@ static int ipt_cpu_offline(unsigned int cpu)
 	return 0;
 }
 
+/* Record type -> name and description, from the ABI's list */
+struct ipt_type_desc {
+	unsigned int type;
+	const char *name;
+	const char *desc;
+};
+
+#define IPT_NAME_ENTRY(name, value, desc) { value, #name, desc },
+static const struct ipt_type_desc ipt_type_names[] = {
+	IPT_RECORD_TYPES(IPT_NAME_ENTRY)
+};
+
+#undef IPT_NAME_ENTRY
+
 static const char *ipt_type_name(unsigned int type)
 {
-	switch (type) {
-#define IPT_NAME_CASE(name, value, desc) case value: return #name;
-	IPT_RECORD_TYPES(IPT_NAME_CASE)
-#undef IPT_NAME_CASE
-	}
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(ipt_type_names); i++)
+		if (ipt_type_names[i].type == type)
+			return ipt_type_names[i].name;
 	return NULL;
 }
 

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# Check the QEMU patch series (qemu-patches/series) the way a reviewer
+# would, on the same QEMU 10.0.2 tarball that scripts/build-qemu.sh builds:
+#   1. `git am` applies every patch, in order, to the pristine tree;
+#   2. QEMU's own scripts/checkpatch.pl gives 0 errors and 0 warnings for
+#      every patch;
+#   3. qemu-system-x86_64 builds after every patch on its own (one build
+#      directory, incremental after the first, ccache when installed).
+# A pass is remembered in $cache/series-ok-$key, key = sha256 of the
+# patches, abi/ipitrace_abi.h, this script and the tarball name, so an
+# unchanged series is not rebuilt nine times on every ./test.
+#
+#   scripts/check-qemu-series.sh [--force]
+set -euo pipefail
+umask 022
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PATCHES="$REPO/qemu-patches"
+ABI="$REPO/abi/ipitrace_abi.h"
+CACHE=${IPITRACE_CACHE:-/var/cache/ipitrace}
+TARBALL=qemu_10.0.2+ds.orig.tar.xz
+SRCDIR_NAME=qemu-10.0.2
+JOBS=${IPITRACE_JOBS:-$(nproc)}
+FORCE=0
+[[ ${1:-} == --force ]] && FORCE=1
+
+log() { printf 'check-qemu-series: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+mapfile -t SERIES < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' \
+	-e '/^$/d' "$PATCHES/series")
+((${#SERIES[@]})) || die "empty series file"
+PATCH_FILES=()
+for p in "${SERIES[@]}"; do
+	[[ -f $PATCHES/$p ]] || die "series lists missing patch $p"
+	PATCH_FILES+=("$PATCHES/$p")
+done
+KEY=$(
+	{
+		for f in "${PATCH_FILES[@]}"; do
+			printf 'patch %s\n' "$(basename "$f")"
+			cat "$f"
+		done
+		printf 'abi\n'
+		cat "$ABI"
+		printf 'script\n'
+		cat "${BASH_SOURCE[0]}"
+		printf 'tarball %s\n' "$TARBALL"
+	} | sha256sum | cut -d' ' -f1
+)
+STAMP="$CACHE/series-ok-$KEY"
+if [[ -f $STAMP && $FORCE == 0 ]]; then
+	log "already checked: $(head -n 1 "$STAMP")"
+	cat "$STAMP"
+	exit 0
+fi
+
+# The tarball (and the build dependencies) come from build-qemu.sh.
+[[ -f $CACHE/src/$TARBALL ]] || bash "$REPO/scripts/build-qemu.sh" >/dev/null
+[[ -f $CACHE/src/$TARBALL ]] || die "$CACHE/src/$TARBALL missing"
+
+exec 9>"$CACHE/.series.lock"
+flock 9
+
+# Fixed paths, laid out like build-qemu.sh's work dir, keep ccache hits.
+WORK="$CACHE/series"
+SRC="$WORK/$SRCDIR_NAME"
+BUILD="$WORK/build"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+log "unpacking $TARBALL"
+tar -C "$WORK" --no-same-owner -xf "$CACHE/src/$TARBALL"
+git_id=(-C "$SRC" -c user.name="ipitrace check" -c user.email=dev@ipitrace.invalid
+	-c safe.directory="$SRC" -c core.autocrlf=false)
+# As build-qemu.sh: the +ds tarball has no edk2 images to unpack
+sed -i 's/^\(    unpack_edk2_blobs = \)bzip2\.found()$/\1false/' "$SRC/meson.build"
+git "${git_id[@]}" init -q
+git "${git_id[@]}" add -A -f
+git "${git_id[@]}" commit -q -m "pristine $TARBALL"
+
+# 1 + 2: apply and checkpatch every patch
+report=()
+for f in "${PATCH_FILES[@]}"; do
+	name=$(basename "$f")
+	git "${git_id[@]}" am -q "$f" >&2 ||
+		die "$name does not apply on top of the patches before it"
+	out=$(cd "$SRC" && perl scripts/checkpatch.pl --no-tree "$f" 2>&1) || true
+	total=$(grep -E '^total: ' <<<"$out" | tail -n 1)
+	if [[ $total != "total: 0 errors, 0 warnings,"* ]]; then
+		printf '%s\n' "$out" >&2
+		die "checkpatch: $name: ${total:-no verdict}"
+	fi
+	report+=("$name: applies; checkpatch $total")
+done
+log "all ${#PATCH_FILES[@]} patches apply and are checkpatch clean"
+
+# 3: build after every patch
+if command -v ccache >/dev/null && [[ -d /usr/lib/ccache ]]; then
+	export PATH="/usr/lib/ccache:$PATH"
+	export CCACHE_DIR="$CACHE/ccache" CCACHE_BASEDIR="$WORK" CCACHE_NOHASHDIR=1
+	export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-2G}
+fi
+mapfile -t COMMITS < <(git "${git_id[@]}" rev-list --reverse HEAD~${#PATCH_FILES[@]}..HEAD)
+configured=0
+for i in "${!COMMITS[@]}"; do
+	name=$(basename "${PATCH_FILES[$i]}")
+	git "${git_id[@]}" checkout -q "${COMMITS[$i]}"
+	if ((!configured)); then
+		mkdir -p "$BUILD"
+		(cd "$BUILD" && "$SRC/configure" --python=/usr/bin/python3 \
+			--target-list=x86_64-softmmu --enable-fdt=system \
+			--disable-install-blobs --disable-docs --disable-werror \
+			--disable-download --extra-cflags="-I$REPO/abi" \
+			--disable-debug-info --disable-tools --disable-guest-agent \
+			--disable-gtk --disable-sdl --disable-plugins \
+			--disable-virtfs --disable-xen --audio-drv-list= >&2) ||
+			die "configure failed at $name"
+		configured=1
+	fi
+	start=$SECONDS
+	ninja -C "$BUILD" -j "$JOBS" qemu-system-x86_64 >"$WORK/ninja.log" 2>&1 || {
+		tail -n 40 "$WORK/ninja.log" >&2
+		die "qemu-system-x86_64 does not build after $name"
+	}
+	log "$name: builds ($((SECONDS - start)) s)"
+	report[$i]="${report[$i]}; qemu-system-x86_64 builds"
+done
+
+{
+	printf 'series %s checked %s\n' "$KEY" "$(date -u +%FT%TZ)"
+	printf '%s\n' "${report[@]}"
+} >"$STAMP.tmp"
+mv "$STAMP.tmp" "$STAMP"
+rm -rf "$WORK"
+cat "$STAMP"
