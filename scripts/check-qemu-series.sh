@@ -61,6 +61,12 @@ fi
 
 exec 9>"$CACHE/.series.lock"
 flock 9
+# Another run may have checked this series while we waited for the lock.
+if [[ -f $STAMP && $FORCE == 0 ]]; then
+	log "checked concurrently: $(head -n 1 "$STAMP")"
+	cat "$STAMP"
+	exit 0
+fi
 
 # Fixed paths, laid out like build-qemu.sh's work dir, keep ccache hits.
 WORK="$CACHE/series"
