@@ -558,101 +558,73 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     return;
   }
 
-  // Stage 2: H_ICR on vCPU(S) at/after the send, before S's next send batch
-  // to T of the same kind (single or mask, i.e. the same vector), with the
-  // vector and vCPU(T) in its bitmap.  A send of the other kind does not
-  // bound the search: an interrupt on S between the mask send's tracepoint
-  // and its APIC write may itself queue and send a single IPI to T (seen in
-  // a clean soak: the mask ICR landed after the nested single send's ICR).
+  // Stage 2: this send's H_ICR on vCPU(S): at/after the send, with the
+  // vector and vCPU(T) in its bitmap.  Later sends from S to T of the same
+  // kind (single or mask, i.e. the same vector; not batch mates of this
+  // send, not reschedules) pair with those ICRs as nested brackets: walking
+  // forward in TSC order, a send opens one, an ICR closes the innermost
+  // open one, and an ICR with none open is this send's.  Usually that is
+  // simply the first such ICR before the next such send.  A send can also
+  // come from an interrupt taken between this send's tracepoint and its
+  // APIC write, so its ICR lands first (seen in a fault run: a timer
+  // interrupt on S queued an async call to T); the brackets pair that too.
+  // Sequential sends whose ICR was lost never leave one over, so they stay
+  // lost.  A send of the other kind does not take part: an interrupt
+  // between a mask send's tracepoint and its APIC write may queue and send
+  // a single IPI to T (seen in a clean soak).  The walk is capped; past the
+  // cap the send counts as lost.
   const RingIndex::Guest& si = index_->guest(s_ring.index);
   const PositionList sends = si.sends_by_target.Get(req->target_cpu);
-  uint64_t next_send_tsc = kNoTsc;
   // The send is entry send_index of this list (linked by the index); the
   // next sends follow it.
-  std::optional<size_t> n;
+  size_t si_k;
   if (send_index < sends.size() && sends[send_index] == send_pos)
-    n = send_index + 1 < sends.size() ? std::optional<size_t>(send_index + 1) : std::nullopt;
+    si_k = send_index + 1;
   else
-    n = sends.FirstAfter(send_pos);
-  if (n) {
-    sends.Prefetch(s_ring, *n + 1);
-    for (size_t k = *n; k < sends.size(); ++k) {
-      const ipt_record& next = s_ring.records[sends[k]];
-      if (next.tsc == send.tsc || next.a[0] == 0) continue;  // same batch / resched
-      if ((next.flags & IPT_SEND_F_MASK) != (send.flags & IPT_SEND_F_MASK)) continue;
-      next_send_tsc = next.tsc;
-      break;
-    }
-  }
+    si_k = sends.FirstAfter(send_pos).value_or(sends.size());
+  sends.Prefetch(s_ring, si_k + 1);
 
   const RingIndex::Hv& hs = index_->hv(hv_s->index);
   const PositionList icrs = hs.icr_by_vector.Get(vector);
   constexpr uint32_t kNone = RingIndex::kNoPosition;
+  constexpr int kMaxNestingWalk = 256;
   uint32_t icr_pos = kNone;
   uint64_t icr_seq = 0;
-  if (auto i = icrs.FirstAtOrAfterTsc(*hv_s, send.tsc)) {
-    for (size_t k = *i; k < icrs.size(); ++k) {
-      const ipt_record& rec = hv_s->records[icrs[k]];
-      if (rec.tsc >= next_send_tsc) break;
-      if (IcrTargets(rec, static_cast<uint32_t>(vt))) {
-        icr_pos = icrs[k];
-        icr_seq = rec.seq;
-        break;
-      }
-    }
-  }
-  if (icr_pos == kNone && n) {
-    // None before the next send of this kind to T.  That send may have been
-    // made by an interrupt taken between this send's tracepoint and its
-    // APIC write (seen in a fault run: a timer interrupt on S queued an
-    // async call to T, so its ICR landed first).  Pair sends and ICRs as
-    // nested brackets: walking forward, a later send opens one, an ICR
-    // closes the innermost open one, and an ICR with none open is this
-    // send's.  Sequential sends whose ICR was lost never leave one over,
-    // so they stay lost; the walk is capped, and past the cap it is lost.
-    constexpr int kMaxNestingWalk = 256;
-    size_t si_k = *n;
-    std::optional<size_t> ii = icrs.FirstAtOrAfterTsc(*hv_s, send.tsc);
-    size_t ic_k = ii ? *ii : icrs.size();
-    int open = 0;
-    for (int steps = 0; steps < kMaxNestingWalk; ++steps) {
-      // next send of the same kind to T (skipping batch mates and resched)
-      uint64_t s_tsc = kNoTsc;
-      while (si_k < sends.size()) {
-        const ipt_record& next = s_ring.records[sends[si_k]];
-        if (next.tsc == send.tsc || next.a[0] == 0 ||
-            (next.flags & IPT_SEND_F_MASK) != (send.flags & IPT_SEND_F_MASK)) {
-          ++si_k;
-          continue;
-        }
+  size_t ic_k = icrs.FirstAtOrAfterTsc(*hv_s, send.tsc).value_or(icrs.size());
+  int open = 0;
+  for (int steps = 0; steps < kMaxNestingWalk; ++steps) {
+    // the next send of the same kind to T
+    uint64_t s_tsc = kNoTsc;
+    for (; si_k < sends.size(); ++si_k) {
+      const ipt_record& next = s_ring.records[sends[si_k]];
+      if (next.tsc != send.tsc && next.a[0] != 0 &&
+          (next.flags & IPT_SEND_F_MASK) == (send.flags & IPT_SEND_F_MASK)) {
         s_tsc = next.tsc;
         break;
       }
-      // next ICR of the vector with vCPU(T) in its bitmap
-      uint64_t i_tsc = kNoTsc;
-      while (ic_k < icrs.size()) {
-        const ipt_record& rec = hv_s->records[icrs[ic_k]];
-        if (!IcrTargets(rec, static_cast<uint32_t>(vt))) {
-          ++ic_k;
-          continue;
-        }
+    }
+    // the next ICR of the vector with vCPU(T) in its bitmap
+    uint64_t i_tsc = kNoTsc;
+    for (; ic_k < icrs.size(); ++ic_k) {
+      const ipt_record& rec = hv_s->records[icrs[ic_k]];
+      if (IcrTargets(rec, static_cast<uint32_t>(vt))) {
         i_tsc = rec.tsc;
         break;
       }
-      if (i_tsc == kNoTsc) break;  // no ICR left: lost
-      if (s_tsc != kNoTsc && s_tsc <= i_tsc) {
-        ++open;  // a send comes first (at a tie: a send precedes its ICR)
-        ++si_k;
-        continue;
-      }
-      if (open == 0) {
-        icr_pos = icrs[ic_k];
-        icr_seq = hv_s->records[icr_pos].seq;
-        break;
-      }
-      --open;
-      ++ic_k;
     }
+    if (i_tsc == kNoTsc) break;  // no ICR left: lost
+    if (s_tsc != kNoTsc && s_tsc <= i_tsc) {
+      ++open;  // a send comes first (at a tie: a send precedes its ICR)
+      ++si_k;
+      continue;
+    }
+    if (open == 0) {
+      icr_pos = icrs[ic_k];
+      icr_seq = hv_s->records[icr_pos].seq;
+      break;
+    }
+    --open;
+    ++ic_k;
   }
   if (icr_pos == kNone) {
     Conclude({Verdict::kLostGuestToHypervisor, hv_s->last_tsc() > send.tsc,
