@@ -7,16 +7,16 @@
 #      every patch;
 #   3. qemu-system-x86_64 builds after every patch on its own (one build
 #      directory, incremental after the first, ccache when installed).
-# A pass is remembered in $cache/series-ok-$key, key = sha256 of the
-# patches, abi/ipitrace_abi.h, this script and the tarball name, so an
-# unchanged series is not rebuilt nine times on every ./test.
+# A pass is remembered in $cache/series-ok-$key, key = sha256 of the QEMU
+# build's cache key (scripts/build-qemu.sh: patches, ABI header, tarball)
+# and this script, so an unchanged series is not rebuilt nine times on
+# every ./test.
 #
 #   scripts/check-qemu-series.sh [--force]
 set -euo pipefail
 umask 022
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PATCHES="$REPO/qemu-patches"
-ABI="$REPO/abi/ipitrace_abi.h"
 CACHE=${IPITRACE_CACHE:-/var/cache/ipitrace}
 TARBALL=qemu_10.0.2+ds.orig.tar.xz
 SRCDIR_NAME=qemu-10.0.2
@@ -35,19 +35,14 @@ for p in "${SERIES[@]}"; do
 	[[ -f $PATCHES/$p ]] || die "series lists missing patch $p"
 	PATCH_FILES+=("$PATCHES/$p")
 done
-KEY=$(
-	{
-		for f in "${PATCH_FILES[@]}"; do
-			printf 'patch %s\n' "$(basename "$f")"
-			cat "$f"
-		done
-		printf 'abi\n'
-		cat "$ABI"
-		printf 'script\n'
-		cat "${BASH_SOURCE[0]}"
-		printf 'tarball %s\n' "$TARBALL"
-	} | sha256sum | cut -d' ' -f1
-)
+# The key: that of the QEMU build of this series (scripts/build-qemu.sh:
+# patches, ABI header, its own text, tarball name) plus this script.
+# Finding or building that QEMU also brings the build dependencies and the
+# source tarball.
+QEMU_BIN=$(bash "$REPO/scripts/build-qemu.sh" | tail -n 1)
+QEMU_KEY=$(basename "$(dirname "$(dirname "$QEMU_BIN")")")
+[[ $QEMU_KEY == qemu-* ]] || die "unexpected build-qemu.sh output: $QEMU_BIN"
+KEY=$({ printf '%s\n' "$QEMU_KEY"; cat "${BASH_SOURCE[0]}"; } | sha256sum | cut -d' ' -f1)
 STAMP="$CACHE/series-ok-$KEY"
 if [[ -f $STAMP && $FORCE == 0 ]]; then
 	log "already checked: $(head -n 1 "$STAMP")"
@@ -55,8 +50,6 @@ if [[ -f $STAMP && $FORCE == 0 ]]; then
 	exit 0
 fi
 
-# The tarball (and the build dependencies) come from build-qemu.sh.
-[[ -f $CACHE/src/$TARBALL ]] || bash "$REPO/scripts/build-qemu.sh" >/dev/null
 [[ -f $CACHE/src/$TARBALL ]] || die "$CACHE/src/$TARBALL missing"
 
 exec 9>"$CACHE/.series.lock"
