@@ -47,6 +47,21 @@ import time
 CONFIGS = ("off", "ipitrace", "log")
 
 
+def parse_configs(text, capacity):
+    """--configs: comma-separated off, log, ipitrace or ipitrace:CAPACITY
+    (a second ipitrace object size in the same boot); off first."""
+    out = []
+    for c in text.split(","):
+        name, _, cap = c.partition(":")
+        if name not in CONFIGS or (cap and (name != "ipitrace" or not cap.isdigit())):
+            sys.exit(f"bench-qemu-oneboot: bad --configs entry {c!r} "
+                     "(off, log, ipitrace or ipitrace:CAPACITY)")
+        out.append((c, name, int(cap) if cap else capacity))
+    if not out or out[0][0] != "off" or len({c for c, _, _ in out}) != len(out):
+        sys.exit("bench-qemu-oneboot: --configs must start with off and name each config once")
+    return out
+
+
 class Qmp:
     def __init__(self, path, timeout=60):
         deadline = time.monotonic() + timeout
@@ -112,11 +127,18 @@ def main():
     ap.add_argument("--initrd", required=True)
     ap.add_argument("--vcpus", type=int, default=2)
     ap.add_argument("--tcg", choices=("single", "multi"), default="single")
+    ap.add_argument("--icount", metavar="SHIFT",
+                    help="run the guest under -icount shift=SHIFT,sleep=off (implies --tcg single)")
+    ap.add_argument("--threads", type=int, help="load-generator threads (default: --vcpus)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--phase-s", type=float, default=3.0)
     ap.add_argument("--capacity", type=int, default=65536)
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help="comma-separated: off (first), ipitrace, ipitrace:CAPACITY, log")
     ap.add_argument("--out")
     args = ap.parse_args()
+    configs = parse_configs(args.configs, args.capacity)
+    names = [c for c, _, _ in configs]
 
     work = tempfile.mkdtemp(prefix="ipt-oneboot.")
     shm = f"/dev/shm/ipt-oneboot-{os.getpid()}-guest"
@@ -124,7 +146,7 @@ def main():
     qmp_path = os.path.join(work, "qmp.sock")
     console = os.path.join(work, "console.log")
     tracelog = os.path.join(work, "apic-trace.log")
-    load_s = int(args.rounds * len(CONFIGS) * args.phase_s * 3 + 600)
+    load_s = int(args.rounds * len(configs) * args.phase_s * 3 + 600)
     cmd = [args.qemu, "-machine", "pc", "-accel", f"tcg,thread={args.tcg}",
            "-cpu", "qemu64,-x2apic", "-smp", str(args.vcpus), "-m", "768",
            "-L", "/usr/share/qemu", "-L", "/usr/share/seabios",
@@ -132,11 +154,14 @@ def main():
            "-no-reboot", "-nic", "none",
            "-kernel", args.kernel, "-initrd", args.initrd,
            "-append", f"console=ttyS0 quiet panic=-1 ipt.seconds={load_s} "
-                      f"ipt.threads={args.vcpus} ipt.mode=single ipt.wait=1 ipt.action=load",
+                      f"ipt.threads={args.threads or args.vcpus} ipt.mode=single ipt.wait=1 ipt.action=load",
            "-object", f"memory-backend-file,id=iptshm,mem-path={shm},size=64M,share=on",
            "-device", "ivshmem-plain,memdev=iptshm",
            "-trace", f"file={tracelog}",
            "-qmp", f"unix:{qmp_path},server=on,wait=off"]
+    if args.icount is not None:
+        cmd[cmd.index("-accel") + 1] = "tcg,thread=single"
+        cmd += ["-icount", f"shift={args.icount},sleep=off"]
     q = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "qemu.log"), "w"))
     phases = []
     try:
@@ -151,21 +176,22 @@ def main():
             time.sleep(0.2)
         qmp = Qmp(qmp_path)
 
-        def phase(cfg):
+        def phase(config):
+            cfg, kind, capacity = config
             qmp.cmd("stop")
-            if cfg == "ipitrace":
+            if kind == "ipitrace":
                 qmp.cmd("object-add", **{"qom-type": "ipitrace", "id": "ipt0",
-                                         "path": hv, "capacity": args.capacity})
-            elif cfg == "log":
+                                         "path": hv, "capacity": capacity})
+            elif kind == "log":
                 qmp.cmd("human-monitor-command", **{"command-line": "trace-event apic_* on"})
             r0, c0, t0 = guest_records(shm), qemu_cpu_ns(q.pid), time.monotonic()
             qmp.cmd("cont")
             time.sleep(args.phase_s)
             qmp.cmd("stop")
             t1, c1, r1 = time.monotonic(), qemu_cpu_ns(q.pid), guest_records(shm)
-            if cfg == "ipitrace":
+            if kind == "ipitrace":
                 qmp.cmd("object-del", id="ipt0")
-            elif cfg == "log":
+            elif kind == "log":
                 qmp.cmd("human-monitor-command", **{"command-line": "trace-event apic_* off"})
                 os.truncate(tracelog, 0)  # ~50 MB/s of text; the file stays sparse
             qmp.cmd("cont")
@@ -175,13 +201,15 @@ def main():
             return {"cfg": cfg, "records": recs, "seconds": t1 - t0,
                     "rate": recs / (t1 - t0), "cpu_per_rec": (c1 - c0) / recs}
 
-        for cfg in CONFIGS:  # warm-up round, discarded
-            phase(cfg)
+        for config in configs:  # warm-up round, discarded
+            phase(config)
         for r in range(args.rounds):
-            order = CONFIGS[r % 3:] + CONFIGS[:r % 3]
+            k = r % len(configs)
+            order = configs[k:] + configs[:k]
             rnd = {}
-            for cfg in order:
-                rnd[cfg] = phase(cfg)
+            for config in order:
+                cfg = config[0]
+                rnd[cfg] = phase(config)
                 print(f"round {r} {cfg}: {rnd[cfg]['rate']:.0f} records/s, "
                       f"{rnd[cfg]['cpu_per_rec']:.0f} ns CPU/record", file=sys.stderr)
             phases.append(rnd)
@@ -200,9 +228,12 @@ def main():
         "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
         f"`scripts/bench-qemu-oneboot.py --vcpus {args.vcpus} --tcg {args.tcg} "
-        f"--rounds {args.rounds} --phase-s {args.phase_s:g} --capacity {args.capacity}` "
+        f"{f'--threads {args.threads} ' if args.threads else ''}"
+        f"{f'--icount {args.icount} ' if args.icount is not None else ''}"
+        f"--rounds {args.rounds} --phase-s {args.phase_s:g} --capacity {args.capacity}"
+        f"{'' if names == list(CONFIGS) else ' --configs ' + args.configs}` "
         f"(one guest, load generator smp_call_function_single wait=1 for the whole run; "
-        f"{args.rounds} rounds of {len(CONFIGS)} phases of {args.phase_s:g} s, order rotated "
+        f"{args.rounds} rounds of {len(configs)} phases of {args.phase_s:g} s, order rotated "
         f"each round, after one discarded warm-up round). Host load average at the end: "
         f"{' '.join(open('/proc/loadavg').read().split()[:3])}.",
         "",
@@ -211,21 +242,21 @@ def main():
     ]
     off_rate = med(p["off"]["rate"] for p in phases)
     off_cpu = med(p["off"]["cpu_per_rec"] for p in phases)
-    for cfg in CONFIGS:
+    for cfg in names:
         rate = med(p[cfg]["rate"] for p in phases)
         cpu = med(p[cfg]["cpu_per_rec"] for p in phases)
         lines.append(f"| {cfg} | {rate:,.0f} | {rate / off_rate:.3f} | {cpu:.0f} | {cpu / off_cpu:.3f} |")
     lines += ["", "| config | per-round throughput ratio vs off (median) | per-round CPU-per-record ratio vs off (median) | rounds |",
               "|---|---|---|---|"]
     summary = {}
-    for cfg in CONFIGS[1:]:
+    for cfg in names[1:]:
         rr = [p[cfg]["rate"] / p["off"]["rate"] for p in phases]
         cr = [p[cfg]["cpu_per_rec"] / p["off"]["cpu_per_rec"] for p in phases]
         summary[cfg] = {"rate_ratio": med(rr), "cpu_ratio": med(cr)}
         lines.append(f"| {cfg} | **{med(rr):.3f}** | **{med(cr):.3f}** | "
                      + ", ".join(f"{x:.3f}" for x in rr) + " |")
     lines += ["", "Per-phase values (records/s; CPU ns per record):", ""]
-    for cfg in CONFIGS:
+    for cfg in names:
         lines.append(f"- {cfg}: " + ", ".join(
             f"{p[cfg]['rate']:.0f}; {p[cfg]['cpu_per_rec']:.0f}" for p in phases))
     text = "\n".join(lines) + "\n"
