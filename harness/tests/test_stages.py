@@ -305,3 +305,70 @@ def test_qemu_refuses_to_start(obj, message):
         if os.path.exists(path):
             os.unlink(path)
     assert p.returncode != 0 and message in p.stderr, (p.returncode, p.stderr)
+
+
+def _qemu_with_region(obj, extra=()):
+    import subprocess
+    from ipitrace_harness import artifacts
+    return subprocess.Popen([artifacts.qemu(), "-machine", "pc", "-smp", "2", "-display", "none",
+                             "-nic", "none", "-S", "-monitor", "none", "-L", "/usr/share/qemu",
+                             "-L", "/usr/share/seabios", "-object", "ipitrace,id=t," + obj, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_qemu_refuses_a_region_the_file_system_cannot_hold(tmp_path):
+    """The region's blocks are allocated when the object is created: a file
+    system too small for it is an error at start (not a SIGBUS at the first
+    record that lands on a page it has no room for)."""
+    import subprocess
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "ipt-small", str(mnt)], check=True)
+    try:
+        # 3 rings of 65536 records of 64 bytes: 12 MiB on a 1 MiB file system
+        p = _qemu_with_region(f"path={mnt}/hv.region,capacity=65536")
+        try:
+            _, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+            raise AssertionError(f"QEMU started with a region its file system cannot hold: {err}")
+        assert p.returncode != 0 and "cannot reserve" in err, (p.returncode, err)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_region_pages_are_resident_before_the_guest_runs():
+    """Every page of the region is mapped when QEMU starts (stopped with -S,
+    before any record): writing a record never takes a page fault."""
+    import time
+    path = f"/dev/shm/ipt-populated-{os.getpid()}"
+    p = _qemu_with_region(f"path={path},capacity=16384", ["-qmp", "stdio"])
+    try:
+        size = rss = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and rss is None:
+            assert p.poll() is None, p.stderr.read()
+            current = None
+            try:
+                smaps = open(f"/proc/{p.pid}/smaps").read().splitlines()
+            except FileNotFoundError:
+                smaps = []
+            for line in smaps:
+                if line.endswith(path):
+                    current = line
+                elif current and line.startswith("Size:"):
+                    size = int(line.split()[1])
+                elif current and line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                    break
+            time.sleep(0.1)
+        # the mapping is the whole file, rounded up to a page
+        assert size is not None and 0 <= size * 1024 - os.path.getsize(path) < 4096, \
+            (size, os.path.getsize(path))
+        assert rss == size, (rss, size)
+    finally:
+        p.kill()
+        p.communicate()
+        if os.path.exists(path):
+            os.unlink(path)
