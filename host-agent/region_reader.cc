@@ -5,32 +5,10 @@
 #include <cstring>
 #include <limits>
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <fmt/format.h>
 
 namespace ipitrace {
 namespace {
-
-// Maps the pages of [p, p + n) in one call (MADV_POPULATE_READ, Linux
-// 5.14) instead of one page fault per page (or per fault-around block)
-// while the scan reads them.  Only a hint: where the call fails (an older
-// kernel, a range past the end of a file truncated under us), the scan
-// faults the pages in as before, and a fenced mapping still catches the
-// SIGBUS.
-void PopulateRead(const void* p, size_t n) {
-#ifdef MADV_POPULATE_READ
-  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  if (n == 0 || page == 0) return;
-  const uintptr_t b = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
-  const uintptr_t e = reinterpret_cast<uintptr_t>(p) + n;
-  (void)::madvise(reinterpret_cast<void*>(b), e - b, MADV_POPULATE_READ);
-#else
-  (void)p;
-  (void)n;
-#endif
-}
 
 template <typename T>
 T LoadAt(std::span<const std::byte> bytes, uint64_t offset) {
@@ -233,8 +211,6 @@ bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
     const uint64_t run = std::min(n, cap - at);
     const InPlaceWindow w{base + at, static_cast<size_t>(run), base,
                           static_cast<size_t>(n - run), first};
-    PopulateRead(w.run0, w.n0 * sizeof(ipt_record));
-    PopulateRead(w.run1, w.n1 * sizeof(ipt_record));
     InPlaceCounts counts;
     const bool ok =
         sink_ ? sink_->ScanInPlace(region, ring->index, ring->cpu, w, &counts)
