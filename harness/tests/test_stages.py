@@ -9,6 +9,7 @@ One short VM per case (kept short: this file's VM time is a few minutes).
 """
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -281,6 +282,28 @@ def test_clean_records_and_counts(tmp_path_factory, x2apic):
         assert n <= ind[c]["hv_ack_total"] <= n + 20, (c, n, ind[c])
 
 
+def _qemu_with_region(obj, extra=()):
+    """QEMU, stopped (-S), with ipitrace object options obj."""
+    from ipitrace_harness import artifacts
+    return subprocess.Popen([artifacts.qemu(), "-machine", "pc", "-smp", "2", "-display", "none",
+                             "-nic", "none", "-S", "-monitor", "none", "-L", "/usr/share/qemu",
+                             "-L", "/usr/share/seabios", "-object", "ipitrace,id=t," + obj, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _qemu_refusal(obj):
+    """(exit code, stderr) of a QEMU that must refuse ipitrace object
+    options obj; still running after 60 s is a failure."""
+    p = _qemu_with_region(obj)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+        raise AssertionError(f"QEMU started with ipitrace,{obj}: {err}")
+    return p.returncode, err
+
+
 @pytest.mark.parametrize("obj,message", [
     ("path=/nonexistent-dir/hv.region", "cannot create region file"),
     ("path=/dev/shm/ipt-bad-{pid},faults=bogus:nth=1,truth=/dev/shm/ipt-bad-{pid}.t",
@@ -293,47 +316,27 @@ def test_clean_records_and_counts(tmp_path_factory, x2apic):
 ], ids=["unmappable", "stage", "nth", "target", "truth"])
 def test_qemu_refuses_to_start(obj, message):
     """Bad ipitrace objects are errors at creation: QEMU exits, no guest."""
-    import subprocess
-    from ipitrace_harness import artifacts
-    obj = obj.format(pid=os.getpid())
-    p = subprocess.run([artifacts.qemu(), "-machine", "pc", "-smp", "2", "-display", "none",
-                        "-nic", "none", "-S", "-monitor", "none", "-L", "/usr/share/qemu",
-                        "-L", "/usr/share/seabios", "-object", "ipitrace,id=t," + obj],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
-    for suffix in ("", ".t"):
-        path = f"/dev/shm/ipt-bad-{os.getpid()}{suffix}"
-        if os.path.exists(path):
-            os.unlink(path)
-    assert p.returncode != 0 and message in p.stderr, (p.returncode, p.stderr)
-
-
-def _qemu_with_region(obj, extra=()):
-    import subprocess
-    from ipitrace_harness import artifacts
-    return subprocess.Popen([artifacts.qemu(), "-machine", "pc", "-smp", "2", "-display", "none",
-                             "-nic", "none", "-S", "-monitor", "none", "-L", "/usr/share/qemu",
-                             "-L", "/usr/share/seabios", "-object", "ipitrace,id=t," + obj, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        code, err = _qemu_refusal(obj.format(pid=os.getpid()))
+    finally:
+        for suffix in ("", ".t"):
+            path = f"/dev/shm/ipt-bad-{os.getpid()}{suffix}"
+            if os.path.exists(path):
+                os.unlink(path)
+    assert code != 0 and message in err, (code, err)
 
 
 def test_qemu_refuses_a_region_the_file_system_cannot_hold(tmp_path):
     """The region's blocks are allocated when the object is created: a file
     system too small for it is an error at start (not a SIGBUS at the first
     record that lands on a page it has no room for)."""
-    import subprocess
     mnt = tmp_path / "small"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "ipt-small", str(mnt)], check=True)
     try:
         # 3 rings of 65536 records of 64 bytes: 12 MiB on a 1 MiB file system
-        p = _qemu_with_region(f"path={mnt}/hv.region,capacity=65536")
-        try:
-            _, err = p.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            _, err = p.communicate()
-            raise AssertionError(f"QEMU started with a region its file system cannot hold: {err}")
-        assert p.returncode != 0 and "cannot reserve" in err, (p.returncode, err)
+        code, err = _qemu_refusal(f"path={mnt}/hv.region,capacity=65536")
+        assert code != 0 and "cannot reserve" in err, (code, err)
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
 
