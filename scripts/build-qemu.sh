@@ -10,7 +10,8 @@
 # The last line of stdout is the absolute path of qemu-system-x86_64;
 # everything else goes to stderr.  Cache root: ${IPITRACE_CACHE:-/var/cache/
 # ipitrace}; the install goes to $cache/qemu-$key, where key = sha256 of the
-# patches (in series order), abi/ipitrace_abi.h, this script and the QEMU
+# patches (in series order), abi/ipitrace_abi.h, this script (with
+# scripts/qemu-series.sh, which it sources) and the QEMU
 # source tarball name.  A build runs in $cache/work and is renamed into
 # place only when complete, so an interrupted build leaves no half cache.
 # If ccache is installed, it is used (with fixed paths, so rebuilds after
@@ -37,16 +38,11 @@ log() { printf 'build-qemu: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # --- cache key -------------------------------------------------------------
-[[ -f $PATCHES/series ]] || die "missing $PATCHES/series"
 [[ -f $ABI ]] || die "missing $ABI"
-mapfile -t SERIES < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' \
-	-e '/^$/d' "$PATCHES/series")
-((${#SERIES[@]})) || die "empty series file"
-PATCH_FILES=()
-for p in "${SERIES[@]}"; do
-	[[ -f $PATCHES/$p ]] || die "series lists missing patch $p"
-	PATCH_FILES+=("$PATCHES/$p")
-done
+SERIES_LIB="$REPO/scripts/qemu-series.sh"
+# shellcheck source=scripts/qemu-series.sh
+source "$SERIES_LIB"
+qemu_series_files "$PATCHES"
 
 KEY=$(
 	{
@@ -57,7 +53,7 @@ KEY=$(
 		printf 'abi\n'
 		cat "$ABI"
 		printf 'script\n'
-		cat "$SELF"
+		cat "$SELF" "$SERIES_LIB"
 		printf 'tarball %s\n' "$TARBALL"
 	} | sha256sum | cut -d' ' -f1
 )

@@ -9,8 +9,8 @@
 #      directory, incremental after the first, ccache when installed).
 # A pass is remembered in $cache/series-ok-$key, key = sha256 of the QEMU
 # build's cache key (scripts/build-qemu.sh: patches, ABI header, tarball)
-# and this script, so an unchanged series is not rebuilt nine times on
-# every ./test.
+# and this script, so an unchanged series is not rebuilt once per patch
+# on every ./test.
 #
 #   scripts/check-qemu-series.sh [--force]
 set -euo pipefail
@@ -27,16 +27,12 @@ FORCE=0
 log() { printf 'check-qemu-series: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-mapfile -t SERIES < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' \
-	-e '/^$/d' "$PATCHES/series")
-((${#SERIES[@]})) || die "empty series file"
-PATCH_FILES=()
-for p in "${SERIES[@]}"; do
-	[[ -f $PATCHES/$p ]] || die "series lists missing patch $p"
-	PATCH_FILES+=("$PATCHES/$p")
-done
+# shellcheck source=scripts/qemu-series.sh
+source "$REPO/scripts/qemu-series.sh"
+qemu_series_files "$PATCHES"
 # The key: that of the QEMU build of this series (scripts/build-qemu.sh:
-# patches, ABI header, its own text, tarball name) plus this script.
+# patches, ABI header, its own text and qemu-series.sh, tarball name)
+# plus this script.
 # Finding or building that QEMU also brings the build dependencies and the
 # source tarball.
 QEMU_BIN=$(bash "$REPO/scripts/build-qemu.sh" | tail -n 1)
