@@ -591,18 +591,16 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   uint32_t icr_pos = kNone;
   uint64_t icr_seq = 0;
   size_t ic_k = icrs.FirstAtOrAfterTsc(*hv_s, send.tsc).value_or(icrs.size());
+  // Every later send sits at a position after send_pos: on a ring in TSC
+  // order none is stamped before the record right after the send (written
+  // after the send's APIC write in the usual case), so an ICR stamped before
+  // that record comes before every later send, and the walk need not load
+  // the next send's record (far ahead in the ring: a cache miss).
+  const uint64_t sends_after =
+      s_ring.tsc_sorted && send_pos + 1 < s_ring.records.size() ? s_ring.records[send_pos + 1].tsc
+                                                                 : 0;
   int open = 0;
   for (int steps = 0; steps < kMaxNestingWalk; ++steps) {
-    // the next send of the same kind to T
-    uint64_t s_tsc = kNoTsc;
-    for (; si_k < sends.size(); ++si_k) {
-      const ipt_record& next = s_ring.records[sends[si_k]];
-      if (next.tsc != send.tsc && next.a[0] != 0 &&
-          (next.flags & IPT_SEND_F_MASK) == (send.flags & IPT_SEND_F_MASK)) {
-        s_tsc = next.tsc;
-        break;
-      }
-    }
     // the next ICR of the vector with vCPU(T) in its bitmap
     uint64_t i_tsc = kNoTsc;
     for (; ic_k < icrs.size(); ++ic_k) {
@@ -613,6 +611,18 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
       }
     }
     if (i_tsc == kNoTsc) break;  // no ICR left: lost
+    // the next send of the same kind to T
+    uint64_t s_tsc = kNoTsc;
+    if (i_tsc >= sends_after) {
+      for (; si_k < sends.size(); ++si_k) {
+        const ipt_record& next = s_ring.records[sends[si_k]];
+        if (next.tsc != send.tsc && next.a[0] != 0 &&
+            (next.flags & IPT_SEND_F_MASK) == (send.flags & IPT_SEND_F_MASK)) {
+          s_tsc = next.tsc;
+          break;
+        }
+      }
+    }
     if (s_tsc != kNoTsc && s_tsc <= i_tsc) {
       ++open;  // a send comes first (at a tie: a send precedes its ICR)
       ++si_k;
@@ -711,8 +721,13 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   const PositionList irqs = ti.irq_by_vector.Get(vector);
   auto irq_i = irqs.FirstAtOrAfterTsc(t_ring, ack_tsc);
   if (irq_i && *ack_i + 1 < acks.size()) {
-    const uint64_t next_ack_tsc = hv_t->records[acks[*ack_i + 1]].tsc;
-    if (t_ring.records[irqs[*irq_i]].tsc >= next_ack_tsc) irq_i.reset();
+    // The next ACK sits after ack_pos: on a ring in TSC order it is stamped
+    // no earlier than the record right after this ACK (usually its EOI, in
+    // cache), which spares loading the next ACK when that already settles it.
+    const uint64_t irq_entry_tsc = t_ring.records[irqs[*irq_i]].tsc;
+    if (!(hv_t->tsc_sorted && hv_t->records[ack_pos + 1].tsc > irq_entry_tsc) &&
+        irq_entry_tsc >= hv_t->records[acks[*ack_i + 1]].tsc)
+      irq_i.reset();
   }
   if (!irq_i) {
     Conclude({Verdict::kLostInGuestEntry, t_ring.last_tsc() > ack_tsc,
