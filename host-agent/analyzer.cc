@@ -2,6 +2,7 @@
 #include "analyzer.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <utility>
 
@@ -34,17 +35,34 @@ std::vector<StageLatency> StageLatencies(const RequestTable& requests) {
 
 namespace {
 
-// The k-th smallest sample (0-based): every big sample is larger than every
-// small one.  Reorders the samples.
-uint64_t KthSmallest(LatencySamples* s, size_t k) {
-  if (k < s->small.size()) {
-    std::nth_element(s->small.begin(), s->small.begin() + static_cast<ptrdiff_t>(k),
-                     s->small.end());
-    return s->small[k];
-  }
-  k -= s->small.size();
-  std::nth_element(s->big.begin(), s->big.begin() + static_cast<ptrdiff_t>(k), s->big.end());
-  return s->big[k];
+// Order statistics of the 32-bit samples by a log-linear histogram: value v
+// < 256 has bucket v; a larger v, of bit width w, has bucket 256 + (w - 9) *
+// 128 + its 7 bits below the top bit.  Buckets are in value order, so the
+// k-th smallest sample lies in the bucket where the running count passes k,
+// and only that bucket's samples (a small share, unless they all sit within
+// 1/128 of each other) need a selection: two passes over the samples
+// instead of the several of a selection over all of them.
+constexpr size_t kLinearBuckets = 256;
+constexpr size_t kSubBuckets = 128;
+constexpr size_t kBuckets = kLinearBuckets + (32 - 8) * kSubBuckets;
+
+[[gnu::always_inline]] inline size_t Bucket(uint32_t v) {
+  if (v < kLinearBuckets) return v;
+  const unsigned w = static_cast<unsigned>(std::bit_width(v));  // 9..32
+  return kLinearBuckets + (w - 9) * kSubBuckets + ((v >> (w - 8)) & (kSubBuckets - 1));
+}
+
+// The smallest value of bucket b.
+uint32_t BucketLow(size_t b) {
+  if (b < kLinearBuckets) return static_cast<uint32_t>(b);
+  const size_t w = 9 + (b - kLinearBuckets) / kSubBuckets;
+  const uint32_t top = static_cast<uint32_t>(kSubBuckets + (b - kLinearBuckets) % kSubBuckets);
+  return top << (w - 8);
+}
+
+// The largest value of bucket b.
+uint32_t BucketHigh(size_t b) {
+  return b + 1 < kBuckets ? BucketLow(b + 1) - 1 : UINT32_MAX;
 }
 
 }  // namespace
@@ -53,42 +71,78 @@ std::vector<StageLatency> SummariseLatency(StageSamples samples) {
   static constexpr const char* kNames[] = {"send->IRR", "IRR->ACK", "ACK->IRQ",
                                            "IRQ->function"};
   std::vector<StageLatency> out;
+  std::vector<uint64_t> counts(kBuckets);
   for (size_t k = 0; k < 4; ++k) {
     LatencySamples& v = samples[k];
     if (v.empty()) continue;
-    // Order statistics by selection, not a full sort: the values are those
-    // of the sorted samples at the same indexes.
     StageLatency l;
     l.name = kNames[k];
     l.count = v.size();
-    const size_t i99 = std::min(v.size() - 1, (v.size() * 99) / 100);
-    const size_t i50 = (v.size() - 1) / 2;
-    l.p99 = KthSmallest(&v, i99);
-    if (i50 < i99 && i99 < v.small.size()) {
-      // The selection left the i99 smallest in front: select within them.
-      std::nth_element(v.small.begin(), v.small.begin() + static_cast<ptrdiff_t>(i50),
-                       v.small.begin() + static_cast<ptrdiff_t>(i99));
-      l.p50 = v.small[i50];
-    } else {
-      l.p50 = KthSmallest(&v, i50);
-    }
-    l.max = !v.big.empty() ? *std::max_element(v.big.begin(), v.big.end())
-                           : *std::max_element(v.small.begin(), v.small.end());
-    // Four interleaved counters: samples of a stage cluster in a few
-    // buckets, and one counter would make every increment wait for the
-    // previous one.
-    uint64_t h[4][33] = {};
     const uint32_t* x = v.small.data();
     const size_t n = v.small.size();
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-      ++h[0][std::bit_width(x[i])];
-      ++h[1][std::bit_width(x[i + 1])];
-      ++h[2][std::bit_width(x[i + 2])];
-      ++h[3][std::bit_width(x[i + 3])];
+    std::fill(counts.begin(), counts.end(), 0);
+    uint32_t small_max = 0;
+    for (size_t i = 0; i < n; ++i) {
+      ++counts[Bucket(x[i])];
+      small_max = std::max(small_max, x[i]);
     }
-    for (; i < n; ++i) ++h[0][std::bit_width(x[i])];
-    for (size_t b = 0; b < 33; ++b) l.hist[b] = h[0][b] + h[1][b] + h[2][b] + h[3][b];
+    // Ranks of the sorted samples (small ones first: every big sample is
+    // larger than every small one).
+    const size_t ranks[2] = {(v.size() - 1) / 2, std::min(v.size() - 1, (v.size() * 99) / 100)};
+    uint64_t* results[2] = {&l.p50, &l.p99};
+    // Each rank among the small samples falls in one bucket: a bucket of
+    // one value is the answer; a narrow one (< 256 values: samples below
+    // 2^16) is counted value by value; a wider one is gathered and
+    // selected in.
+    struct Pick {
+      bool active = false;         // needs the pass below
+      uint32_t low = 0, span = 0;  // bucket: [low, low + span]
+      size_t rank = 0;             // within the bucket
+      std::array<uint64_t, 256> by_value{};  // span < 256
+      std::vector<uint32_t> members;         // span >= 256
+    } picks[2];
+    for (int r = 0; r < 2; ++r) {
+      if (ranks[r] >= n) {
+        // Among the big ones (rare: waits of seconds): select there.
+        const size_t kb = ranks[r] - n;
+        std::nth_element(v.big.begin(), v.big.begin() + static_cast<ptrdiff_t>(kb), v.big.end());
+        *results[r] = v.big[kb];
+        continue;
+      }
+      size_t below = 0, b = 0;
+      while (below + counts[b] <= ranks[r]) below += counts[b++];
+      Pick& p = picks[r];
+      p.low = BucketLow(b);
+      p.span = BucketHigh(b) - p.low;
+      p.rank = ranks[r] - below;
+      if (p.span == 0) {
+        *results[r] = p.low;
+        continue;
+      }
+      p.active = true;
+      if (p.span >= p.by_value.size()) p.members.reserve(counts[b]);
+    }
+    for (int r = 0; r < 2; ++r) {
+      Pick& p = picks[r];
+      if (!p.active) continue;
+      if (p.span < p.by_value.size()) {
+        for (size_t i = 0; i < n; ++i)
+          if (x[i] - p.low <= p.span) ++p.by_value[x[i] - p.low];
+        size_t below = 0, j = 0;
+        while (below + p.by_value[j] <= p.rank) below += p.by_value[j++];
+        *results[r] = p.low + j;
+      } else {
+        for (size_t i = 0; i < n; ++i)
+          if (x[i] - p.low <= p.span) p.members.push_back(x[i]);
+        IPT_CHECK(p.rank < p.members.size());
+        std::nth_element(p.members.begin(), p.members.begin() + static_cast<ptrdiff_t>(p.rank),
+                         p.members.end());
+        *results[r] = p.members[p.rank];
+      }
+    }
+    l.max = !v.big.empty() ? *std::max_element(v.big.begin(), v.big.end()) : small_max;
+    for (size_t b = 0; b < kBuckets; ++b)
+      l.hist[std::bit_width(BucketLow(b))] += counts[b];
     for (const uint64_t y : v.big) ++l.hist[std::bit_width(y)];
     out.push_back(std::move(l));
   }

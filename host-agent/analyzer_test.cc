@@ -9,9 +9,14 @@
 //   * a request rebuilt on access (RequestTable replays the tracker for a
 //     normal verdict) agrees with what the tracker recorded in its row, and
 //     the stage latencies from the rebuilt evidence equal those gathered
-//     while tracking.
+//     while tracking;
+//   * the latency summary's histogram selection == sorting the samples.
+#include <algorithm>
+#include <bit>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -146,6 +151,48 @@ TEST_CASE("analyzer - latency summary: 32-bit and wider samples together") {
   CHECK(l[0].p50 == 5);           // sorted: 1 3 5 9 2^40
   CHECK(l[0].p99 == (1ull << 40));  // index min(4, 4)
   CHECK(l[0].max == (1ull << 40));
+}
+
+TEST_CASE("analyzer - latency summary equals sorting the samples") {
+  // Distributions that put the ranks in linear buckets, in log buckets, in
+  // one crowded bucket, at bucket edges, among the wide samples, and at the
+  // 32-bit limit.
+  std::mt19937_64 rng(42);
+  auto uniform = [&](uint64_t lo, uint64_t hi) {
+    return std::uniform_int_distribution<uint64_t>(lo, hi)(rng);
+  };
+  const std::vector<std::pair<const char*, std::function<uint64_t()>>> shapes = {
+      {"small", [&] { return uniform(0, 300); }},
+      {"spread", [&] { return uint64_t{1} << uniform(0, 31) | uniform(0, 1023); }},
+      {"crowded", [&] { return 5000 + uniform(0, 3); }},
+      {"edges", [&] { return (uint64_t{1} << uniform(8, 31)) - uniform(0, 1); }},
+      {"top", [&] { return UINT32_MAX - uniform(0, 2); }},
+      {"half wide", [&] { return uniform(0, 1) ? uniform(0, 1 << 20) : uniform(1ull << 32, 1ull << 40); }},
+      {"few wide", [&] { return uniform(0, 50) ? uniform(100, 100000) : (1ull << 33) + uniform(0, 9); }},
+  };
+  for (const auto& [name, draw] : shapes) {
+    for (size_t n : {1, 2, 3, 99, 100, 101, 1000, 20011}) {
+      CAPTURE(name, n);
+      StageSamples s;
+      std::vector<uint64_t> all;
+      for (size_t i = 0; i < n; ++i) {
+        const uint64_t v = draw();
+        s[1].push_back(v);
+        all.push_back(v);
+      }
+      const std::vector<StageLatency> l = SummariseLatency(s);
+      REQUIRE(l.size() == 1);
+      CHECK(l[0].name == "IRR->ACK");
+      std::sort(all.begin(), all.end());
+      CHECK(l[0].count == n);
+      CHECK(l[0].p50 == all[(n - 1) / 2]);
+      CHECK(l[0].p99 == all[std::min(n - 1, n * 99 / 100)]);
+      CHECK(l[0].max == all.back());
+      std::array<uint64_t, 65> hist{};
+      for (const uint64_t v : all) ++hist[std::bit_width(v)];
+      CHECK(l[0].hist == hist);
+    }
+  }
 }
 
 }  // namespace
