@@ -176,7 +176,6 @@ class RingIndex::HvIndexer {
     const size_t cap = ListCapacity(records);
     h_.icr_by_vector.set_capacity(cap);
     h_.ack_by_vector.set_capacity(cap);
-    h_.irr_by_icr_seq.Reserve(cap);
   }
   [[gnu::always_inline]] void operator()(uint32_t pos, const ipt_record& rec, uint16_t type,
                                          uint16_t target, uint64_t tsc) {
@@ -185,8 +184,6 @@ class RingIndex::HvIndexer {
         h_.icr_by_vector.Add(rec.vector, pos);
         break;
       case IPT_H_IRR: {
-        const uint64_t icr_seq = rec.a[0];
-        if (icr_seq != IPT_SEQ_INVALID) h_.irr_by_icr_seq.Add(icr_seq, pos);
         if (!(rec.flags & IPT_IRR_F_COALESCED) && target < IPT_MAX_CPUS)
           index_->irr_sets_[target].push_back({tsc, rec.vector});
         break;
@@ -262,7 +259,6 @@ void RingIndex::OnRing(const Region& region, const Ring& r, bool scanned) {
     else
       each(HvIndexer(this, r.index, r.records.size()));
   }
-  if (region.kind == StreamKind::kHv) hv_[r.index].irr_by_icr_seq.Build();
 }
 
 void RingIndex::MarkHvRuns(uint32_t ring_index) {
@@ -341,6 +337,22 @@ const RingIndex::Guest::LazyLists& RingIndex::Guest::Lazy(const Ring& ring) cons
     }
   }
   return l;
+}
+
+const SeqLists& RingIndex::Hv::IrrByIcrSeq(const Ring& ring) const {
+  if (!irr_by_icr_seq_) {
+    irr_by_icr_seq_ = std::make_unique<SeqLists>();
+    uint32_t pos = 0;
+    for (int run = 0; run < 2; ++run)
+      for (const ipt_record& slot : ring.records.run(run)) {
+        const uint16_t type = slot.type;
+        const uint64_t icr_seq = slot.a[0];
+        if (type == IPT_H_IRR && icr_seq != IPT_SEQ_INVALID) irr_by_icr_seq_->Add(icr_seq, pos);
+        ++pos;
+      }
+    irr_by_icr_seq_->Build();
+  }
+  return *irr_by_icr_seq_;
 }
 
 PositionList RingIndex::Hv::Acks(const Ring& ring) const {

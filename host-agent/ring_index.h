@@ -280,13 +280,6 @@ class SeqLists {
     while (hi < n && seqs_[hi] == seq) ++hi;
     return {pos_.data() + lo, hi - lo, nullptr};
   }
-  // The record of the first entry after 'list' (a Get() result), for the
-  // next lookup: see PositionList::Prefetch.
-  void PrefetchNext(const PositionList& list, const Ring& ring) const {
-    const size_t next = static_cast<size_t>(list.end() - pos_.data());
-    if (next < pos_.size() && pos_[next] < ring.records.size())
-      __builtin_prefetch(&ring.records[pos_[next]]);
-  }
 
  private:
   std::vector<uint64_t> seqs_;
@@ -305,7 +298,8 @@ class SeqLists {
 //     G_FUNC_EXIT; and, built on first use (only ttwu, csd-less and
 //     irq_work requests need them), entries and exits by function and the
 //     call-function points (call-function IRQ entries and function entries);
-//   hv ring: H_ICR and H_ACK by vector, all H_ACKs, H_IRR by ICR seq;
+//   hv ring: H_ICR and H_ACK by vector; and, built on first use, all
+//     H_ACKs and H_IRR by ICR seq;
 //   all hv rings: non-coalesced H_IRR sets by target vCPU, (tsc, vector)
 //     sorted; and, built on first use (only the target activity of a
 //     non-normal verdict needs them), H_KICKs by target vCPU, (tsc, flags)
@@ -362,7 +356,6 @@ class RingIndex : public RingSink {
    public:
     SmallKeyLists icr_by_vector;
     SmallKeyLists ack_by_vector;
-    SeqLists irr_by_icr_seq;
     // H_ACK of a call-function vector (guest header's vectors): all, and
     // at/after the guest start_tsc.
     uint64_t ack_callfunc_total = 0;
@@ -370,10 +363,15 @@ class RingIndex : public RingSink {
 
     // All H_ACKs (only a loss needs them), built on first use from 'ring'.
     PositionList Acks(const Ring& ring) const;
+    // H_IRR by the ICR seq they name, built on first use from 'ring': the
+    // tracker finds an ICR's H_IRRs in the records right after it, and
+    // needs the index only when they are not there (a lost or far IPI).
+    const SeqLists& IrrByIcrSeq(const Ring& ring) const;
 
    private:
     mutable std::unique_ptr<std::vector<uint32_t>> acks_;
     mutable uint32_t acks_hint_ = 0;
+    mutable std::unique_ptr<SeqLists> irr_by_icr_seq_;
   };
   using TscEvents = std::vector<std::pair<uint64_t, uint8_t>>;
 

@@ -646,17 +646,39 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   }
   req->evidence.push_back({StreamKind::kHv, hv_s->index, icr_pos});
 
-  // Stage 3: H_IRR on the same ring caused by that ICR, for vCPU(T).
+  // Stage 3: the first H_IRR after that ICR on the same ring that names it
+  // (a[0] = its seq), for vCPU(T).  The vCPU writes an ICR's H_IRRs (and
+  // kicks) right after its H_ICR, so the records that follow are looked at
+  // first; the ring's index by ICR seq only when the H_IRR is not among
+  // them (a lost IPI, or a broadcast to many vCPUs).
   uint32_t irr_pos = kNone;
   uint64_t irr_tsc = 0;
-  const PositionList irrs = hs.irr_by_icr_seq.Get(icr_seq);
-  hs.irr_by_icr_seq.PrefetchNext(irrs, *hv_s);
-  for (uint32_t p : irrs) {
-    const ipt_record& rec = hv_s->records[p];
-    if (rec.type == IPT_H_IRR && rec.target == static_cast<uint32_t>(vt)) {
-      irr_pos = p;
-      irr_tsc = rec.tsc;
-      break;
+  {
+    constexpr size_t kIrrWalk = 16;
+    const size_t n = hv_s->records.size();
+    const size_t walk_end = std::min(n, size_t{icr_pos} + 1 + kIrrWalk);
+    auto names_ours = [&](const ipt_record& rec) {
+      return rec.type == IPT_H_IRR && rec.a[0] == icr_seq && icr_seq != IPT_SEQ_INVALID &&
+             rec.target == static_cast<uint32_t>(vt);
+    };
+    for (size_t p = size_t{icr_pos} + 1; p < walk_end; ++p) {
+      const ipt_record& rec = hv_s->records[p];
+      if (names_ours(rec)) {
+        irr_pos = static_cast<uint32_t>(p);
+        irr_tsc = rec.tsc;
+        break;
+      }
+    }
+    if (irr_pos == kNone && walk_end < n) {
+      for (uint32_t p : hs.IrrByIcrSeq(*hv_s).Get(icr_seq)) {
+        if (p < walk_end) continue;
+        const ipt_record& rec = hv_s->records[p];
+        if (names_ours(rec)) {
+          irr_pos = p;
+          irr_tsc = rec.tsc;
+          break;
+        }
+      }
     }
   }
   if (irr_pos == kNone) {

@@ -178,6 +178,44 @@ TEST_CASE("tracker - end of trace is in-flight") {
   CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kInFlight);
 }
 
+TEST_CASE("tracker - an ICR's H_IRR: the first after it that names it, near or far") {
+  Scenario sc(3);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  // Far: more records between the ICR and its H_IRR than the tracker
+  // looks at right after the ICR (kicks of other deliveries).
+  const int between = GENERATE(0, 15, 16, 40);
+  for (int i = 0; i < between; ++i) sc.Kick(0, 2, 121 + static_cast<uint64_t>(i), false);
+  sc.Irr(0, 2, kVs, icr, 190);  // the same ICR's H_IRR for another vCPU
+  sc.Irr(0, 1, kVs, icr, 200);
+  sc.Ack(1, kVs, 210);
+  sc.IrqEntry(1, kVs, 220);
+  sc.FuncEntry(1, kFunc, kCsd, 230);
+  Stats stats;
+  const Request r = Only(sc.Analyze(&stats));
+  CAPTURE(between);
+  CHECK(r.verdict == Verdict::kServedByIpi);
+  REQUIRE(r.evidence.size() >= 4);
+  CHECK(r.evidence[3].rec.type == IPT_H_IRR);
+  CHECK(r.evidence[3].rec.target == 1);
+  CHECK(r.evidence[3].rec.tsc == 200);
+}
+
+TEST_CASE("tracker - an H_IRR before the ICR it names is not that ICR's") {
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 110);
+  // vCPU 0's ring is empty: this record gets seq 0 and the ICR seq 1.
+  sc.Irr(0, 1, kVs, 1, 115);
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  REQUIRE(icr == 1);
+  sc.Ack(0, kTimer, 300);
+  sc.Mark(1, 400);
+  Stats stats;
+  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kLostInRouting);
+}
+
 TEST_CASE("tracker - mask send with one IRR dropped is one lost-in-routing") {
   Scenario sc(3);
   sc.Queue(0, 1, 100, kFunc, kCsd);
