@@ -144,7 +144,9 @@ std::optional<Request> Tracker::Replay(uint16_t source_ring, uint32_t queue) {
   req.evidence = EvidenceChain(store_);
   reason_ = NormalReason::kNone;
   replaying_ = true;
+  record_evidence_ = true;
   Follow(s_ring, queue, queues[queue], q, *t_ring, &req);
+  record_evidence_ = false;
   replaying_ = false;
   if (reason_ != NormalReason::kNone) req.reason = kNormalReasons[static_cast<size_t>(reason_)];
   return req;
@@ -193,17 +195,36 @@ RequestTable Tracker::Run() {
       stats_->Increment(StatId::request_bad_target);
       return;
     }
-    req.vector = 0;
-    req.owns_ipi = false;
-    req.elided = false;
-    req.verdict = Verdict::kInFlight;
-    req.served_tsc.reset();
-    req.served_late = false;
-    req.rode_on = -1;
-    req.reason.clear();
-    req.evidence.clear();
-    reason_ = NormalReason::kNone;
+    auto reset = [&] {
+      req.vector = 0;
+      req.owns_ipi = false;
+      req.elided = false;
+      req.verdict = Verdict::kInFlight;
+      req.served_tsc.reset();
+      req.served_late = false;
+      req.rode_on = -1;
+      req.reason.clear();
+      reason_ = NormalReason::kNone;
+    };
+    reset();
     Follow(s_ring, k, pos, q, *t_ring, &req);
+    if (!RequestTable::RowSuffices(req, reason_)) {
+      // The table keeps this request whole (a verdict other than
+      // served-by-ipi / served-without-ipi, mostly): follow it again, the
+      // same way, now noting its evidence.  It counted in Stats and the
+      // latency samples the first time.
+      reset();
+      req.evidence.clear();
+      Stats* const stats = stats_;
+      Stats scratch;
+      stats_ = &scratch;
+      replaying_ = true;
+      record_evidence_ = true;
+      Follow(s_ring, k, pos, q, *t_ring, &req);
+      record_evidence_ = false;
+      replaying_ = false;
+      stats_ = stats;
+    }
     table.Add(req, static_cast<uint16_t>(s_ring.index), k, reason_);
   };
 
@@ -313,7 +334,7 @@ void Tracker::CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
     const uint32_t exit = list.exit_after[i];
     const bool next_entry = i + 1 < list.entries.size();
     if (exit != EntryLists::kNone && (!next_entry || list.entries[i + 1] > exit)) {
-      req->evidence.push_back({StreamKind::kGuest, t_ring.index, exit});
+      Note(req, {StreamKind::kGuest, t_ring.index, exit});
       return;
     }
   }
@@ -500,7 +521,7 @@ void Tracker::Follow(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_rec
   req.func = q.a[0];
   req.csd = q.a[1];
   req.csd_type = q.flags;
-  req.evidence.push_back({StreamKind::kGuest, s_ring.index, pos});
+  Note(&req, {StreamKind::kGuest, s_ring.index, pos});
 
   Service found;
   const Service* service = FindService(t_ring, q, &found) ? &found : nullptr;
@@ -522,13 +543,13 @@ void Tracker::Follow(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_rec
   // No IPI of its own: elided, or rode on a pending IPI.
   if (decision) {
     req.elided = decision->type == IPT_G_ELIDE;
-    req.evidence.push_back({StreamKind::kGuest, s_ring.index, dpos});
+    Note(&req, {StreamKind::kGuest, s_ring.index, dpos});
   }
   if (service) {
     req.verdict = Verdict::kServedWithoutIpi;
     reason_ = req.elided ? NormalReason::kElidedServedOnWakeup
                          : NormalReason::kRodeOnPendingIpi;
-    req.evidence.push_back({StreamKind::kGuest, service->hit.ring, service->hit.pos});
+    Note(&req, {StreamKind::kGuest, service->hit.ring, service->hit.pos});
     CheckCallbackExit(t_ring, q, *service, &req);
     return;
   }
@@ -545,7 +566,7 @@ void Tracker::Follow(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_rec
 void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record& q,
                         const ipt_record& send, uint32_t send_pos, uint32_t send_index,
                         const Service* service, Request* req) {
-  req->evidence.push_back({StreamKind::kGuest, s_ring.index, send_pos});
+  Note(req, {StreamKind::kGuest, s_ring.index, send_pos});
   const uint8_t vector = (send.flags & IPT_SEND_F_MASK) ? vec_cf_ : vec_cfs_;
   req->vector = vector;
   const int32_t vs = req->source_vcpu;
@@ -644,7 +665,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
              service, req);
     return;
   }
-  req->evidence.push_back({StreamKind::kHv, hv_s->index, icr_pos});
+  Note(req, {StreamKind::kHv, hv_s->index, icr_pos});
 
   // Stage 3: the first H_IRR after that ICR on the same ring that names it
   // (a[0] = its seq), for vCPU(T).  The vCPU writes an ICR's H_IRRs (and
@@ -688,7 +709,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
              service, req);
     return;
   }
-  req->evidence.push_back({StreamKind::kHv, hv_s->index, irr_pos});
+  Note(req, {StreamKind::kHv, hv_s->index, irr_pos});
 
   // Stage 4: H_ACK of the vector on vCPU(T) at/after the IRR.
   const RingIndex::Hv& ht = index_->hv(hv_t->index);
@@ -731,7 +752,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
       return;
     }
   }
-  req->evidence.push_back({StreamKind::kHv, hv_t->index, ack_pos});
+  Note(req, {StreamKind::kHv, hv_t->index, ack_pos});
 
   // Stage 5: guest IRQ entry of the vector on T at/after the ACK and before
   // the next ACK of that vector on vCPU(T).  The handler's entry record is
@@ -761,11 +782,11 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   }
   const uint32_t irq_pos = irqs[*irq_i];
   const uint64_t irq_tsc = t_ring.records[irq_pos].tsc;
-  req->evidence.push_back({StreamKind::kGuest, t_ring.index, irq_pos});
+  Note(req, {StreamKind::kGuest, t_ring.index, irq_pos});
 
   // Stage 6: service.
   if (service) {
-    req->evidence.push_back({StreamKind::kGuest, service->hit.ring, service->hit.pos});
+    Note(req, {StreamKind::kGuest, service->hit.ring, service->hit.pos});
     if (service->hit.tsc < irq_tsc) {
       req->verdict = Verdict::kServedWithoutIpi;
       reason_ = NormalReason::kFlushBeforeIpi;
@@ -799,7 +820,7 @@ void Tracker::Conclude(const Break& b, const Service* service,
     if (service) {
       req->verdict = Verdict::kServedWithoutIpi;
       reason_ = NormalReason::kIpiFatePastEnd;
-      req->evidence.push_back({StreamKind::kGuest, service->hit.ring, service->hit.pos});
+      Note(req, {StreamKind::kGuest, service->hit.ring, service->hit.pos});
     } else {
       req->verdict = Verdict::kInFlight;
       req->reason = "end of trace: " + b.reason;
@@ -816,7 +837,7 @@ void Tracker::Conclude(const Break& b, const Service* service,
   }
   if (service) {
     req->served_late = IsLoss(req->verdict);
-    req->evidence.push_back({StreamKind::kGuest, service->hit.ring, service->hit.pos});
+    Note(req, {StreamKind::kGuest, service->hit.ring, service->hit.pos});
   }
 }
 
@@ -891,7 +912,7 @@ void RequestTable::Add(const Request& r, uint16_t source_ring, uint32_t queue,
   row.flags = static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0));
   if (r.served_tsc) row.served_tsc = *r.served_tsc;
   // Normal: the row is all there is; [i] follows it again.
-  if (reason != NormalReason::kNone && IsNormal(r.verdict) && r.rode_on == -1) return;
+  if (RowSuffices(r, reason)) return;
   row.detail = static_cast<uint32_t>(details_.size());
   Request& d = details_.emplace_back(r);
   if (reason != NormalReason::kNone) d.reason = kNormalReasons[static_cast<size_t>(reason)];

@@ -333,6 +333,12 @@ class RequestTable {
   }
   // The csd function of request i (from its G_QUEUE record).
   uint64_t func(size_t i) const;
+  // Whether the row alone describes a request just followed, with this
+  // literal reason (the tracker follows it again to rebuild it): a normal
+  // verdict with one of kNormalReasons, not yet tied to another request.
+  static bool RowSuffices(const Request& r, NormalReason reason) {
+    return reason != NormalReason::kNone && IsNormal(r.verdict) && r.rode_on == -1;
+  }
 
  private:
   friend class Tracker;
@@ -475,6 +481,13 @@ class Tracker {
   Stats* stats_;
   Stats own_stats_;
   bool replaying_ = false;
+  // Whether following a request notes its evidence: Run() follows every
+  // request without, and again with, only those that keep a full Request
+  // (a normal one is rebuilt on access, by Replay, which notes it).
+  bool record_evidence_ = false;
+  void Note(Request* req, const EvidenceChain::Ref& ref) const {
+    if (record_evidence_) req->evidence.push_back(ref);
+  }
   uint8_t vec_cf_ = 0;
   uint8_t vec_cfs_ = 0;
   std::shared_ptr<const RecordStore> store_;
