@@ -57,14 +57,6 @@ std::string_view VerdictName(Verdict v) {
   return kVerdictInfo[static_cast<size_t>(v)].name;
 }
 
-bool IsNormal(Verdict v) {
-  return v == Verdict::kServedByIpi || v == Verdict::kServedWithoutIpi;
-}
-
-bool IsLoss(Verdict v) {
-  IPT_CHECK(static_cast<size_t>(v) < kNumVerdicts);
-  return kVerdictInfo[static_cast<size_t>(v)].loss;
-}
 
 RecordStore::RecordStore(const Snapshot& snap) {
   const Region* regions[2] = {&snap.guest, &snap.hv};

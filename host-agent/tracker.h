@@ -47,10 +47,22 @@ enum class Verdict : uint8_t {
 inline constexpr size_t kNumVerdicts = static_cast<size_t>(Verdict::kNumVerdicts);
 
 std::string_view VerdictName(Verdict v);
-bool IsLoss(Verdict v);
+// Loss verdicts name a stage (the third column of IPT_VERDICTS).
+inline bool IsLoss(Verdict v) {
+  static constexpr bool kLoss[] = {
+#define IPT_VERDICT_LOSS(e, name, loss) loss,
+      IPT_VERDICTS(IPT_VERDICT_LOSS)
+#undef IPT_VERDICT_LOSS
+  };
+  static_assert(sizeof(kLoss) / sizeof(kLoss[0]) == kNumVerdicts);
+  const auto i = static_cast<size_t>(v);
+  return i < kNumVerdicts && kLoss[i];
+}
 // Normal outcomes: served-by-ipi, served-without-ipi.  Every other verdict
 // gets a TargetActivity and a slice in the text report.
-bool IsNormal(Verdict v);
+inline bool IsNormal(Verdict v) {
+  return v == Verdict::kServedByIpi || v == Verdict::kServedWithoutIpi;
+}
 
 // A copy of one record that supports a verdict, with where it came from.
 struct Evidence {
