@@ -905,7 +905,11 @@ void RequestTable::Add(const Request& r, uint16_t source_ring, uint32_t queue,
   if (r.served_tsc) row.served_tsc = *r.served_tsc;
   // Normal: the row is all there is; [i] follows it again.
   if (RowSuffices(r, reason)) return;
-  row.detail = static_cast<uint32_t>(details_.size());
+  AddDetail(r, reason);
+}
+
+void RequestTable::AddDetail(const Request& r, NormalReason reason) {
+  rows_.back().detail = static_cast<uint32_t>(details_.size());
   Request& d = details_.emplace_back(r);
   if (reason != NormalReason::kNone) d.reason = kNormalReasons[static_cast<size_t>(reason)];
 }

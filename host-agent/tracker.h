@@ -357,6 +357,8 @@ class RequestTable {
   // Appends the request just followed: a row, and a detail unless it is
   // normal (its reason then one of kNormalReasons).
   void Add(const Request& r, uint16_t source_ring, uint32_t queue, NormalReason reason);
+  // The full Request of the row just added.
+  [[gnu::noinline]] void AddDetail(const Request& r, NormalReason reason);
   // Re-derives row i's fields from its detail (after the tracker changed it).
   void SyncRow(size_t i);
   const ipt_record& QueueRecord(const Row& row) const;
