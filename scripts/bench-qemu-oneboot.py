@@ -119,6 +119,23 @@ def guest_records(path):
             m.close()
 
 
+def qemu_ctxt_switches(pid):
+    """Context switches of all QEMU threads so far (voluntary: a thread
+    waited, e.g. a halted vCPU or a contended lock; involuntary:
+    preempted)."""
+    total = 0
+    for p in glob.glob(f"/proc/{pid}/task/*/status"):
+        try:
+            with open(p) as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+                        total += int(value)
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just exited
+    return total
+
+
 def qemu_cpu_ns(pid):
     total = 0
     for p in glob.glob(f"/proc/{pid}/task/*/schedstat"):
@@ -194,11 +211,13 @@ def main():
                                          "path": hv, "capacity": capacity})
             elif kind == "log":
                 qmp.cmd("human-monitor-command", **{"command-line": "trace-event apic_* on"})
+            x0 = qemu_ctxt_switches(q.pid)
             r0, c0, t0 = guest_records(shm), qemu_cpu_ns(q.pid), time.monotonic()
             qmp.cmd("cont")
             time.sleep(args.phase_s)
             qmp.cmd("stop")
             t1, c1, r1 = time.monotonic(), qemu_cpu_ns(q.pid), guest_records(shm)
+            x1 = qemu_ctxt_switches(q.pid)
             if kind == "ipitrace":
                 qmp.cmd("object-del", id="ipt0")
             elif kind == "log":
@@ -209,7 +228,8 @@ def main():
             if recs <= 0:
                 raise RuntimeError(f"no guest records in a {cfg} phase")
             return {"cfg": cfg, "records": recs, "seconds": t1 - t0,
-                    "rate": recs / (t1 - t0), "cpu_per_rec": (c1 - c0) / recs}
+                    "rate": recs / (t1 - t0), "cpu_per_rec": (c1 - c0) / recs,
+                    "cs_per_rec": (x1 - x0) / recs}
 
         for config in configs:  # warm-up round, discarded
             phase(config)
@@ -247,15 +267,18 @@ def main():
         f"each round, after one discarded warm-up round). Host load average at the end: "
         f"{' '.join(open('/proc/loadavg').read().split()[:3])}.",
         "",
-        "| config | median guest records/s | vs off | median QEMU CPU ns per guest record | vs off |",
-        "|---|---|---|---|---|",
+        "| config | median guest records/s | vs off | median QEMU CPU ns per guest record | vs off "
+        "| median QEMU context switches per guest record |",
+        "|---|---|---|---|---|---|",
     ]
     off_rate = med(p["off"]["rate"] for p in phases)
     off_cpu = med(p["off"]["cpu_per_rec"] for p in phases)
     for cfg in names:
         rate = med(p[cfg]["rate"] for p in phases)
         cpu = med(p[cfg]["cpu_per_rec"] for p in phases)
-        lines.append(f"| {cfg} | {rate:,.0f} | {rate / off_rate:.3f} | {cpu:.0f} | {cpu / off_cpu:.3f} |")
+        cs = med(p[cfg]["cs_per_rec"] for p in phases)
+        lines.append(f"| {cfg} | {rate:,.0f} | {rate / off_rate:.3f} | {cpu:.0f} | {cpu / off_cpu:.3f} "
+                     f"| {cs:.3f} |")
     lines += ["", "| config | per-round throughput ratio vs off (median) | 95 % CI of that median | "
               "per-round CPU-per-record ratio vs off (median) | rounds |",
               "|---|---|---|---|---|"]
