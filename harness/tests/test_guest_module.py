@@ -11,7 +11,9 @@ probes are then detached, so the module's counters must equal the rings.
 import os
 import re
 import struct
+import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -294,3 +296,40 @@ def test_hotplug_keeps_cpu_map_true(selftest):
     assert online == (0b0111, 0, 0, 0) and online_count == 3  # cpu3 left offline
     assert events == 3                                         # 2 off, 2 on, 3 off
     assert hang_ms == HANG_THRESHOLD_MS and bid_ok == 1
+
+
+def test_module_refuses_to_load_without_ivshmem(tmp_path):
+    """A guest without the ivshmem device: insmod fails with the module's
+    message naming the missing device, and the guest keeps running (its
+    init reports the failure instead of panicking)."""
+    from ipitrace_harness import artifacts
+    g = artifacts.guest()
+    console = tmp_path / "console.log"
+    p = subprocess.Popen(
+        [artifacts.qemu(), "-machine", "pc", "-accel", "tcg", "-cpu", "qemu64", "-smp", "2",
+         "-m", "512", "-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot",
+         "-L", "/usr/share/qemu", "-L", "/usr/share/seabios", "-serial", f"file:{console}",
+         "-kernel", g["KERNEL"], "-initrd", g["INITRD"],
+         "-append", "console=ttyS0 quiet panic=-1 ipt.action=load ipt.seconds=5"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    text = ""
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and p.poll() is None:
+            text = console.read_text(errors="replace") if console.exists() else ""
+            if "IPITRACE-ERROR: insmod failed" in text and "ipitrace: no ivshmem" in text:
+                break
+            time.sleep(0.5)
+        time.sleep(1)  # the guest must still be up after the failure
+        alive = p.poll() is None
+        text = console.read_text(errors="replace") if console.exists() else ""
+    finally:
+        p.kill()
+        _, err = p.communicate()
+    assert "IPITRACE-BOOTED" in text, (err, text[-2000:])
+    assert "IPITRACE-ERROR: insmod failed" in text, text[-2000:]
+    assert ("ipitrace: no ivshmem-plain device (PCI 1af4:1110) found; "
+            "give the VM a <shmem> device") in text, text[-2000:]
+    assert "IPITRACE-READY" not in text
+    assert "Kernel panic" not in text and "BUG:" not in text, text[-2000:]
+    assert alive, "the guest died after the refused insmod"
