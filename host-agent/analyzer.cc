@@ -40,8 +40,9 @@ namespace {
 // 128 + its 7 bits below the top bit.  Buckets are in value order, so the
 // k-th smallest sample lies in the bucket where the running count passes k,
 // and only that bucket's samples (a small share, unless they all sit within
-// 1/128 of each other) need a selection: two passes over the samples
-// instead of the several of a selection over all of them.
+// 1/128 of each other) need a selection: one pass over the samples for the
+// histogram and one per percentile whose bucket holds more than one value,
+// instead of a selection over all of them.
 constexpr size_t kLinearBuckets = 256;
 constexpr size_t kSubBuckets = 128;
 constexpr size_t kBuckets = kLinearBuckets + (32 - 8) * kSubBuckets;

@@ -14,16 +14,12 @@ namespace {
 
 constexpr uint64_t kNoTsc = std::numeric_limits<uint64_t>::max();
 
-struct VerdictInfo {
-  std::string_view name;
-  bool loss;
+constexpr std::string_view kVerdictNames[] = {
+#define IPT_VERDICT_NAME(e, name, loss) name,
+    IPT_VERDICTS(IPT_VERDICT_NAME)
+#undef IPT_VERDICT_NAME
 };
-constexpr VerdictInfo kVerdictInfo[] = {
-#define IPT_VERDICT_INFO(e, name, loss) {name, loss},
-    IPT_VERDICTS(IPT_VERDICT_INFO)
-#undef IPT_VERDICT_INFO
-};
-static_assert(sizeof(kVerdictInfo) / sizeof(kVerdictInfo[0]) == kNumVerdicts);
+static_assert(sizeof(kVerdictNames) / sizeof(kVerdictNames[0]) == kNumVerdicts);
 
 // A reference beyond EvidenceChain's inline ones: stream (bit 48), ring
 // (bits 32..47), position.
@@ -54,9 +50,8 @@ std::string VcpuName(int32_t v) {
 
 std::string_view VerdictName(Verdict v) {
   IPT_CHECK(static_cast<size_t>(v) < kNumVerdicts);
-  return kVerdictInfo[static_cast<size_t>(v)].name;
+  return kVerdictNames[static_cast<size_t>(v)];
 }
-
 
 RecordStore::RecordStore(const Snapshot& snap) {
   const Region* regions[2] = {&snap.guest, &snap.hv};
@@ -135,13 +130,22 @@ std::optional<Request> Tracker::Replay(uint16_t source_ring, uint32_t queue) {
   Request req;
   req.evidence = EvidenceChain(store_);
   reason_ = NormalReason::kNone;
-  replaying_ = true;
-  record_evidence_ = true;
-  Follow(s_ring, queue, queues[queue], q, *t_ring, &req);
-  record_evidence_ = false;
-  replaying_ = false;
+  FollowNoting(s_ring, queue, queues[queue], q, *t_ring, &req);
   if (reason_ != NormalReason::kNone) req.reason = kNormalReasons[static_cast<size_t>(reason_)];
   return req;
+}
+
+void Tracker::FollowNoting(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_record& q,
+                           const Ring& t_ring, Request* req) {
+  Stats* const stats = stats_;
+  Stats scratch;
+  stats_ = &scratch;
+  replaying_ = true;
+  record_evidence_ = true;
+  Follow(s_ring, k, pos, q, t_ring, req);
+  record_evidence_ = false;
+  replaying_ = false;
+  stats_ = stats;
 }
 
 RequestTable Tracker::Run() {
@@ -207,15 +211,7 @@ RequestTable Tracker::Run() {
       // latency samples the first time.
       reset();
       req.evidence.clear();
-      Stats* const stats = stats_;
-      Stats scratch;
-      stats_ = &scratch;
-      replaying_ = true;
-      record_evidence_ = true;
-      Follow(s_ring, k, pos, q, *t_ring, &req);
-      record_evidence_ = false;
-      replaying_ = false;
-      stats_ = stats;
+      FollowNoting(s_ring, k, pos, q, *t_ring, &req);
     }
     table.Add(req, static_cast<uint16_t>(s_ring.index), k, reason_);
   };

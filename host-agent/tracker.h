@@ -471,6 +471,10 @@ class Tracker {
   // Follows the request of queues[k] (at pos) of s_ring's index.
   void Follow(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_record& q,
               const Ring& t_ring, Request* req);
+  // Follow() again, noting the evidence, as a replay: no latency samples,
+  // nothing counted in Stats (the first follow counted).
+  void FollowNoting(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_record& q,
+                    const Ring& t_ring, Request* req);
   void FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record& q,
                  const ipt_record& send, uint32_t send_pos, uint32_t send_index,
                  const Service* service, Request* req);
