@@ -19,20 +19,20 @@ directory, or --make-snapshot).  Both binaries must give the same JSON
 report; the script fails if they do not.
 """
 import argparse
+import importlib.util
 import os
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
 
-
-def median_ci(values, resamples=2000):
-    """95 % bootstrap interval of the median (fixed seed)."""
-    rng = random.Random(1)
-    meds = sorted(statistics.median(rng.choices(values, k=len(values)))
-                  for _ in range(resamples))
-    return meds[int(resamples * 0.025)], meds[int(resamples * 0.975) - 1]
+# The bootstrap interval of the median, shared with the QEMU one-boot A/B.
+_spec = importlib.util.spec_from_file_location(
+    "bench_qemu_oneboot",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench-qemu-oneboot.py"))
+_oneboot = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_oneboot)
+median_ci = _oneboot.median_ci
 
 
 def run(binary, snapshot):

@@ -147,6 +147,44 @@ def qemu_cpu_ns(pid):
     return total
 
 
+def guest_qemu_cmd(qemu, kernel, initrd, *, vcpus, tcg, icount, load_s, threads, console,
+                   shm, qmp_path):
+    """The benchmark guest: the module's load generator
+    (smp_call_function_single, wait=1) on every vCPU for load_s seconds,
+    its region in the ivshmem file shm, the console in console and QMP at
+    qmp_path.  icount (a shift) implies single-threaded TCG."""
+    cmd = [qemu, "-machine", "pc", "-accel", f"tcg,thread={tcg}",
+           "-cpu", "qemu64,-x2apic", "-smp", str(vcpus), "-m", "768",
+           "-L", "/usr/share/qemu", "-L", "/usr/share/seabios",
+           "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
+           "-no-reboot", "-nic", "none",
+           "-kernel", kernel, "-initrd", initrd,
+           "-append", f"console=ttyS0 quiet panic=-1 ipt.seconds={load_s} "
+                      f"ipt.threads={threads} ipt.mode=single ipt.wait=1 ipt.action=load",
+           "-object", f"memory-backend-file,id=iptshm,mem-path={shm},size=64M,share=on",
+           "-device", "ivshmem-plain,memdev=iptshm",
+           "-qmp", f"unix:{qmp_path},server=on,wait=off"]
+    if icount is not None:
+        cmd[cmd.index("-accel") + 1] = "tcg,thread=single"
+        cmd += ["-icount", f"shift={icount},sleep=off"]
+    return cmd
+
+
+def wait_for_load(q, console, work, timeout=240):
+    """Until the guest's load generator runs (IPITRACE-LOAD-START); exits
+    if QEMU dies first or the load does not start within timeout s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if q.poll() is not None:
+            sys.exit(f"{os.path.basename(sys.argv[0])}: QEMU exited ({q.returncode}) "
+                     f"before the load started; see {work}")
+        if os.path.exists(console) and "IPITRACE-LOAD-START" in open(console, errors="replace").read():
+            return
+        if time.monotonic() > deadline:
+            sys.exit(f"{os.path.basename(sys.argv[0])}: the guest load did not start in {timeout} s")
+        time.sleep(0.2)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--qemu", required=True)
@@ -174,33 +212,14 @@ def main():
     console = os.path.join(work, "console.log")
     tracelog = os.path.join(work, "apic-trace.log")
     load_s = int(args.rounds * len(configs) * args.phase_s * 3 + 600)
-    cmd = [args.qemu, "-machine", "pc", "-accel", f"tcg,thread={args.tcg}",
-           "-cpu", "qemu64,-x2apic", "-smp", str(args.vcpus), "-m", "768",
-           "-L", "/usr/share/qemu", "-L", "/usr/share/seabios",
-           "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
-           "-no-reboot", "-nic", "none",
-           "-kernel", args.kernel, "-initrd", args.initrd,
-           "-append", f"console=ttyS0 quiet panic=-1 ipt.seconds={load_s} "
-                      f"ipt.threads={args.threads or args.vcpus} ipt.mode=single ipt.wait=1 ipt.action=load",
-           "-object", f"memory-backend-file,id=iptshm,mem-path={shm},size=64M,share=on",
-           "-device", "ivshmem-plain,memdev=iptshm",
-           "-trace", f"file={tracelog}",
-           "-qmp", f"unix:{qmp_path},server=on,wait=off"]
-    if args.icount is not None:
-        cmd[cmd.index("-accel") + 1] = "tcg,thread=single"
-        cmd += ["-icount", f"shift={args.icount},sleep=off"]
+    cmd = guest_qemu_cmd(args.qemu, args.kernel, args.initrd, vcpus=args.vcpus, tcg=args.tcg,
+                         icount=args.icount, load_s=load_s, threads=args.threads or args.vcpus,
+                         console=console, shm=shm, qmp_path=qmp_path)
+    cmd += ["-trace", f"file={tracelog}"]
     q = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "qemu.log"), "w"))
     phases = []
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            if q.poll() is not None:
-                sys.exit(f"bench-qemu-oneboot: QEMU exited ({q.returncode}) before the load started; see {work}")
-            if os.path.exists(console) and "IPITRACE-LOAD-START" in open(console, errors="replace").read():
-                break
-            if time.monotonic() > deadline:
-                sys.exit("bench-qemu-oneboot: the guest load did not start in 240 s")
-            time.sleep(0.2)
+        wait_for_load(q, console, work)
         qmp = Qmp(qmp_path)
 
         def phase(config):

@@ -31,19 +31,17 @@ if len(sys.argv) < 2:
 Q = sys.argv[1]
 S = float(sys.argv[2]) if len(sys.argv) > 2 else 5
 G = sys.argv[3] if len(sys.argv) > 3 else "/var/cache/ipitrace/guest-33d6d403e46dabf9"
-work = tempfile.mkdtemp(); shm = f"/dev/shm/qsp-{os.getpid()}-g"; hv = f"/dev/shm/qsp-{os.getpid()}-hv"
-qmp_path = os.path.join(work, "qmp.sock"); console = os.path.join(work, "console.log")
-cmd = [Q, "-machine", "pc", "-accel", "tcg,thread=multi", "-cpu", "qemu64,-x2apic", "-smp", "2", "-m", "768",
-       "-L", "/usr/share/qemu", "-L", "/usr/share/seabios", "-display", "none", "-monitor", "none",
-       "-serial", f"file:{console}", "-no-reboot", "-nic", "none", "-kernel", f"{G}/vmlinuz", "-initrd", f"{G}/initrd.gz",
-       "-append", "console=ttyS0 quiet panic=-1 ipt.seconds=100000 ipt.threads=2 ipt.mode=single ipt.wait=1 ipt.action=load",
-       "-object", f"memory-backend-file,id=iptshm,mem-path={shm},size=64M,share=on", "-device", "ivshmem-plain,memdev=iptshm",
-       "-qmp", f"unix:{qmp_path},server=on,wait=off"]
-q = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+work = tempfile.mkdtemp(prefix="ipt-syncprof.")
+shm = f"/dev/shm/ipt-syncprof-{os.getpid()}-guest"
+hv = f"/dev/shm/ipt-syncprof-{os.getpid()}-hv"
+qmp_path = os.path.join(work, "qmp.sock")
+console = os.path.join(work, "console.log")
+cmd = ob.guest_qemu_cmd(Q, f"{G}/vmlinuz", f"{G}/initrd.gz", vcpus=2, tcg="multi", icount=None,
+                        load_s=100000, threads=2, console=console, shm=shm, qmp_path=qmp_path)
+q = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "qemu.log"), "w"))
+done = False
 try:
-    for _ in range(600):
-        if os.path.exists(console) and "IPITRACE-LOAD-START" in open(console, errors="replace").read(): break
-        time.sleep(0.2)
+    ob.wait_for_load(q, console, work)
     time.sleep(2)
     qmp = ob.Qmp(qmp_path)
     hmp = lambda c: qmp.cmd("human-monitor-command", **{"command-line": c})
@@ -62,6 +60,7 @@ try:
         qmp.cmd("cont")
         print(f"== {cfg}: {r1-r0} guest records in {S} s, {(x1-x0)/(r1-r0):.3f} ctxt switches/record")
         print(out)
+    done = True
 finally:
     q.kill(); q.wait()
     for p in (shm, hv):
@@ -69,4 +68,5 @@ finally:
             os.unlink(p)
         except OSError:
             pass
-    shutil.rmtree(work, ignore_errors=True)
+    if done:  # else kept for its console.log and qemu.log
+        shutil.rmtree(work, ignore_errors=True)
