@@ -10,7 +10,8 @@ call site).
 
   scripts/sync-profile-mttcg.py QEMU [SECONDS] [GUEST_DIR]
 
-GUEST_DIR holds vmlinuz and initrd.gz (scripts/build-guest.sh's cache).
+GUEST_DIR holds vmlinuz and initrd.gz; without it, the guest that
+scripts/build-guest.sh builds (or finds in its cache), as bench-qemu.sh.
 """
 import importlib.util
 import os
@@ -30,13 +31,19 @@ if len(sys.argv) < 2:
     sys.exit(__doc__)
 Q = sys.argv[1]
 S = float(sys.argv[2]) if len(sys.argv) > 2 else 5
-G = sys.argv[3] if len(sys.argv) > 3 else "/var/cache/ipitrace/guest-33d6d403e46dabf9"
+if len(sys.argv) > 3:
+    KERNEL, INITRD = f"{sys.argv[3]}/vmlinuz", f"{sys.argv[3]}/initrd.gz"
+else:
+    guest = dict(line.split("=", 1) for line in subprocess.run(
+        ["bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "build-guest.sh")],
+        check=True, capture_output=True, text=True).stdout.splitlines() if "=" in line)
+    KERNEL, INITRD = guest["KERNEL"], guest["INITRD"]
 work = tempfile.mkdtemp(prefix="ipt-syncprof.")
 shm = f"/dev/shm/ipt-syncprof-{os.getpid()}-guest"
 hv = f"/dev/shm/ipt-syncprof-{os.getpid()}-hv"
 qmp_path = os.path.join(work, "qmp.sock")
 console = os.path.join(work, "console.log")
-cmd = ob.guest_qemu_cmd(Q, f"{G}/vmlinuz", f"{G}/initrd.gz", vcpus=2, tcg="multi", icount=None,
+cmd = ob.guest_qemu_cmd(Q, KERNEL, INITRD, vcpus=2, tcg="multi", icount=None,
                         load_s=100000, threads=2, console=console, shm=shm, qmp_path=qmp_path)
 q = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "qemu.log"), "w"))
 done = False
