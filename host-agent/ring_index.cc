@@ -57,14 +57,12 @@ size_t ListCapacity(size_t ring_records) {
 
 }  // namespace
 
-std::optional<size_t> PositionList::FirstAtOrAfterTscSlow(const Ring& ring,
-                                                          uint64_t tsc) const {
+size_t PositionList::FirstAtOrAfterTscSlow(const Ring& ring, uint64_t tsc) const {
   const RecordView& recs = ring.records;
   uint32_t* hint = ring.tsc_sorted ? hint_ : nullptr;
   const size_t i = internal::GallopLowerBound(
       n_, hint, [&](size_t k) { return recs[p_[k]].tsc < tsc; });
-  if (i == n_) return std::nullopt;
-  Prefetch(ring, i + 1);
+  if (i < n_) Prefetch(ring, i + 1);
   return i;
 }
 

@@ -120,8 +120,15 @@ class PositionList {
   }
   // Index of the first position whose record in 'ring' has tsc >= tsc.
   // The entry after the answer is prefetched (see Prefetch).
-  [[gnu::always_inline]] std::optional<size_t> FirstAtOrAfterTsc(const Ring& ring,
-                                                                 uint64_t tsc) const {
+  std::optional<size_t> FirstAtOrAfterTsc(const Ring& ring, uint64_t tsc) const {
+    const size_t i = FirstAtOrAfterTscIndex(ring, tsc);
+    if (i == n_) return std::nullopt;
+    return i;
+  }
+  // The same as an index, size() when there is none: for the tracker's hot
+  // path, where returning a std::optional through memory stalled on store
+  // forwarding.
+  [[gnu::always_inline]] size_t FirstAtOrAfterTscIndex(const Ring& ring, uint64_t tsc) const {
     // Positions come from this ring's index, so they are in range (the
     // ring's records never change length).
     const RecordView& recs = ring.records;
@@ -147,12 +154,12 @@ class PositionList {
   }
 
  private:
-  std::optional<size_t> Found(const Ring& ring, size_t i) const {
+  size_t Found(const Ring& ring, size_t i) const {
     *hint_ = static_cast<uint32_t>(i);
     Prefetch(ring, i + 1);
     return i;
   }
-  std::optional<size_t> FirstAtOrAfterTscSlow(const Ring& ring, uint64_t tsc) const;
+  size_t FirstAtOrAfterTscSlow(const Ring& ring, uint64_t tsc) const;  // n_: none
 
   const uint32_t* p_ = nullptr;
   size_t n_ = 0;

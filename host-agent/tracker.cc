@@ -148,6 +148,10 @@ void Tracker::FollowNoting(const Ring& s_ring, uint32_t k, uint32_t pos, const i
   stats_ = stats;
 }
 
+namespace {
+constexpr uint32_t kQueuePrefetch = 16;  // uint32_t entries: one cache line
+}  // namespace
+
 RequestTable Tracker::Run() {
   for (auto& v : latency_samples_) v.clear();
   // Source rings: guest rings named by their CPU id (RegionReader keeps a
@@ -246,6 +250,15 @@ RequestTable Tracker::Run() {
       if (++top.k < queues.size()) {
         top.tsc = src.ring->records[queues[top.k]].tsc;
         if (top.k + 1 < queues.size()) __builtin_prefetch(&src.ring->records[queues[top.k + 1]]);
+        // The per-ring queue arrays are read in order, one entry per request
+        // of this ring, among more streams than the hardware prefetchers
+        // track: ask for them a cache line ahead.
+        if (top.k + kQueuePrefetch < queues.size()) {
+          const RingIndex::Guest& gi = index_->guest(src.ring->index);
+          __builtin_prefetch(&queues[top.k + kQueuePrefetch]);
+          __builtin_prefetch(&gi.next_decision[top.k + kQueuePrefetch]);
+          __builtin_prefetch(&gi.decision_send[top.k + kQueuePrefetch]);
+        }
       } else {
         top = heap.back();
         heap.pop_back();
@@ -289,8 +302,8 @@ RequestTable Tracker::Run() {
     Request& r = table.details_[i];
     if (!IsNormal(r.verdict)) ComputeActivity(&r);
   }
-  for (size_t i = 0; i < table.rows_.size(); ++i)
-    if (table.rows_[i].detail != RequestTable::kNoDetail) table.SyncRow(i);
+  // Only rows with a detail change (not a pass over every row).
+  for (const uint32_t i : table.detail_rows_) table.SyncRow(i);
   return table;
 }
 
@@ -448,10 +461,10 @@ bool Tracker::FindService(const Ring& t_ring, const ipt_record& queue, Service* 
                              : gi.func_by_csd.Get(queue.a[1]);
   }
   const PositionList& p = svc->list.entries;
-  const auto i = p.FirstAtOrAfterTsc(t_ring, queue.tsc);
-  if (!i) return false;
-  svc->index = *i;
-  const uint32_t pos = p[*i];
+  const size_t i = p.FirstAtOrAfterTscIndex(t_ring, queue.tsc);
+  if (i == p.size()) return false;
+  svc->index = i;
+  const uint32_t pos = p[i];
   const ipt_record& rec = t_ring.records[pos];
   svc->hit = Hit{t_ring.index, pos, rec.tsc, rec.type, rec.a[0], rec.a[1]};
   if (!svc->list.exit_after) svc->list = {};  // not an entry list
@@ -599,7 +612,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   constexpr int kMaxNestingWalk = 256;
   uint32_t icr_pos = kNone;
   uint64_t icr_seq = 0;
-  size_t ic_k = icrs.FirstAtOrAfterTsc(*hv_s, send.tsc).value_or(icrs.size());
+  size_t ic_k = icrs.FirstAtOrAfterTscIndex(*hv_s, send.tsc);
   // Every later send sits at a position after send_pos: on a ring in TSC
   // order none is stamped before the record right after the send (written
   // after the send's APIC write in the usual case), so an ICR stamped before
@@ -702,8 +715,8 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   // Stage 4: H_ACK of the vector on vCPU(T) at/after the IRR.
   const RingIndex::Hv& ht = index_->hv(hv_t->index);
   const PositionList acks = ht.ack_by_vector.Get(vector);
-  const auto ack_i = acks.FirstAtOrAfterTsc(*hv_t, irr_tsc);
-  if (!ack_i) {
+  const size_t ack_i = acks.FirstAtOrAfterTscIndex(*hv_t, irr_tsc);
+  if (ack_i == acks.size()) {
     const auto other = ht.Acks(*hv_t).FirstAtOrAfterTsc(*hv_t, irr_tsc + 1);
     if (other) {
       Conclude({Verdict::kLostInInjection, true,
@@ -720,7 +733,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     }
     return;
   }
-  const uint32_t ack_pos = acks[*ack_i];
+  const uint32_t ack_pos = acks[ack_i];
   const uint64_t ack_tsc = hv_t->records[ack_pos].tsc;
   // The first ACK after our IRR may belong to a later IPI: if a later IRR
   // set of this vector on vCPU(T) found the bit clear (not coalesced) before
@@ -750,17 +763,17 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   // entered the guest.
   const RingIndex::Guest& ti = index_->guest(t_ring.index);
   const PositionList irqs = ti.irq_by_vector.Get(vector);
-  auto irq_i = irqs.FirstAtOrAfterTsc(t_ring, ack_tsc);
-  if (irq_i && *ack_i + 1 < acks.size()) {
+  size_t irq_i = irqs.FirstAtOrAfterTscIndex(t_ring, ack_tsc);  // size(): none
+  if (irq_i < irqs.size() && ack_i + 1 < acks.size()) {
     // The next ACK sits after ack_pos: on a ring in TSC order it is stamped
     // no earlier than the record right after this ACK (usually its EOI, in
     // cache), which spares loading the next ACK when that already settles it.
-    const uint64_t irq_entry_tsc = t_ring.records[irqs[*irq_i]].tsc;
+    const uint64_t irq_entry_tsc = t_ring.records[irqs[irq_i]].tsc;
     if (!(hv_t->tsc_sorted && hv_t->records[ack_pos + 1].tsc > irq_entry_tsc) &&
-        irq_entry_tsc >= hv_t->records[acks[*ack_i + 1]].tsc)
-      irq_i.reset();
+        irq_entry_tsc >= hv_t->records[acks[ack_i + 1]].tsc)
+      irq_i = irqs.size();
   }
-  if (!irq_i) {
+  if (irq_i == irqs.size()) {
     Conclude({Verdict::kLostInGuestEntry, t_ring.last_tsc() > ack_tsc,
               fmt::format("vCPU {} acknowledged vector {:#x} but CPU {} never "
                           "entered its handler",
@@ -768,7 +781,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
              service, req);
     return;
   }
-  const uint32_t irq_pos = irqs[*irq_i];
+  const uint32_t irq_pos = irqs[irq_i];
   const uint64_t irq_tsc = t_ring.records[irq_pos].tsc;
   Note(req, {StreamKind::kGuest, t_ring.index, irq_pos});
 
@@ -906,6 +919,7 @@ void RequestTable::Add(const Request& r, uint16_t source_ring, uint32_t queue,
 
 void RequestTable::AddDetail(const Request& r, NormalReason reason) {
   rows_.back().detail = static_cast<uint32_t>(details_.size());
+  detail_rows_.push_back(static_cast<uint32_t>(rows_.size() - 1));
   Request& d = details_.emplace_back(r);
   if (reason != NormalReason::kNone) d.reason = kNormalReasons[static_cast<size_t>(reason)];
 }
