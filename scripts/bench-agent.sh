@@ -26,6 +26,10 @@ ninja -C "$build" >/dev/null
 	--benchmark_out="$tmp/bench.json" --benchmark_out_format=json >/dev/null
 "$build/host-agent/stream_rss" "$records" >"$tmp/rss.json"
 "$build/host-agent/make_snapshot" "$tmp/large" large
+# Write the new files back first, so that writeback does not overlap the
+# measured runs (it is long done for a snapshot written seconds before its
+# analysis).
+sync
 
 python3 - "$tmp" "$out" "$records" "$build/host-agent/ipitrace" <<'PY'
 import json, os, statistics, subprocess, sys, platform
