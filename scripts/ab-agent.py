@@ -19,20 +19,13 @@ directory, or --make-snapshot).  Both binaries must give the same JSON
 report; the script fails if they do not.
 """
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 
-# The bootstrap interval of the median, shared with the QEMU one-boot A/B.
-_spec = importlib.util.spec_from_file_location(
-    "bench_qemu_oneboot",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench-qemu-oneboot.py"))
-_oneboot = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_oneboot)
-median_ci = _oneboot.median_ci
+from benchlib import median_ci  # the bootstrap interval, as the QEMU one-boot A/B
 
 
 def run(binary, snapshot):

@@ -13,7 +13,6 @@ call site).
 GUEST_DIR holds vmlinuz and initrd.gz; without it, the guest that
 scripts/build-guest.sh builds (or finds in its cache), as bench-qemu.sh.
 """
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -21,9 +20,7 @@ import sys
 import tempfile
 import time
 
-spec = importlib.util.spec_from_file_location(
-    "ob", os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench-qemu-oneboot.py"))
-ob = importlib.util.module_from_spec(spec); spec.loader.exec_module(ob)
+import benchlib as ob
 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
     print(__doc__)
     sys.exit(0)
