@@ -68,7 +68,10 @@ void OnSigbus(int sig, siginfo_t* info, void* ctx) {
 // No C++ objects with destructors live in this frame across the jump.
 bool CopyUnderGuard(void* dst, const void* src, size_t n) {
   sigjmp_buf jb;
-  if (sigsetjmp(jb, 1) != 0) {
+  // The mask need not be saved (a system call per copy): the handler runs
+  // with SA_NODEFER and an empty sa_mask, so a jump out of it leaves the
+  // mask as it was at the fault, which is the mask here.
+  if (sigsetjmp(jb, 0) != 0) {
     t_guard = nullptr;
     return false;
   }
@@ -116,19 +119,30 @@ Result<OpenedFile> OpenRegularFile(const std::string& path) {
   return f;
 }
 
-bool GuardedCopy(void* dst, const void* src, size_t n) {
-  // The handler is installed around each copy (and the previous one put
-  // back), so test frameworks or embedders that install their own SIGBUS
-  // handler later do not disarm the guard.
-  std::lock_guard<std::mutex> lock(g_guard_mu);
+// The handler is installed around each guarded stretch (and the previous
+// one put back), so test frameworks or embedders that install their own
+// SIGBUS handler later do not disarm the guard.
+SigbusGuard::SigbusGuard() {
+  g_guard_mu.lock();
   struct sigaction sa {};
   sa.sa_sigaction = OnSigbus;
   sa.sa_flags = SA_SIGINFO | SA_NODEFER;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGBUS, &sa, &g_prev_bus);
-  const bool ok = CopyUnderGuard(dst, src, n);
+}
+
+SigbusGuard::~SigbusGuard() {
   ::sigaction(SIGBUS, &g_prev_bus, nullptr);
-  return ok;
+  g_guard_mu.unlock();
+}
+
+bool SigbusGuard::Copy(void* dst, const void* src, size_t n) const {
+  return CopyUnderGuard(dst, src, n);
+}
+
+bool GuardedCopy(void* dst, const void* src, size_t n) {
+  const SigbusGuard guard;
+  return guard.Copy(dst, src, n);
 }
 
 Result<std::vector<std::byte>> ZstdDecompress(const std::vector<std::byte>& in,

@@ -66,6 +66,20 @@ Result<std::vector<std::byte>> ZstdDecompress(const std::vector<std::byte>& in,
 // disposition.
 bool GuardedCopy(void* dst, const void* src, size_t n);
 
+// The same guard for many copies: the SIGBUS handler is installed for the
+// guard's lifetime (one pair of sigaction calls instead of one per copy).
+// It holds the guard's process-wide lock: keep it short, and do not call
+// GuardedCopy or make a second guard while it lives.
+class SigbusGuard {
+ public:
+  SigbusGuard();
+  ~SigbusGuard();
+  SigbusGuard(const SigbusGuard&) = delete;
+  SigbusGuard& operator=(const SigbusGuard&) = delete;
+  // As GuardedCopy.
+  bool Copy(void* dst, const void* src, size_t n) const;
+};
+
 }  // namespace ipitrace
 
 #endif  // IPITRACE_HOST_AGENT_FILE_BYTES_H_

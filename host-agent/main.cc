@@ -181,7 +181,10 @@ int Main(int argc, char** argv) {
       "watch", "Follow the live regions of one or more VMs, detect a hang "
                "(a request outstanding longer than --hang-ms) and write a "
                "snapshot and a verdict report; prints JSON-lines events "
-               "(vm_attached, hang_detected, vm_detached)");
+               "(vm_attached, hang_detected, ring_corrupt, vm_detached).  "
+               "Each poll reads only the records written since the last one "
+               "and keeps only the outstanding requests; the regions are "
+               "copied and analysed only for a hang");
   watch->add_option("VM", specs,
                     "a directory holding hv.region and guest.region, or "
                     "HV_FILE:GUEST_FILE (e.g. /dev/shm files)")

@@ -65,15 +65,16 @@ struct Watcher::Vm {
   WatchTarget target;
   bool attached = false;
   FileId hv_id, guest_id;
-  uint64_t hv_generation = 0, guest_generation = 0;
   std::optional<MappedFile> hv_map, guest_map;
   std::vector<std::byte> hv_copy, guest_copy;
   uint64_t last_stream_tsc = 0;  // newest TSC seen in any ring
   uint64_t last_advance_ns = 0;  // wall time the streams last advanced
   std::set<std::pair<uint32_t, uint64_t>> reported;  // (source cpu, queue tsc)
-  // Last head per ring ([0] hv, [1] guest) and rings latched corrupt (head
-  // moved backwards within one generation).
-  std::vector<uint64_t> last_head[2];
+  // What is outstanding, read incrementally every poll; the regions are
+  // copied and analysed only when it holds a request older than hang_ms.
+  HangScreen screen;
+  // Rings latched corrupt ([0] hv, [1] guest: head moved backwards within
+  // one generation), by the screen.
   std::set<uint32_t> corrupt[2];
   bool failed_once = false;  // an attach error already reported
 };
@@ -104,10 +105,8 @@ void Watcher::Detach(Vm* vm, const std::string& reason, std::vector<Json>* ev) {
   vm->guest_map.reset();
   vm->reported.clear();
   vm->last_stream_tsc = 0;
-  for (int k = 0; k < 2; ++k) {
-    vm->last_head[k].clear();
-    vm->corrupt[k].clear();
-  }
+  vm->screen.Reset();
+  for (int k = 0; k < 2; ++k) vm->corrupt[k].clear();
 }
 
 bool Watcher::Attach(Vm* vm, std::vector<Json>* ev) {
@@ -154,7 +153,68 @@ void Watcher::PollVm(Vm* vm, uint64_t now_ns, std::vector<Json>* ev) {
   }
   if (!vm->attached && !Attach(vm, ev)) return;
 
-  // Copy both mappings once; a truncation under us is a detach, not a crash.
+  // Follow the rings incrementally; a truncation under us is a detach, not
+  // a crash.
+  std::vector<HangScreen::CorruptRing> corrupt;
+  switch (vm->screen.Update(vm->hv_map->bytes(), vm->guest_map->bytes(), &corrupt)) {
+    case HangScreen::UpdateResult::kSigbus:
+      Detach(vm, "region file truncated while mapped (SIGBUS caught)", ev);
+      return;
+    case HangScreen::UpdateResult::kNotReady:
+      return;  // not ready yet / mid-reinit
+    case HangScreen::UpdateResult::kOk:
+      break;
+  }
+  if (vm->screen.restarted()) {
+    // Producer re-initialised (VM restarted in place): forget old requests.
+    vm->reported.clear();
+    vm->last_stream_tsc = 0;
+    for (int k = 0; k < 2; ++k) vm->corrupt[k].clear();
+  }
+  // A head that moves backwards within one generation is a producer bug or
+  // a scribbled header: the ring is latched corrupt (every request that
+  // needs it becomes inconclusive-gap) until the producer re-initialises.
+  for (const HangScreen::CorruptRing& c : corrupt) {
+    vm->corrupt[c.stream == StreamKind::kGuest ? 1 : 0].insert(c.ring);
+    ev->push_back({{"event", "ring_corrupt"},
+                   {"vm", vm->target.name},
+                   {"stream", std::string(StreamName(c.stream))},
+                   {"ring", c.ring},
+                   {"head", c.head},
+                   {"previous_head", c.previous_head}});
+  }
+  const uint64_t newest = vm->screen.newest_tsc();
+  if (newest != vm->last_stream_tsc) {
+    vm->last_stream_tsc = newest;
+    vm->last_advance_ns = now_ns;
+  }
+  const uint64_t khz = vm->screen.tsc_khz();
+  if (!khz) return;
+  // Stream time now: the newest TSC plus the wall time since it last moved
+  // (a fully frozen guest still ages its requests).
+  const double idle_ms = static_cast<double>(now_ns - vm->last_advance_ns) / 1e6;
+  const std::optional<HangScreen::Outstanding> oldest = vm->screen.Oldest();
+  if (!oldest || newest < oldest->queue_tsc ||
+      static_cast<double>(newest - oldest->queue_tsc) / static_cast<double>(khz) + idle_ms <=
+          options_.hang_ms)
+    return;  // nothing has waited that long: no copy, no analysis
+  // Whatever the analysis says, the requests that have waited longer than
+  // hang_ms have been looked at: the screen forgets them (those still
+  // unserved are in vm->reported).
+  const double keep_ticks = std::max(0.0, options_.hang_ms - idle_ms) * static_cast<double>(khz);
+  const uint64_t cut = keep_ticks < static_cast<double>(newest)
+                           ? newest - static_cast<uint64_t>(keep_ticks)
+                           : 0;
+  if (cut) vm->screen.DropQueuedUpTo(cut - 1);
+  FullCheck(vm, newest, khz, idle_ms, ev);
+  // The copies are needed only for a check: release them.
+  std::vector<std::byte>().swap(vm->hv_copy);
+  std::vector<std::byte>().swap(vm->guest_copy);
+}
+
+void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
+                        std::vector<Json>* ev) {
+  // Copy both mappings once, under the SIGBUS guard.
   for (auto [map, copy] : {std::pair{&vm->hv_map, &vm->hv_copy},
                            std::pair{&vm->guest_map, &vm->guest_copy}}) {
     const auto bytes = (*map)->bytes();
@@ -168,66 +228,23 @@ void Watcher::PollVm(Vm* vm, uint64_t now_ns, std::vector<Json>* ev) {
   RegionReader reader(&stats);
   auto hv = reader.Read(vm->hv_copy, StreamKind::kHv, vm->target.hv_path);
   auto guest = reader.Read(vm->guest_copy, StreamKind::kGuest, vm->target.guest_path);
-  if (!hv.ok() || !guest.ok()) return;  // not ready yet / mid-reinit
-  const uint64_t hg = hv.value().header.generation, gg = guest.value().header.generation;
-  if (vm->hv_generation != hg || vm->guest_generation != gg) {
-    if (vm->hv_generation || vm->guest_generation) {
-      // Producer re-initialised (VM restarted in place): forget old requests.
-      vm->reported.clear();
-      vm->last_stream_tsc = 0;
-      for (int k = 0; k < 2; ++k) {
-        vm->last_head[k].clear();
-        vm->corrupt[k].clear();
-      }
-    }
-    vm->hv_generation = hg;
-    vm->guest_generation = gg;
-  }
+  if (!hv.ok() || !guest.ok()) return;  // mid-reinit: the next poll starts over
   Snapshot snap;
   snap.dir = vm->target.name;
   snap.hv = std::move(hv).value();
   snap.guest = std::move(guest).value();
-  // A head that moves backwards within one generation is a producer bug or
-  // a scribbled header: latch the ring as corrupt (every request that needs
-  // it becomes inconclusive-gap) until the producer re-initialises.
   int k = 0;
   for (Region* region : {&snap.hv, &snap.guest}) {
-    auto& last = vm->last_head[k];
-    if (last.size() < region->rings.size()) last.resize(region->rings.size(), 0);
     for (Ring& ring : region->rings) {
-      if (ring.head < last[ring.index] && vm->corrupt[k].insert(ring.index).second) {
-        stats.Increment(StatId::ring_head_backwards);
-        ev->push_back({{"event", "ring_corrupt"},
-                       {"vm", vm->target.name},
-                       {"stream", std::string(StreamName(region->kind))},
-                       {"ring", ring.index},
-                       {"head", ring.head},
-                       {"previous_head", last[ring.index]}});
-      }
-      last[ring.index] = std::max(last[ring.index], ring.head);
-      if (vm->corrupt[k].count(ring.index)) {
-        ring.records.clear();
-        ring.gaps.assign(1, RingGap{ring.head, std::numeric_limits<uint64_t>::max()});
-      }
+      if (!vm->corrupt[k].count(ring.index)) continue;
+      stats.Increment(StatId::ring_head_backwards);
+      ring.records.clear();
+      ring.gaps.assign(1, RingGap{ring.head, std::numeric_limits<uint64_t>::max()});
     }
     ++k;
   }
-  uint64_t newest = 0;
-  for (const Region* r : {&snap.hv, &snap.guest})
-    for (const Ring& ring : r->rings)
-      if (!ring.empty()) newest = std::max(newest, ring.last_tsc());
-  if (newest != vm->last_stream_tsc) {
-    vm->last_stream_tsc = newest;
-    vm->last_advance_ns = now_ns;
-  }
-  const uint64_t khz = snap.guest.header.tsc_khz ? snap.guest.header.tsc_khz
-                                                 : snap.hv.header.tsc_khz;
-  if (!khz) return;
 
   Analysis a = Analyzer(&stats, {options_.threshold_ms}).Analyze(std::move(snap));
-  // Stream time now: the newest TSC plus the wall time since it last moved
-  // (a fully frozen guest still ages its requests).
-  const double idle_ms = static_cast<double>(now_ns - vm->last_advance_ns) / 1e6;
   const RequestTable::Row* worst_row = nullptr;
   size_t worst_i = 0;
   double worst_ms = 0;

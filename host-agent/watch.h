@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analyzer.h"
+#include "hang_screen.h"
 #include "mapped_file.h"
 #include "result.h"
 
@@ -38,12 +39,17 @@ WatchTarget ParseWatchTarget(const std::string& spec);
 
 // Watcher follows live regions: every Poll() it (re)attaches to the files
 // (a replaced file - new inode, size or header generation - is re-opened; a
-// vanished file detaches the VM), copies both mappings once under a SIGBUS
-// guard, runs the tracker over the copy and reports a hang when a request
-// has been outstanding longer than hang_ms in stream time (the newest TSC of
-// any ring, plus the wall time since the rings last moved).  On a hang it
-// writes DIR/<vm>-hang-<n>/ (hv.region, guest.region, manifest.json,
-// report.txt, report.json) and emits hang_detected once per request.
+// vanished file detaches the VM) and reads what the rings gained since the
+// last poll into a HangScreen, which keeps only the outstanding requests.
+// When one has been outstanding longer than hang_ms in stream time (the
+// newest TSC of any ring, plus the wall time since the rings last moved),
+// it copies both mappings once under a SIGBUS guard, runs the full analysis
+// over the copy and reports the worst such request: it writes
+// DIR/<vm>-hang-<n>/ (hv.region, guest.region, manifest.json, report.txt,
+// report.json) and emits hang_detected once per request.  Between hangs
+// nothing is copied and nothing is analysed, so watch's memory is bounded
+// by the outstanding requests (HangScreen), not by the trace or region
+// size.
 //
 // Events (JSON objects, one per line on stdout in `ipitrace watch`):
 //   {"event":"vm_attached","vm":..,"hv":..,"guest":..,"generation":..}
@@ -61,6 +67,10 @@ class Watcher {
  private:
   struct Vm;
   void PollVm(Vm* vm, uint64_t now_ns, std::vector<nlohmann::ordered_json>* ev);
+  // Copies the regions, runs the analysis and reports the worst request
+  // outstanding longer than hang_ms, if any.
+  void FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
+                 std::vector<nlohmann::ordered_json>* ev);
   bool Attach(Vm* vm, std::vector<nlohmann::ordered_json>* ev);
   void Detach(Vm* vm, const std::string& reason,
               std::vector<nlohmann::ordered_json>* ev);

@@ -4,8 +4,10 @@
 #   * Google Benchmark (build/host-agent/agent_bench): streaming tracker on
 #     a synthetic stream, region decoding, batch analysis (records/s, CPU
 #     time);
-#   * the memory bound: build/host-agent/stream_rss over
-#     ${BENCH_STREAM_RECORDS:-1000000000} synthetic records (max RSS);
+#   * the memory bound: build/host-agent/stream_rss (the streaming tracker)
+#     and build/host-agent/watch_rss (what `ipitrace watch` keeps while it
+#     follows a VM's live rings) over ${BENCH_STREAM_RECORDS:-1000000000}
+#     synthetic records (max RSS);
 #   * end to end: `ipitrace analyze --json` on make_snapshot's "large"
 #     snapshot: records/s of CPU time (user + sys of the process, from
 #     wait4(2), microsecond resolution), median of 5 runs after one warm-up
@@ -25,6 +27,7 @@ ninja -C "$build" >/dev/null
 	--benchmark_report_aggregates_only=true \
 	--benchmark_out="$tmp/bench.json" --benchmark_out_format=json >/dev/null
 "$build/host-agent/stream_rss" "$records" >"$tmp/rss.json"
+"$build/host-agent/watch_rss" "$records" >"$tmp/watch.json"
 "$build/host-agent/make_snapshot" "$tmp/large" large
 # Write the new files back first, so that writeback does not overlap the
 # measured runs (it is long done for a snapshot written seconds before its
@@ -51,6 +54,7 @@ runs = [run_analyze() for _ in range(5)]
 
 b = json.load(open(f"{tmp}/bench.json"))
 rss = json.load(open(f"{tmp}/rss.json"))
+watch = json.load(open(f"{tmp}/watch.json"))
 rows = []
 for x in b["benchmarks"]:
     if x.get("aggregate_name") != "median":
@@ -75,6 +79,19 @@ with open(out, "w") as f:
             f"({rss['records_per_cpu_s']/1e6:.1f} M records/s), wall {rss['wall_s']:.1f} s\n")
     f.write(f"- max RSS: {rss['max_rss_mib']:.1f} MiB (bound: 256 MiB); peak open requests: {rss['peak_open']}\n")
     f.write(f"- verdicts: {json.dumps(rss['verdicts'])}\n\n")
+    f.write("## watch's memory bound (`build/host-agent/watch_rss " + str(records) + "`)\n\n")
+    f.write("A producer writes requests into two live regions (8 CPUs, rings of 4096 records "
+            "that wrap; one request in 100,000 lost); every 64 requests watch's HangScreen "
+            "reads what the rings gained, and a request outstanding for over 1 ms of stream "
+            "time is a hang (then forgotten, as watch does after its full analysis).\n\n")
+    f.write(f"- records written: {watch['records_written']:,}; read by the screen: "
+            f"{watch['records_read']:,} (every guest record; of the hv rings only the newest, "
+            f"for stream time); overwritten before a poll: {watch['overwritten']:,}\n")
+    f.write(f"- CPU time: {watch['cpu_s']:.1f} s ({watch['records_per_cpu_s']/1e6:.1f} M records "
+            f"written and followed per s)\n")
+    f.write(f"- max RSS: {watch['max_rss_mib']:.1f} MiB (bound: 256 MiB; the two regions are "
+            f"about 4 MiB of it); peak outstanding requests: {watch['peak_outstanding']}, "
+            f"peak keys: {watch['peak_keys']}; hangs: {watch['hangs']}\n\n")
     f.write("## End to end: `ipitrace analyze --json` on make_snapshot `large`\n\n")
     f.write(f"- {large['requests']:,} requests, {nrec:,} retained records, "
             f"regions {sum(os.path.getsize(f'{tmp}/large/{x}') for x in ('hv.region','guest.region'))/2**20:.0f} MiB\n")

@@ -12,26 +12,23 @@
 #include <cstdlib>
 #include <string>
 
+#include "bench/stream_args.h"
 #include "streaming.h"
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: stream_rss RECORDS [CPUS] [LOSS_EVERY]\n");
+  ipitrace::bench::StreamArgs args;
+  if (!ipitrace::bench::ParseStreamArgs(argc, argv, "stream_rss RECORDS [CPUS] [LOSS_EVERY]",
+                                        &args))
     return 2;
-  }
-  const uint64_t records = std::strtoull(argv[1], nullptr, 10);
-  const uint32_t cpus = argc > 2 ? static_cast<uint32_t>(std::atoi(argv[2])) : 8;
-  const uint64_t loss_every = argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 100000;
+  const uint64_t records = args.records;
+  const uint32_t cpus = args.cpus;
+  const uint64_t loss_every = args.loss_every;
   // ~8 records per request.
   ipitrace::SyntheticSource src(records / 8, cpus, loss_every);
   ipitrace::StreamOptions o;
   o.window_ticks = 10'000'000;  // 10k requests of stream time
   ipitrace::StreamTracker t(o);
-  auto cpu_now = [] {
-    struct timespec ts {};
-    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-  };
+  auto cpu_now = ipitrace::bench::CpuSeconds;
   const double c0 = cpu_now();
   const auto t0 = std::chrono::steady_clock::now();
   ipitrace::StreamRecord r;

@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
     sc.Ack(1, 0xec, 300);
     sc.Mark(1, 400);
     Write(dir + "/lost-routing", sc, 0);
+    Write(dir + "/lost-routing-live", sc, 4);
+    Write(dir + "/lost-routing-live-mutating", sc, 5);
   }
   {
     Scenario sc(3, 8);

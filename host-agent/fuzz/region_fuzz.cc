@@ -11,6 +11,8 @@
 // are (RegionBytes: records viewed in the bytes, not copied); with bit 0
 // the bytes keep changing through the analysis and both reports, which
 // read the records again.
+// Mode bit 2: "live" - before that, watch's HangScreen follows the two
+// regions for two updates (with bit 0, while they change under it).
 //
 // Build: meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined
 //        (CXX=clang++-14); run: build-fuzz/host-agent/region_fuzz CORPUS
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "analyzer.h"
+#include "hang_screen.h"
 #include "json_report.h"
 #include "region_bytes.h"
 #include "region_reader.h"
@@ -31,7 +34,7 @@
 namespace {
 
 void Run(std::vector<std::byte>* hv_in, std::vector<std::byte>* guest_in, bool mutate,
-         bool in_place) {
+         bool in_place, bool live) {
   ipitrace::Stats stats;
   ipitrace::RegionReader reader(&stats);
   // In place: the reader views the records in these buffers, which the
@@ -70,6 +73,16 @@ void Run(std::vector<std::byte>* hv_in, std::vector<std::byte>* guest_in, bool m
       flipper.join();
     }
   };
+  if (live) {
+    ipitrace::HangScreen screen;
+    std::vector<ipitrace::HangScreen::CorruptRing> corrupt;
+    for (int k = 0; k < 2; ++k) {
+      if (screen.Update({hv_data, hv_size}, {guest_data, guest_size}, &corrupt) !=
+          ipitrace::HangScreen::UpdateResult::kOk)
+        break;
+      if (auto o = screen.Oldest()) screen.DropQueuedUpTo(o->queue_tsc);
+    }
+  }
   auto h = in_place ? reader.Read(hv_bytes, ipitrace::StreamKind::kHv, "hv")
                     : reader.Read(*hv_in, ipitrace::StreamKind::kHv, "hv");
   auto g = in_place ? reader.Read(guest_bytes, ipitrace::StreamKind::kGuest, "guest")
@@ -99,6 +112,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 5) return 0;
   const bool mutate = data[0] & 1;
   const bool in_place = data[0] & 2;
+  const bool live = data[0] & 4;
   uint32_t len = 0;
   std::memcpy(&len, data + 1, 4);
   const size_t rest = size - 5;
@@ -107,6 +121,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                             reinterpret_cast<const std::byte*>(data + 5 + len));
   std::vector<std::byte> guest(reinterpret_cast<const std::byte*>(data + 5 + len),
                                reinterpret_cast<const std::byte*>(data + size));
-  Run(&hv, &guest, mutate, in_place);
+  Run(&hv, &guest, mutate, in_place, live);
   return 0;
 }
