@@ -206,6 +206,7 @@ void Watcher::PollVm(Vm* vm, uint64_t now_ns, std::vector<Json>* ev) {
                            ? newest - static_cast<uint64_t>(keep_ticks)
                            : 0;
   if (cut) vm->screen.DropQueuedUpTo(cut - 1);
+  ++full_checks_;
   FullCheck(vm, newest, khz, idle_ms, ev);
   // The copies are needed only for a check: release them.
   std::vector<std::byte>().swap(vm->hv_copy);

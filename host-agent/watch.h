@@ -63,6 +63,9 @@ class Watcher {
   // One round over every VM; returns the events it produced.  now_ns is a
   // monotonic wall clock (tests pass their own).
   std::vector<nlohmann::ordered_json> Poll(uint64_t now_ns);
+  // How many polls copied the regions and ran the full analysis (only
+  // those that found a request outstanding longer than hang_ms).
+  uint64_t full_checks() const { return full_checks_; }
 
  private:
   struct Vm;
@@ -78,6 +81,7 @@ class Watcher {
   WatchOptions options_;
   std::vector<std::unique_ptr<Vm>> vms_;
   uint64_t snapshots_ = 0;
+  uint64_t full_checks_ = 0;
 };
 
 }  // namespace ipitrace

@@ -144,6 +144,46 @@ TEST_CASE("watch - live region appended by a thread: attach, hang, detach, reatt
   fs::remove_all(dir);
 }
 
+TEST_CASE("watch - served traffic over many polls and ring wraps: no copy, no analysis") {
+  // Between hangs watch reads only what the rings gained: 300 polls of
+  // served requests through rings of 64 slots (they wrap many times) make
+  // no full check; one lost request then makes exactly one, and its hang.
+  const std::string dir = TempDir();
+  Scenario sc(2, 64);
+  auto publish = [&] {
+    WriteInPlace(dir + "/hv.region", sc.hv().Bytes());
+    WriteInPlace(dir + "/guest.region", sc.guest().Bytes());
+  };
+  publish();
+  WatchOptions opts;
+  opts.hang_ms = 5;
+  opts.out_dir = dir + "/out";
+  Watcher w({ParseWatchTarget(dir)}, opts);
+  const uint64_t t0 = NowNs();
+  REQUIRE(Find(w.Poll(t0), "vm_attached") != nullptr);
+  uint64_t tsc = 1000;
+  for (int poll = 0; poll < 300; ++poll) {
+    for (int k = 0; k < 3; ++k, tsc += kMs) sc.FullChain(k % 2, 1 - k % 2, tsc, kFunc, kCsd + k % 2);
+    publish();
+    CHECK(w.Poll(t0).empty());  // wall time frozen: only stream time counts
+  }
+  CHECK(w.full_checks() == 0);
+  sc.Queue(0, 1, tsc, kFunc, kCsd + 0x100);  // lost before send
+  publish();
+  CHECK(w.Poll(t0).empty());
+  for (int k = 0; k < 8; ++k, tsc += kMs) sc.FullChain(1, 0, tsc + kMs, kFunc, kCsd + 1);
+  publish();
+  const auto ev = w.Poll(t0);
+  const Json* hang = Find(ev, "hang_detected");
+  REQUIRE(hang != nullptr);
+  CHECK((*hang)["source_cpu"] == 0);
+  CHECK((*hang)["target_cpu"] == 1);
+  CHECK(w.full_checks() == 1);
+  CHECK(w.Poll(t0).empty());  // reported once, not checked again
+  CHECK(w.full_checks() == 1);
+  fs::remove_all(dir);
+}
+
 TEST_CASE("watch - head moving backwards latches the ring corrupt") {
   const std::string dir = TempDir();
   Scenario sc(2);
