@@ -851,14 +851,19 @@ void Tracker::ResolveRiders(RequestTable* t) {
   // after it and before the target's next flush is in its list, even when
   // the owner's G_SEND is stamped after the rider's G_QUEUE.
   std::vector<std::vector<std::pair<uint64_t, size_t>>> owners(IPT_MAX_CPUS);
+  // Of those, the ones never served whose IPI was lost (a handful at most).
+  std::vector<std::vector<std::pair<uint64_t, size_t>>> lost_owners(IPT_MAX_CPUS);
   for (size_t i = 0; i < t->rows_.size(); ++i) {
     const RequestTable::Row& r = t->rows_[i];
     if (!r.owns_ipi() || r.target_cpu >= IPT_MAX_CPUS) continue;
-    if (const Request* d = t->detail(i); d && d->evidence.size() < 2) continue;
+    const Request* d = t->detail(i);
+    if (d && d->evidence.size() < 2) continue;
     owners[r.target_cpu].push_back({r.queue_tsc, i});
+    if (!r.served() && d && IsLoss(d->verdict)) lost_owners[r.target_cpu].push_back({r.queue_tsc, i});
   }
-  for (auto& v : owners)
-    if (!std::is_sorted(v.begin(), v.end())) std::sort(v.begin(), v.end());
+  for (auto* all : {&owners, &lost_owners})
+    for (auto& v : *all)
+      if (!std::is_sorted(v.begin(), v.end())) std::sort(v.begin(), v.end());
   for (size_t i = 0; i < t->rows_.size(); ++i) {
     const uint32_t d = t->rows_[i].detail;
     if (d == RequestTable::kNoDetail || t->details_[d].rode_on != -2) continue;
@@ -878,14 +883,37 @@ void Tracker::ResolveRiders(RequestTable* t) {
       const RequestTable::Row& prev = t->rows_[std::prev(o)->second];
       if (!(prev.served() && prev.served_tsc < r.queue_tsc)) --o;
     }
-    if (o == v.end()) continue;
-    const Request* owner = t->detail(o->second);
     // A loss verdict is never normal, so a lost owner has a detail.
-    if (!owner || !IsLoss(owner->verdict)) continue;
+    const Request* owner = o == v.end() ? nullptr : t->detail(o->second);
+    size_t owner_row = o == v.end() ? 0 : o->second;
+    if (!owner || !IsLoss(owner->verdict)) {
+      // G_QUEUE is stamped before llist_add(): an owner can be stamped long
+      // before it owns the list (its vCPU descheduled in between; 2.9 ms in
+      // a route-fault run, while two other owners to the same target came
+      // and were served), so queue order can name the wrong owner.  But
+      // this rider was never served although the target went on: the list
+      // it joined was never flushed, so its owner was never served either,
+      // and a target has at most one such list.  An owner to the target
+      // that was never served and whose IPI was lost is that owner: the
+      // only one, or the latest queued before the rider.
+      const auto& lv = lost_owners[r.target_cpu];
+      auto lo = std::partition_point(lv.begin(), lv.end(), [&](const auto& e) {
+        return e.first <= r.queue_tsc;
+      });
+      if (lv.size() == 1) {
+        lo = lv.begin();
+      } else if (lo != lv.begin()) {
+        --lo;
+      } else {
+        continue;
+      }
+      owner = t->detail(lo->second);
+      owner_row = lo->second;
+    }
     // Not a loss of its own: the guest correctly sent no IPI (the queue
     // was not empty); the blame belongs to the owner's lost IPI alone.
     r.verdict = Verdict::kQueuedBehindLoss;
-    r.rode_on = static_cast<int64_t>(o->second);
+    r.rode_on = static_cast<int64_t>(owner_row);
     r.reason = fmt::format("queued behind the request queued at tsc {} by "
                            "CPU {}, whose IPI was lost ({}): {}",
                            owner->queue_tsc, owner->source_cpu,

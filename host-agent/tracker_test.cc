@@ -387,6 +387,42 @@ TEST_CASE("tracker - a rider queued before its owner's G_SEND rides on that owne
   CHECK(Count(a, Verdict::kHandlerMissedWork) == 0);
 }
 
+TEST_CASE("tracker - riders of an owner stamped long before it owned the list") {
+  // Seen in a CI route-fault run (4 vCPUs): CPU 1 stamped its G_QUEUE to
+  // CPU 2, then its vCPU was descheduled for 2.9 ms before llist_add();
+  // meanwhile CPU 3 queued, sent and was served twice.  CPU 1 then found
+  // the list empty, sent, and its IPI was lost in routing; CPU 0 and CPU 3
+  // queued behind it and were never served.  In G_QUEUE order the riders'
+  // latest owner is CPU 3's served request, but a rider that is never
+  // served sits in a list that was never flushed, whose owner was never
+  // served either: CPU 1's lost request.
+  Scenario sc(4);
+  sc.Queue(1, 2, 100, kFunc, kCsd + 0x10);  // stamped, not yet added
+  sc.FullChain(3, 2, 110, kFunc, kCsd + 0x30);
+  sc.FullChain(3, 2, 300, kFunc, kCsd + 0x30);
+  sc.Send(1, 2, 400);
+  sc.Icr(1, kVs, 410, {2});                  // no IRR: lost in routing
+  sc.Queue(0, 2, 500, kFunc, kCsd + 0x00);  // riders: no send
+  sc.Queue(3, 2, 600, kFunc, kCsd + 0x30);
+  for (uint32_t c = 0; c < 4; ++c) {
+    sc.Mark(c, 900);
+    sc.Ack(c, kTimer, 950);  // every ring goes on
+  }
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.requests.size() == 5);
+  CHECK(Count(a, Verdict::kServedByIpi) == 2);
+  CHECK(Count(a, Verdict::kLostInRouting) == 1);
+  CHECK(Count(a, Verdict::kQueuedBehindLoss) == 2);
+  CHECK(Count(a, Verdict::kHandlerMissedWork) == 0);
+  for (size_t i = 0; i < a.requests.size(); ++i) {
+    const Request r = a.requests[i];
+    if (r.verdict != Verdict::kQueuedBehindLoss) continue;
+    REQUIRE(r.rode_on >= 0);
+    CHECK(a.requests[static_cast<size_t>(r.rode_on)].source_cpu == 1);
+  }
+}
+
 TEST_CASE("tracker - a rider whose owner was served after it queued is handler-missed-work") {
   Scenario sc(3);
   sc.Queue(0, 1, 100, kFunc, kCsd);                // owner
