@@ -95,6 +95,13 @@ HangScreen::UpdateResult HangScreen::Update(std::span<const std::byte> hv,
   tsc_khz_ = l[1].tsc_khz ? l[1].tsc_khz : l[0].tsc_khz;
   if (!ReadRings(guard, guest, StreamKind::kGuest, l[1], corrupt)) return UpdateResult::kSigbus;
   if (!ReadRings(guard, hv, StreamKind::kHv, l[0], corrupt)) return UpdateResult::kSigbus;
+  // Stream time: the newest record of each ring, as the full analysis
+  // takes it (a record with a wild TSC stops counting once its ring moves
+  // on, instead of ageing every request for good).
+  newest_tsc_ = 0;
+  for (int k = 0; k < 2; ++k)
+    for (const RingState& st : rings_[k])
+      if (!st.corrupt) newest_tsc_ = std::max(newest_tsc_, st.last_tsc);
   return UpdateResult::kOk;
 }
 
@@ -157,7 +164,7 @@ bool HangScreen::ReadRings(const SigbusGuard& guard, std::span<const std::byte> 
           continue;
         }
         ++records_;
-        newest_tsc_ = std::max(newest_tsc_, r.tsc);
+        st.last_tsc = r.tsc;
         if (kind == StreamKind::kGuest && cpu_of_ring_[i] >= 0)
           OnGuestRecord(r, static_cast<uint32_t>(cpu_of_ring_[i]), l);
       }

@@ -113,6 +113,7 @@ class HangScreen {
   struct RingState {
     uint64_t cursor = 0;  // next index to read
     uint64_t head = 0;    // last head seen
+    uint64_t last_tsc = 0;  // TSC of the newest record accepted
     bool corrupt = false;
   };
   struct Entry {

@@ -208,6 +208,17 @@ TEST_CASE("hang screen - head backwards, restart, wrap, torn and bad input") {
   CHECK(ws.rejected() == rejected + 1);
   CHECK(ws.outstanding() == 0);
 
+  // A record with a wild TSC ages nothing once its ring has moved on.
+  Scenario z(2, 64);
+  HangScreen zs;
+  z.FullChain(0, 1, 1000, kFunc, kCsd);
+  z.Mark(0, uint64_t{1} << 62);
+  REQUIRE(Update(&zs, z) == HangScreen::UpdateResult::kOk);
+  CHECK(zs.newest_tsc() == uint64_t{1} << 62);
+  z.Mark(0, 2000);
+  REQUIRE(Update(&zs, z) == HangScreen::UpdateResult::kOk);
+  CHECK(zs.newest_tsc() == 2000);
+
   // Bad layouts are "not ready", never a crash.
   std::vector<std::byte> hv = sc.hv().Bytes(), guest = sc.guest().Bytes();
   HangScreen b;
