@@ -7,17 +7,9 @@
 #include <tuple>
 
 #include "file_bytes.h"
+#include "region_reader.h"
 
 namespace ipitrace {
-
-namespace {
-
-bool MulAddU64(uint64_t a, uint64_t b, uint64_t c, uint64_t* out) {
-  uint64_t m = 0;
-  return !__builtin_mul_overflow(a, b, &m) && !__builtin_add_overflow(m, c, out);
-}
-
-}  // namespace
 
 HangScreen::UpdateResult HangScreen::ReadLayout(const SigbusGuard& guard,
                                                 std::span<const std::byte> bytes,
@@ -25,19 +17,8 @@ HangScreen::UpdateResult HangScreen::ReadLayout(const SigbusGuard& guard,
   if (bytes.size() < IPT_HEADER_SIZE) return UpdateResult::kNotReady;
   ipt_region_header h;
   if (!guard.Copy(&h, bytes.data(), sizeof(h))) return UpdateResult::kSigbus;
-  // The checks of RegionReader::ReadImpl, on this one copy.
-  const uint16_t producer = kind == StreamKind::kGuest ? IPT_PRODUCER_GUEST : IPT_PRODUCER_QEMU;
-  const uint32_t max_rings = kind == StreamKind::kGuest ? IPT_MAX_CPUS : IPT_MAX_CPUS + 1;
-  uint64_t min_stride = 0, layout_end = 0;
-  if (h.magic != IPT_MAGIC || h.abi_major != IPT_ABI_MAJOR || h.producer != producer ||
-      h.record_size != IPT_RECORD_SIZE || h.header_size < IPT_HEADER_SIZE ||
-      h.header_size % 8 != 0 || h.ring_count == 0 || h.ring_count > max_rings ||
-      h.ring_capacity == 0 || (h.ring_capacity & (h.ring_capacity - 1)) != 0 ||
-      !MulAddU64(h.ring_capacity, IPT_RECORD_SIZE, IPT_RING_HEADER_SIZE, &min_stride) ||
-      h.ring_stride < min_stride || h.ring_stride % 8 != 0 ||
-      !MulAddU64(h.ring_count, h.ring_stride, h.header_size, &layout_end) ||
-      layout_end > bytes.size() || h.region_size > bytes.size() ||
-      (h.region_size != 0 && h.region_size < layout_end))
+  // RegionReader's checks, on this one copy.
+  if (CheckRegionLayout(h, kind, bytes.size()).kind != LayoutProblem::kNone)
     return UpdateResult::kNotReady;
   out->header_size = h.header_size;
   out->ring_stride = h.ring_stride;

@@ -27,7 +27,49 @@ bool MulAdd(uint64_t a, uint64_t b, uint64_t c, uint64_t* out) {
          !__builtin_add_overflow(product, c, out);
 }
 
+uint16_t ProducerOf(StreamKind kind) {
+  return kind == StreamKind::kGuest ? IPT_PRODUCER_GUEST : IPT_PRODUCER_QEMU;
+}
+
 }  // namespace
+
+LayoutProblem CheckRegionLayout(const ipt_region_header& h, StreamKind kind, uint64_t size) {
+  auto problem = [](LayoutProblem::Kind k) {
+    LayoutProblem p;
+    p.kind = k;
+    return p;
+  };
+  auto out_of_range = [](std::string_view field, uint64_t value) {
+    return LayoutProblem{LayoutProblem::kFieldOutOfRange, field, value, 0};
+  };
+  if (h.magic != IPT_MAGIC) return problem(LayoutProblem::kBadMagic);
+  if (h.abi_major != IPT_ABI_MAJOR) return problem(LayoutProblem::kAbiMajor);
+  if (h.producer != ProducerOf(kind)) return problem(LayoutProblem::kProducer);
+  if (h.record_size != IPT_RECORD_SIZE) return out_of_range("record_size", h.record_size);
+  if (h.header_size < IPT_HEADER_SIZE || h.header_size % 8 != 0)
+    return out_of_range("header_size", h.header_size);
+  const uint32_t max_rings = kind == StreamKind::kGuest ? IPT_MAX_CPUS : IPT_MAX_CPUS + 1;
+  if (h.ring_count == 0 || h.ring_count > max_rings)
+    return out_of_range("ring_count", h.ring_count);
+  if (!IsPowerOfTwo(h.ring_capacity)) return out_of_range("ring_capacity", h.ring_capacity);
+  if (h.cpu_count > IPT_MAX_CPUS) return out_of_range("cpu_count", h.cpu_count);
+  uint64_t min_stride = 0;
+  if (!MulAdd(h.ring_capacity, IPT_RECORD_SIZE, IPT_RING_HEADER_SIZE, &min_stride) ||
+      h.ring_stride < min_stride || h.ring_stride % 8 != 0)
+    return out_of_range("ring_stride", h.ring_stride);
+  uint64_t layout_end = 0;
+  if (!MulAdd(h.ring_count, h.ring_stride, h.header_size, &layout_end))
+    return out_of_range("ring_stride", h.ring_stride);
+  if (layout_end > size) {
+    LayoutProblem p = problem(LayoutProblem::kTruncatedLayout);
+    p.layout_end = layout_end;
+    return p;
+  }
+  if (h.region_size > size) return problem(LayoutProblem::kTruncatedDeclared);
+  if (h.region_size != 0 && h.region_size < layout_end)
+    return out_of_range("region_size", h.region_size);
+  return {};
+}
 
 const Symbol* Region::FindSymbol(uint64_t addr) const {
   for (const Symbol& s : symbols)
@@ -67,65 +109,43 @@ Result<Region> RegionReader::ReadImpl(std::span<const std::byte> bytes,
   region.header = LoadAt<ipt_region_header>(bytes, 0);
   const ipt_region_header& h = region.header;
 
-  if (h.magic != IPT_MAGIC) {
+  const LayoutProblem p = CheckRegionLayout(h, kind, size);
+  if (p.kind == LayoutProblem::kBadMagic) {
     return Fail(StatId::bad_magic, ErrorCode::kMalformed,
                 fmt::format("{}: bad magic {:#018x} (not an ipitrace region)",
                             name, h.magic));
   }
-  if (h.abi_major != IPT_ABI_MAJOR) {
+  if (p.kind == LayoutProblem::kAbiMajor) {
     return Fail(StatId::abi_major_mismatch, ErrorCode::kMalformed,
                 fmt::format("{}: ABI major {} not supported (agent speaks {})",
                             name, h.abi_major, IPT_ABI_MAJOR));
   }
   if (h.abi_minor > IPT_ABI_MINOR) stats_->Increment(StatId::abi_minor_newer);
-  const uint16_t want_producer =
-      kind == StreamKind::kGuest ? IPT_PRODUCER_GUEST : IPT_PRODUCER_QEMU;
-  if (h.producer != want_producer) {
-    return Fail(StatId::producer_mismatch, ErrorCode::kMalformed,
-                fmt::format("{}: producer {} but expected {} ({})", name,
-                            h.producer, want_producer, StreamName(kind)));
+  switch (p.kind) {
+    case LayoutProblem::kNone:
+    case LayoutProblem::kBadMagic:
+    case LayoutProblem::kAbiMajor:
+      break;
+    case LayoutProblem::kProducer:
+      return Fail(StatId::producer_mismatch, ErrorCode::kMalformed,
+                  fmt::format("{}: producer {} but expected {} ({})", name,
+                              h.producer, ProducerOf(kind), StreamName(kind)));
+    case LayoutProblem::kFieldOutOfRange:
+      return Fail(StatId::header_field_out_of_range, ErrorCode::kMalformed,
+                  fmt::format("{}: header field {} out of range: {}", name,
+                              p.field, p.value));
+    case LayoutProblem::kTruncatedLayout:
+      return Fail(StatId::region_truncated, ErrorCode::kMalformed,
+                  fmt::format("{}: truncated: {} rings of {} bytes need {} "
+                              "bytes, file has {}",
+                              name, h.ring_count, h.ring_stride, p.layout_end,
+                              size));
+    case LayoutProblem::kTruncatedDeclared:
+      return Fail(StatId::region_truncated, ErrorCode::kMalformed,
+                  fmt::format("{}: truncated: header declares {} bytes, file "
+                              "has {}",
+                              name, h.region_size, size));
   }
-  auto out_of_range = [&](std::string_view field, uint64_t value) {
-    return Fail(StatId::header_field_out_of_range, ErrorCode::kMalformed,
-                fmt::format("{}: header field {} out of range: {}", name,
-                            field, value));
-  };
-  if (h.record_size != IPT_RECORD_SIZE)
-    return out_of_range("record_size", h.record_size);
-  if (h.header_size < IPT_HEADER_SIZE || h.header_size % 8 != 0)
-    return out_of_range("header_size", h.header_size);
-  const uint32_t max_rings =
-      kind == StreamKind::kGuest ? IPT_MAX_CPUS : IPT_MAX_CPUS + 1;
-  if (h.ring_count == 0 || h.ring_count > max_rings)
-    return out_of_range("ring_count", h.ring_count);
-  if (!IsPowerOfTwo(h.ring_capacity))
-    return out_of_range("ring_capacity", h.ring_capacity);
-  if (h.cpu_count > IPT_MAX_CPUS) return out_of_range("cpu_count", h.cpu_count);
-  uint64_t min_stride = 0;
-  if (!MulAdd(h.ring_capacity, IPT_RECORD_SIZE, IPT_RING_HEADER_SIZE,
-              &min_stride) ||
-      h.ring_stride < min_stride || h.ring_stride % 8 != 0) {
-    return out_of_range("ring_stride", h.ring_stride);
-  }
-  uint64_t layout_end = 0;
-  if (!MulAdd(h.ring_count, h.ring_stride, h.header_size, &layout_end)) {
-    return out_of_range("ring_stride", h.ring_stride);
-  }
-  if (layout_end > size) {
-    return Fail(StatId::region_truncated, ErrorCode::kMalformed,
-                fmt::format("{}: truncated: {} rings of {} bytes need {} "
-                            "bytes, file has {}",
-                            name, h.ring_count, h.ring_stride, layout_end,
-                            size));
-  }
-  if (h.region_size > size) {
-    return Fail(StatId::region_truncated, ErrorCode::kMalformed,
-                fmt::format("{}: truncated: header declares {} bytes, file "
-                            "has {}",
-                            name, h.region_size, size));
-  }
-  if (h.region_size != 0 && h.region_size < layout_end)
-    return out_of_range("region_size", h.region_size);
 
   if (!(h.flags & IPT_REGION_F_READY)) stats_->Increment(StatId::region_not_ready);
   if ((h.flags & IPT_REGION_F_TRACING) && !(h.flags & IPT_REGION_F_STOPPED))

@@ -238,6 +238,27 @@ class RingSink {
   virtual void OnRing(const Region& region, const Ring& ring, bool scanned) = 0;
 };
 
+// The first thing wrong with a region's layout, as RegionReader checks it
+// (magic, ABI major, producer, sizes and ring geometry that must fit in
+// 'size' bytes), or kNone: the one copy of those rules, for RegionReader and
+// for watch's HangScreen, which checks each live header on every poll.
+struct LayoutProblem {
+  enum Kind {
+    kNone,
+    kBadMagic,
+    kAbiMajor,
+    kProducer,
+    kFieldOutOfRange,   // 'field' has 'value'
+    kTruncatedLayout,   // the rings need 'layout_end' bytes
+    kTruncatedDeclared  // region_size is beyond 'size'
+  };
+  Kind kind = kNone;
+  std::string_view field;
+  uint64_t value = 0;
+  uint64_t layout_end = 0;
+};
+LayoutProblem CheckRegionLayout(const ipt_region_header& h, StreamKind kind, uint64_t size);
+
 // RegionReader turns untrusted bytes (a mapped file that a producer may still
 // be writing, or a test buffer) into a Region.
 //
