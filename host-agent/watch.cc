@@ -66,16 +66,13 @@ struct Watcher::Vm {
   bool attached = false;
   FileId hv_id, guest_id;
   std::optional<MappedFile> hv_map, guest_map;
-  std::vector<std::byte> hv_copy, guest_copy;
   uint64_t last_stream_tsc = 0;  // newest TSC seen in any ring
   uint64_t last_advance_ns = 0;  // wall time the streams last advanced
   std::set<std::pair<uint32_t, uint64_t>> reported;  // (source cpu, queue tsc)
   // What is outstanding, read incrementally every poll; the regions are
   // copied and analysed only when it holds a request older than hang_ms.
+  // It also latches the rings whose head moved backwards.
   HangScreen screen;
-  // Rings latched corrupt ([0] hv, [1] guest: head moved backwards within
-  // one generation), by the screen.
-  std::set<uint32_t> corrupt[2];
   bool failed_once = false;  // an attach error already reported
 };
 
@@ -106,7 +103,6 @@ void Watcher::Detach(Vm* vm, const std::string& reason, std::vector<Json>* ev) {
   vm->reported.clear();
   vm->last_stream_tsc = 0;
   vm->screen.Reset();
-  for (int k = 0; k < 2; ++k) vm->corrupt[k].clear();
 }
 
 bool Watcher::Attach(Vm* vm, std::vector<Json>* ev) {
@@ -169,13 +165,11 @@ void Watcher::PollVm(Vm* vm, uint64_t now_ns, std::vector<Json>* ev) {
     // Producer re-initialised (VM restarted in place): forget old requests.
     vm->reported.clear();
     vm->last_stream_tsc = 0;
-    for (int k = 0; k < 2; ++k) vm->corrupt[k].clear();
   }
   // A head that moves backwards within one generation is a producer bug or
   // a scribbled header: the ring is latched corrupt (every request that
   // needs it becomes inconclusive-gap) until the producer re-initialises.
   for (const HangScreen::CorruptRing& c : corrupt) {
-    vm->corrupt[c.stream == StreamKind::kGuest ? 1 : 0].insert(c.ring);
     ev->push_back({{"event", "ring_corrupt"},
                    {"vm", vm->target.name},
                    {"stream", std::string(StreamName(c.stream))},
@@ -208,16 +202,15 @@ void Watcher::PollVm(Vm* vm, uint64_t now_ns, std::vector<Json>* ev) {
   if (cut) vm->screen.DropQueuedUpTo(cut - 1);
   ++full_checks_;
   FullCheck(vm, newest, khz, idle_ms, ev);
-  // The copies are needed only for a check: release them.
-  std::vector<std::byte>().swap(vm->hv_copy);
-  std::vector<std::byte>().swap(vm->guest_copy);
 }
 
 void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
                         std::vector<Json>* ev) {
-  // Copy both mappings once, under the SIGBUS guard.
-  for (auto [map, copy] : {std::pair{&vm->hv_map, &vm->hv_copy},
-                           std::pair{&vm->guest_map, &vm->guest_copy}}) {
+  // Copy both mappings once, under the SIGBUS guard (only for this check:
+  // between hangs watch holds no copy).
+  std::vector<std::byte> hv_copy, guest_copy;
+  for (auto [map, copy] : {std::pair{&vm->hv_map, &hv_copy},
+                           std::pair{&vm->guest_map, &guest_copy}}) {
     const auto bytes = (*map)->bytes();
     copy->resize(bytes.size());
     if (!GuardedCopy(copy->data(), bytes.data(), bytes.size())) {
@@ -227,22 +220,22 @@ void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
   }
   Stats stats;
   RegionReader reader(&stats);
-  auto hv = reader.Read(vm->hv_copy, StreamKind::kHv, vm->target.hv_path);
-  auto guest = reader.Read(vm->guest_copy, StreamKind::kGuest, vm->target.guest_path);
+  auto hv = reader.Read(hv_copy, StreamKind::kHv, vm->target.hv_path);
+  auto guest = reader.Read(guest_copy, StreamKind::kGuest, vm->target.guest_path);
   if (!hv.ok() || !guest.ok()) return;  // mid-reinit: the next poll starts over
   Snapshot snap;
   snap.dir = vm->target.name;
   snap.hv = std::move(hv).value();
   snap.guest = std::move(guest).value();
-  int k = 0;
+  // The rings the screen latched corrupt: every request that needs one
+  // becomes inconclusive-gap.
   for (Region* region : {&snap.hv, &snap.guest}) {
     for (Ring& ring : region->rings) {
-      if (!vm->corrupt[k].count(ring.index)) continue;
+      if (!vm->screen.corrupt(region->kind, ring.index)) continue;
       stats.Increment(StatId::ring_head_backwards);
       ring.records.clear();
       ring.gaps.assign(1, RingGap{ring.head, std::numeric_limits<uint64_t>::max()});
     }
-    ++k;
   }
 
   Analysis a = Analyzer(&stats, {options_.threshold_ms}).Analyze(std::move(snap));
@@ -275,8 +268,8 @@ void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
       fmt::format("{}/{}-hang-{}", options_.out_dir, vm->target.name, ++snapshots_);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  bool ok = !ec && WriteBytes(dir + "/hv.region", vm->hv_copy) &&
-            WriteBytes(dir + "/guest.region", vm->guest_copy);
+  bool ok = !ec && WriteBytes(dir + "/hv.region", hv_copy) &&
+            WriteBytes(dir + "/guest.region", guest_copy);
   Json manifest = {{"format", 1},
                    {"generator", "ipitrace watch"},
                    {"name", vm->target.name},
