@@ -43,6 +43,12 @@ void WriteInPlace(const std::string& path, const std::vector<std::byte>& b) {
   ::close(fd);
 }
 
+// Publishes a scenario's two regions into dir, in place.
+void WriteRegions(const std::string& dir, Scenario& sc) {
+  WriteInPlace(dir + "/hv.region", sc.hv().Bytes());
+  WriteInPlace(dir + "/guest.region", sc.guest().Bytes());
+}
+
 uint64_t NowNs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                    std::chrono::steady_clock::now().time_since_epoch())
@@ -64,8 +70,7 @@ TEST_CASE("watch - live region appended by a thread: attach, hang, detach, reatt
   std::mutex mu;
   auto publish = [&] {
     std::lock_guard<std::mutex> lock(mu);
-    WriteInPlace(vm + "/hv.region", sc.hv().Bytes());
-    WriteInPlace(vm + "/guest.region", sc.guest().Bytes());
+    WriteRegions(vm, sc);
   };
   publish();
 
@@ -137,8 +142,7 @@ TEST_CASE("watch - live region appended by a thread: attach, hang, detach, reatt
   CHECK(w.Poll(NowNs()).empty());
   Scenario fresh(2, 1024);
   fresh.FullChain(0, 1, 100, kFunc, kCsd);
-  WriteInPlace(vm + "/hv.region", fresh.hv().Bytes());
-  WriteInPlace(vm + "/guest.region", fresh.guest().Bytes());
+  WriteRegions(vm, fresh);
   ev = w.Poll(NowNs());
   CHECK(Find(ev, "vm_attached") != nullptr);
   fs::remove_all(dir);
@@ -150,10 +154,7 @@ TEST_CASE("watch - served traffic over many polls and ring wraps: no copy, no an
   // no full check; one lost request then makes exactly one, and its hang.
   const std::string dir = TempDir();
   Scenario sc(2, 64);
-  auto publish = [&] {
-    WriteInPlace(dir + "/hv.region", sc.hv().Bytes());
-    WriteInPlace(dir + "/guest.region", sc.guest().Bytes());
-  };
+  auto publish = [&] { WriteRegions(dir, sc); };
   publish();
   WatchOptions opts;
   opts.hang_ms = 5;
@@ -189,8 +190,7 @@ TEST_CASE("watch - head moving backwards latches the ring corrupt") {
   Scenario sc(2);
   sc.FullChain(0, 1, 100, kFunc, kCsd);
   sc.FullChain(1, 0, 200, kFunc, kCsd + 1);
-  WriteInPlace(dir + "/hv.region", sc.hv().Bytes());
-  WriteInPlace(dir + "/guest.region", sc.guest().Bytes());
+  WriteRegions(dir, sc);
   Watcher w({ParseWatchTarget(dir)}, {});
   REQUIRE(Find(w.Poll(NowNs()), "vm_attached") != nullptr);
   sc.guest().ring_header(1).head -= 2;  // producer index goes back
@@ -209,8 +209,7 @@ TEST_CASE("watch - replaced file is re-opened") {
   const std::string dir = TempDir();
   Scenario sc(2);
   sc.FullChain(0, 1, 100, kFunc, kCsd);
-  WriteInPlace(dir + "/hv.region", sc.hv().Bytes());
-  WriteInPlace(dir + "/guest.region", sc.guest().Bytes());
+  WriteRegions(dir, sc);
   Watcher w({ParseWatchTarget(dir + "/hv.region:" + dir + "/guest.region")}, {});
   REQUIRE(Find(w.Poll(NowNs()), "vm_attached") != nullptr);
   // New inode under the same name (a new VM run).
