@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: GPL-2.0
 """Helpers shared by the benchmark and diagnostic scripts (bench-qemu-oneboot.py,
-ab-agent.py, sync-profile-mttcg.py): the bootstrap interval of a median,
+ab-agent.py, sync-profile-mttcg.py, perf-phases.py): the bootstrap interval of a median,
 the benchmark guest's QEMU command line, QMP, and counters read from
 /proc and from the guest module's region.  Import it from a script in
 this directory (`from benchlib import ...`; Python puts a script's own
