@@ -41,7 +41,7 @@ import tempfile
 import time
 
 from benchlib import (Qmp, guest_qemu_cmd, guest_records, median_ci, qemu_cpu_ns,
-                      qemu_ctxt_switches, wait_for_load)
+                      qemu_ctxt_switches, stop_qemu, wait_for_load)
 
 CONFIGS = ("off", "ipitrace", "log")
 
@@ -139,13 +139,7 @@ def main():
                       f"{rnd[cfg]['cpu_per_rec']:.0f} ns CPU/record", file=sys.stderr)
             phases.append(rnd)
     finally:
-        q.kill()
-        q.wait()
-        for p in (shm, hv):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+        stop_qemu(q, shm, hv)
 
     med = statistics.median
     lines = [

@@ -14,6 +14,7 @@ import random
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import time
 
@@ -100,6 +101,27 @@ def qemu_cpu_ns(pid):
         except (OSError, ValueError, IndexError):
             pass  # a thread that just exited
     return total
+
+
+def guest_files():
+    """(kernel, initrd) of the benchmark guest that scripts/build-guest.sh
+    builds (or finds in its cache)."""
+    out = subprocess.run(
+        ["bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "build-guest.sh")],
+        check=True, capture_output=True, text=True).stdout
+    guest = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return guest["KERNEL"], guest["INITRD"]
+
+
+def stop_qemu(q, *paths):
+    """Kill the guest's QEMU, reap it and remove its region files."""
+    q.kill()
+    q.wait()
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def guest_qemu_cmd(qemu, kernel, initrd, *, vcpus, tcg, icount, load_s, threads, console,

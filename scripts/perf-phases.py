@@ -26,14 +26,6 @@ import time
 import benchlib as ob
 
 
-def guest_files():
-    out = subprocess.run(
-        ["bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "build-guest.sh")],
-        check=True, capture_output=True, text=True).stdout
-    guest = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return guest["KERNEL"], guest["INITRD"]
-
-
 def samples_by_symbol(data):
     """perf report's sample count per symbol (all JIT code as one)."""
     out = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol",
@@ -85,7 +77,7 @@ def main():
     reps = int(sys.argv[4]) if len(sys.argv) > 4 else 2
     out = sys.argv[5] if len(sys.argv) > 5 else tempfile.mkdtemp(prefix="ipt-perf.")
     os.makedirs(out, exist_ok=True)
-    kernel, initrd = guest_files()
+    kernel, initrd = ob.guest_files()
     work = tempfile.mkdtemp(prefix="ipt-perf-vm.")
     shm = f"/dev/shm/ipt-perf-{os.getpid()}-guest"
     hv = f"/dev/shm/ipt-perf-{os.getpid()}-hv"
@@ -123,13 +115,7 @@ def main():
                     qmp.cmd("object-del", id="ipt0")
                 qmp.cmd("cont")
     finally:
-        q.kill()
-        q.wait()
-        for path in (shm, hv):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        ob.stop_qemu(q, shm, hv)
     print(f"perf data and record counts in {out}")
     for rep in range(reps):
         report(out, rep)

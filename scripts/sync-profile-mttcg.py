@@ -31,10 +31,7 @@ S = float(sys.argv[2]) if len(sys.argv) > 2 else 5
 if len(sys.argv) > 3:
     KERNEL, INITRD = f"{sys.argv[3]}/vmlinuz", f"{sys.argv[3]}/initrd.gz"
 else:
-    guest = dict(line.split("=", 1) for line in subprocess.run(
-        ["bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "build-guest.sh")],
-        check=True, capture_output=True, text=True).stdout.splitlines() if "=" in line)
-    KERNEL, INITRD = guest["KERNEL"], guest["INITRD"]
+    KERNEL, INITRD = ob.guest_files()
 work = tempfile.mkdtemp(prefix="ipt-syncprof.")
 shm = f"/dev/shm/ipt-syncprof-{os.getpid()}-guest"
 hv = f"/dev/shm/ipt-syncprof-{os.getpid()}-hv"
@@ -66,11 +63,6 @@ try:
         print(out)
     done = True
 finally:
-    q.kill(); q.wait()
-    for p in (shm, hv):
-        try:
-            os.unlink(p)
-        except OSError:
-            pass
+    ob.stop_qemu(q, shm, hv)
     if done:  # else kept for its console.log and qemu.log
         shutil.rmtree(work, ignore_errors=True)
