@@ -241,7 +241,10 @@ bool RingIndex::ScanInPlace(const Region& region, uint32_t ring_index, uint32_t 
 }
 
 void RingIndex::OnRing(const Region& region, const Ring& r, bool scanned) {
-  if (!r.empty()) snapshot_end_tsc_ = std::max(snapshot_end_tsc_, r.last_tsc());
+  if (!r.empty()) {
+    snapshot_end_tsc_ = std::max(snapshot_end_tsc_, r.last_tsc());
+    if (region.kind == StreamKind::kHv) hv_end_tsc_ = std::max(hv_end_tsc_, r.last_tsc());
+  }
   if (!scanned) {
     // Index the (copied or empty) ring from its records.
     StartRing(region, r.index);

@@ -416,6 +416,10 @@ class RingIndex : public RingSink {
   }
   // Largest last tsc over all rings.
   uint64_t snapshot_end_tsc() const { return snapshot_end_tsc_; }
+  // Largest last tsc over the hypervisor's rings only: the end of the trace
+  // on the clock the guest cannot write (a hostile guest stamping its
+  // records far in the future moves snapshot_end_tsc, not this).
+  uint64_t hv_end_tsc() const { return hv_end_tsc_; }
 
  private:
   class GuestIndexer;
@@ -438,6 +442,7 @@ class RingIndex : public RingSink {
 
   TscEvents none_;
   uint64_t snapshot_end_tsc_ = 0;
+  uint64_t hv_end_tsc_ = 0;
 };
 
 }  // namespace ipitrace

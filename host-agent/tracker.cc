@@ -725,11 +725,35 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
                             vt, vector)},
                service, req);
     } else {
-      Conclude({Verdict::kTargetBlocked, hv_t->last_tsc() > irr_tsc,
-                fmt::format("IRR set on vCPU {} (vector {:#x}); vCPU "
-                            "acknowledged nothing afterwards",
-                            vt, vector)},
-               service, req);
+      // Silence is the only evidence: it must have lasted the blocked
+      // window, measured on the hypervisor's clock to the end of the trace.
+      const uint64_t end = index_->hv_end_tsc();
+      const uint64_t silent = end > irr_tsc ? end - irr_tsc : 0;
+      const uint64_t window = inputs_->blocked_ticks;
+      const double khz = static_cast<double>(inputs_->tsc_khz);
+      auto ms = [&](uint64_t ticks) { return khz > 0 ? static_cast<double>(ticks) / khz : 0.0; };
+      if (window != 0 && silent >= window) {
+        Conclude({Verdict::kTargetBlocked, true,
+                  fmt::format("IRR set on vCPU {} (vector {:#x}); vCPU "
+                              "acknowledged nothing in the {:.1f} ms from "
+                              "then to the end of the trace (blocked window "
+                              "{:.0f} ms)",
+                              vt, vector, ms(silent), ms(window))},
+                 service, req);
+      } else {
+        Conclude({Verdict::kTargetBlocked, false,
+                  window == 0
+                      ? fmt::format("IRR set on vCPU {} (vector {:#x}), not "
+                                    "acknowledged yet; no blocked window (TSC "
+                                    "rate unknown)",
+                                    vt, vector)
+                      : fmt::format("IRR set on vCPU {} (vector {:#x}), not "
+                                    "acknowledged in the {:.1f} ms to the end "
+                                    "of the trace (under the {:.0f} ms blocked "
+                                    "window)",
+                                    vt, vector, ms(silent), ms(window))},
+                 service, req);
+      }
     }
     return;
   }

@@ -414,11 +414,21 @@ using StageSamples = std::array<LatencySamples, 4>;
 // Everything a Tracker reads, shared: a RequestTable keeps it to follow a
 // request again (Tracker::Replay).
 struct TrackerInputs {
-  TrackerInputs(Snapshot s, CpuMap m, std::shared_ptr<const RingIndex> i)
-      : snapshot(std::move(s)), map(std::move(m)), index(std::move(i)) {}
+  TrackerInputs(Snapshot s, CpuMap m, std::shared_ptr<const RingIndex> i,
+                uint64_t khz = 0, uint64_t blocked = 0)
+      : snapshot(std::move(s)), map(std::move(m)), index(std::move(i)),
+        tsc_khz(khz), blocked_ticks(blocked) {}
   Snapshot snapshot;
   CpuMap map;
   std::shared_ptr<const RingIndex> index;
+  uint64_t tsc_khz;  // the hypervisor's TSC rate (for reasons in ms)
+  // target-blocked rests on silence alone: an IRR set that the target
+  // vCPU has not acknowledged, with no ACK of any vector after it.  That is
+  // a loss only when the silence lasted at least this many TSC ticks up to
+  // the end of the trace (the hypervisor's rings); shorter, the IPI is
+  // in-flight (the target may be finishing a handler, or descheduled by the
+  // host, when the snapshot is taken).  0: never target-blocked.
+  uint64_t blocked_ticks;
 };
 
 class Tracker {

@@ -3,8 +3,10 @@
 
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
 
 #include "analyzer.h"
+#include "testing/region_builder.h"
 #include "testing/scenario.h"
 
 namespace ipitrace {
@@ -269,13 +271,35 @@ TEST_CASE("tracker - missing ACK: injection, blocked or in-flight") {
     sc.Ack(1, kTimer, 200);
     want = Verdict::kLostInInjection;
   }
-  SECTION("T acknowledged nothing but its ring continues") {
+  // The scenario's TSC runs at 1e6 kHz: the default 500 ms blocked window
+  // is 5e8 ticks.
+  constexpr uint64_t kWindow = 500ull * testing::RegionBuilder::kTscKhz;
+  SECTION("T acknowledged nothing for the blocked window, its ring going on") {
     sc.Eoi(1, 0xff, 200);
+    sc.Icr(1, kVs, 130 + kWindow, {0});
     want = Verdict::kTargetBlocked;
+  }
+  SECTION("T silent for the blocked window while other vCPUs go on") {
+    sc.Ack(0, kTimer, 130 + kWindow);
+    want = Verdict::kTargetBlocked;
+  }
+  SECTION("T finished a handler (EOI) just after the IRR; the trace ends soon after") {
+    // The CI failure of 2026-11-22: the snapshot came 0.1 ms after the IRR
+    // while the target was leaving its timer handler.
+    sc.Eoi(1, kTimer, 200);
+    sc.Ack(0, kTimer, 130 + kWindow - 1);
+  }
+  SECTION("only the guest's (untrusted) rings run past the window") {
+    sc.Eoi(1, kTimer, 200);
+    sc.FuncEntry(0, kFunc + 0x40, kCsd + 0x40, 130 + 10 * kWindow);
   }
   SECTION("T's ring ends") {}
   Stats stats;
-  CHECK(Only(sc.Analyze(&stats)).verdict == want);
+  const Analysis a = sc.Analyze(&stats);
+  CHECK(Only(a).verdict == want);
+  if (want == Verdict::kInFlight) {
+    CHECK_THAT(Only(a).reason, Catch::Matchers::ContainsSubstring("under the 500 ms blocked window"));
+  }
 }
 
 TEST_CASE("tracker - IRR bit lost, a later IPI's ACK does not serve it: lost-in-injection") {
