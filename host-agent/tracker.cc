@@ -383,7 +383,44 @@ void Tracker::ResolveBeforeSend(RequestTable* t) {
           break;
         }
       }
-      if (earlier_outstanding) continue;  // stays handler-missed-work
+      if (earlier_outstanding) {
+        // It joined a list that was not empty; the flush of that list
+        // serves every request in it.  Handler-missed-work only when every
+        // earlier request outstanding at its queue was served and the
+        // target is past the flush that served the last of them; else it
+        // waits with them (in flight).
+        uint64_t last_served = 0;
+        bool unserved = false;
+        for (size_t j = 0; j < k; ++j) {
+          const RequestTable::Row& e = t->rows_[idx[j]];
+          if (e.queue_tsc > r.queue_tsc) break;
+          if (!e.served()) {
+            unserved = true;
+          } else if (e.served_tsc >= r.queue_tsc) {
+            last_served = std::max(last_served, e.served_tsc);
+          }
+        }
+        const Ring* t_ring = snap_->guest.RingForCpu(r.target_cpu);
+        // The last service's position, for the handler-return walk: the
+        // last record at or before its TSC (a ring in TSC order only).
+        uint32_t served_pos = RingIndex::kNoPosition;
+        if (!unserved && t_ring && t_ring->tsc_sorted && !t_ring->records.empty()) {
+          size_t lo = 0, hi = t_ring->records.size();
+          while (lo < hi) {
+            const size_t mid = lo + (hi - lo) / 2;
+            if (t_ring->records[mid].tsc <= last_served) lo = mid + 1; else hi = mid;
+          }
+          if (lo > 0) served_pos = static_cast<uint32_t>(lo - 1);
+        }
+        if (unserved || !t_ring || !FlushOver(*t_ring, r.target_vcpu, last_served, served_pos)) {
+          r.verdict = Verdict::kInFlight;
+          r.reason = unserved ? "end of trace: queued behind an earlier request to "
+                                "the same CPU that is still outstanding"
+                              : "end of trace: the target was still running the "
+                                "flush that served the requests queued before it";
+        }
+        continue;  // else stays handler-missed-work
+      }
       const EvidenceChain::Ref q = r.evidence.ref(0);
       const Ring* s_ring = snap_->guest.RingForCpu(r.source_cpu);
       if (!s_ring || q.pos + 1 >= s_ring->records.size()) {
@@ -832,11 +869,38 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     }
     return;
   }
-  Conclude({Verdict::kHandlerMissedWork, t_ring.last_tsc() > irq_tsc,
-            fmt::format("CPU {} entered the call-function handler but never "
-                        "ran the request's function",
-                        req->target_cpu)},
+  const bool over = FlushOver(t_ring, vt, irq_tsc, irq_pos);
+  Conclude({Verdict::kHandlerMissedWork, over,
+            over ? fmt::format("CPU {} entered the call-function handler and "
+                               "left it without running the request's function",
+                               req->target_cpu)
+                 : fmt::format("CPU {} was still in the call-function handler "
+                               "entered at tsc {} (no return, no interrupt since)",
+                               req->target_cpu, irq_tsc)},
            service, req);
+}
+
+bool Tracker::FlushOver(const Ring& t_ring, int32_t vcpu, uint64_t tsc, uint32_t pos) const {
+  if (vcpu >= 0) {
+    if (const Ring* hv = snap_->hv.RingForCpu(static_cast<uint32_t>(vcpu))) {
+      if (index_->hv(hv->index).Acks(*hv).FirstAtOrAfterTsc(*hv, tsc + 1)) return true;
+    }
+  }
+  const RingIndex::Guest& ti = index_->guest(t_ring.index);
+  for (const uint8_t v : {vec_cf_, vec_cfs_}) {
+    const PositionList irqs = ti.irq_by_vector.Get(v);
+    const size_t i = irqs.FirstAtOrAfterTscIndex(t_ring, tsc + 1);
+    if (i < irqs.size() && (pos == RingIndex::kNoPosition || irqs[i] > pos)) return true;
+  }
+  if (pos == RingIndex::kNoPosition) return false;
+  const size_t end = std::min(t_ring.records.size(), size_t{pos} + 1 + kExitWalk);
+  for (size_t p = size_t{pos} + 1; p < end; ++p) {
+    const ipt_record& rec = t_ring.records[p];
+    if (rec.type == IPT_G_IRQ_EXIT && (rec.vector == vec_cf_ || rec.vector == vec_cfs_))
+      return true;
+    if (rec.type == IPT_G_IRQ_ENTRY) return true;
+  }
+  return false;
 }
 
 void Tracker::Conclude(const Break& b, const Service* service,

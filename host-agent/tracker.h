@@ -500,6 +500,16 @@ class Tracker {
   void CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
                          const Service& service, Request* req);
   void ResolveBeforeSend(RequestTable* t);
+  // Whether CPU 'cpu' (vCPU 'vcpu') is past the flush that was running at
+  // 'tsc' (a call-function handler entered, or a function of the flush
+  // run, then): it took an interrupt after it (an H_ACK on its vCPU's
+  // ring, a call-function IRQ entry on its guest ring; a flush runs with
+  // interrupts off) or its guest ring shows the handler return (G_IRQ_EXIT
+  // within kExitWalk records after 'pos', when pos is a position).  A
+  // snapshot taken mid-flush shows the functions run so far and not the
+  // rest: those are in flight, not missed.
+  bool FlushOver(const Ring& t_ring, int32_t vcpu, uint64_t tsc, uint32_t pos) const;
+  static constexpr uint32_t kExitWalk = 256;
   void ComputeActivity(Request* req) const;
   // Non-empty description of the first relevant ring with a gap at or after
   // the request's queue TSC.

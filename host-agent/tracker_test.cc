@@ -362,8 +362,20 @@ TEST_CASE("tracker - IRQ entered but function never ran is handler-missed-work")
   sc.Ack(1, kVs, 140);
   sc.IrqEntry(1, kVs, 150);
   sc.FuncEntry(1, kFunc, kCsd + 0x1000, 160);  // someone else's csd
+  Verdict want = Verdict::kHandlerMissedWork;
+  SECTION("the handler returned") { sc.IrqExit(1, kVs, 170); }
+  SECTION("T took an interrupt since") { sc.Ack(1, kTimer, 300); }
+  SECTION("T entered the handler again since") { sc.IrqEntry(1, kVm, 300); }
+  SECTION("the snapshot came mid-flush: in flight") {
+    sc.Mark(0, 400);  // the rest of the trace goes on
+    want = Verdict::kInFlight;
+  }
   Stats stats;
-  CHECK(Only(sc.Analyze(&stats)).verdict == Verdict::kHandlerMissedWork);
+  const Request r = Only(sc.Analyze(&stats));
+  CHECK(r.verdict == want);
+  if (want == Verdict::kInFlight) {
+    CHECK_THAT(r.reason, Catch::Matchers::ContainsSubstring("still in the call-function handler"));
+  }
 }
 
 TEST_CASE("tracker - unserved rider is queued behind the lost IPI, not lost itself") {
@@ -457,12 +469,35 @@ TEST_CASE("tracker - a rider whose owner was served after it queued is handler-m
   sc.Ack(1, kVs, 140);
   sc.IrqEntry(1, kVs, 150);
   sc.FuncEntry(1, kFunc, kCsd, 160);  // the flush ran the owner only
+  bool flush_over = GENERATE(false, true);
+  if (flush_over) sc.IrqExit(1, kVs, 170);
+  // Without the return, the snapshot may have come mid-flush: the rider is
+  // in flight, not missed.
   sc.Mark(1, 400);
   sc.Mark(2, 400);
   Stats stats;
   const Analysis a = sc.Analyze(&stats);
-  CHECK(Count(a, Verdict::kHandlerMissedWork) == 1);
+  CHECK(Count(a, Verdict::kHandlerMissedWork) == (flush_over ? 1 : 0));
+  CHECK(Count(a, Verdict::kInFlight) == (flush_over ? 0 : 1));
   CHECK(Count(a, Verdict::kQueuedBehindLoss) == 0);
+}
+
+TEST_CASE("tracker - a rider behind an owner still in flight is in flight") {
+  Scenario sc(3);
+  sc.Queue(0, 1, 100, kFunc, kCsd);  // owner
+  sc.Send(0, 1, 110);
+  const uint64_t icr = sc.Icr(0, kVs, 120, {1});
+  sc.Irr(0, 1, kVs, icr, 130);                     // not acknowledged yet
+  sc.Queue(2, 1, 140, kFunc + 0x40, kCsd + 0x40);  // rider
+  sc.IrqEntry(1, kTimer, 150);                     // T's ring goes on
+  sc.Mark(0, 200);
+  sc.Mark(2, 200);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.requests.size() == 2);
+  CHECK(a.requests[0].verdict == Verdict::kInFlight);
+  CHECK(a.requests[1].verdict == Verdict::kInFlight);
+  CHECK_THAT(a.requests[1].reason, Catch::Matchers::ContainsSubstring("still outstanding"));
 }
 
 TEST_CASE("tracker - irq_work and ttwu requests are served without a csd match") {
@@ -578,6 +613,7 @@ TEST_CASE("tracker - no send behind an outstanding earlier request is not lost-b
   sc.Mark(0, 200);
   sc.FuncEntry(1, kFunc + 0x80, kCsd + 0x80, 500);
   sc.Mark(1, 600);
+  sc.Ack(1, kTimer, 650);  // interrupts on again: that flush is over
   Stats stats;
   const Analysis a = sc.Analyze(&stats);
   REQUIRE(a.requests.size() == 2);
@@ -779,6 +815,7 @@ TEST_CASE("analyzer - stage latency percentiles over served-by-ipi") {
   CHECK(a.latency[1].max == 10);
   CHECK(a.latency[3].name == "IRQ->function");
 }
+
 
 }  // namespace
 }  // namespace ipitrace
