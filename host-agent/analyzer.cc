@@ -179,14 +179,14 @@ Analysis Analyzer::Analyze(Snapshot snapshot, std::shared_ptr<const RingIndex> i
 
   const RingIndex& index = *index_ptr;
   CpuMap map(s.guest, s.hv, stats_);
-  // The blocked window on the hypervisor's clock: QEMU writes its TSC rate;
+  // The settle window on the hypervisor's clock: QEMU writes its TSC rate;
   // the guest's (untrusted) only where the hypervisor gave none.
   const uint64_t hv_khz = s.hv.header.tsc_khz ? s.hv.header.tsc_khz : s.guest.header.tsc_khz;
-  const uint64_t blocked_ticks =
-      options_.blocked_ms > 0 ? static_cast<uint64_t>(options_.blocked_ms * static_cast<double>(hv_khz))
-                              : 0;
+  const uint64_t settle_ticks =
+      options_.settle_ms > 0 ? static_cast<uint64_t>(options_.settle_ms * static_cast<double>(hv_khz))
+                             : 0;
   Tracker tracker(std::make_shared<const TrackerInputs>(s, map, std::move(index_ptr), hv_khz,
-                                                        blocked_ticks),
+                                                        settle_ticks),
                   stats_);
   a.requests = tracker.Run();
 

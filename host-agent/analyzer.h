@@ -44,11 +44,11 @@ struct StageLatency {
 
 struct AnalyzerOptions {
   double threshold_ms = 10.0;  // served requests slower than this are listed
-  // An IRR set that the target vCPU left unacknowledged, acknowledging
-  // nothing else either, is target-blocked once that silence has lasted
-  // this long up to the end of the trace; before, it is in-flight.
-  double blocked_ms = kDefaultBlockedMs;
-  static constexpr double kDefaultBlockedMs = 500.0;
+  // A missing asynchronous stage (TrackerInputs::settle_ticks) is a loss
+  // only once the trace went on this long past the stage the request
+  // reached; before, the request is in-flight.
+  double settle_ms = kDefaultSettleMs;
+  static constexpr double kDefaultSettleMs = 500.0;
 };
 
 // Everything a report needs.  'stats' points at the Stats the analysis

@@ -2,9 +2,9 @@
 //
 // ipitrace: find where a lost inter-processor interrupt vanished.
 //
-//   ipitrace analyze SNAPSHOT_DIR [--json] [--threshold-ms N] [--blocked-ms N]
+//   ipitrace analyze SNAPSHOT_DIR [--json] [--threshold-ms N] [--settle-ms N]
 //   ipitrace dump SNAPSHOT_DIR [--limit N]
-//   ipitrace watch DIR_OR_HV:GUEST... [--hang-ms N] [--blocked-ms N] [--out DIR]
+//   ipitrace watch DIR_OR_HV:GUEST... [--hang-ms N] [--settle-ms N] [--out DIR]
 //   ipitrace export --timeline OUT.json SNAPSHOT_DIR
 //   ipitrace --version
 //
@@ -58,10 +58,10 @@ int Fail(const ipitrace::Status& s) {
   return static_cast<int>(s.code());
 }
 
-int RunAnalyze(const std::string& dir, bool json, double threshold_ms, double blocked_ms) {
+int RunAnalyze(const std::string& dir, bool json, double threshold_ms, double settle_ms) {
   KeepHeapForOneShot();
   ipitrace::Stats stats;
-  ipitrace::Analyzer analyzer(&stats, {threshold_ms, blocked_ms});
+  ipitrace::Analyzer analyzer(&stats, {threshold_ms, settle_ms});
   auto analysis = analyzer.AnalyzeDir(dir);
   if (!analysis.ok()) return Fail(analysis.status());
   std::string s;
@@ -166,12 +166,13 @@ int Main(int argc, char** argv) {
   analyze->add_option("--threshold-ms", threshold_ms,
                       "list served requests slower than this (default 10)")
       ->check(CLI::NonNegativeNumber);
-  double blocked_ms = ipitrace::AnalyzerOptions::kDefaultBlockedMs;
-  constexpr const char* kBlockedHelp =
-      "an IPI whose target vCPU acknowledged nothing at all after its IRR was "
-      "set is target-blocked once that silence lasted this long to the end of "
-      "the trace, in-flight before (default 500)";
-  analyze->add_option("--blocked-ms", blocked_ms, kBlockedHelp)->check(CLI::PositiveNumber);
+  double settle_ms = ipitrace::AnalyzerOptions::kDefaultSettleMs;
+  constexpr const char* kSettleHelp =
+      "a request whose next stage is asynchronous and missing (the target's "
+      "acknowledge, the APIC write after a send, the send after a queue, the "
+      "service after an elision) is lost only once the trace went on this "
+      "long past the stage it reached, in-flight before (default 500)";
+  analyze->add_option("--settle-ms", settle_ms, kSettleHelp)->check(CLI::PositiveNumber);
 
   uint64_t limit = 0;
   auto* dump = app.add_subcommand(
@@ -198,7 +199,7 @@ int Main(int argc, char** argv) {
   watch->add_option("--hang-ms", wopts.hang_ms,
                     "outstanding time that counts as a hang (default 1000)")
       ->check(CLI::PositiveNumber);
-  watch->add_option("--blocked-ms", wopts.blocked_ms, kBlockedHelp)->check(CLI::PositiveNumber);
+  watch->add_option("--settle-ms", wopts.settle_ms, kSettleHelp)->check(CLI::PositiveNumber);
   watch->add_option("--out", wopts.out_dir,
                     "directory for hang snapshots (default .)");
   watch->add_option("--poll-ms", poll_ms, "poll interval (default 200)")
@@ -222,7 +223,7 @@ int Main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : static_cast<int>(ipitrace::ErrorCode::kUsage);
   }
-  if (analyze->parsed()) return RunAnalyze(dir, json, threshold_ms, blocked_ms);
+  if (analyze->parsed()) return RunAnalyze(dir, json, threshold_ms, settle_ms);
   if (dump->parsed()) return RunDump(dir, limit);
   if (watch->parsed()) return RunWatch(specs, wopts, poll_ms, duration_s);
   if (exportc->parsed()) return RunExport(dir, timeline_out);

@@ -340,6 +340,7 @@ void Tracker::CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
     }
   }
   if (svc.pos + 1 >= t_ring.records.size()) return;  // ring ends: running
+  if (!Settled(svc.tsc)) return;  // entered within the settle window: running
   req->verdict = Verdict::kCallbackStuck;
   reason_ = NormalReason::kNone;
   req->reason = fmt::format(
@@ -426,6 +427,12 @@ void Tracker::ResolveBeforeSend(RequestTable* t) {
       if (!s_ring || q.pos + 1 >= s_ring->records.size()) {
         r.verdict = Verdict::kInFlight;
         r.reason = "end of trace: the sender's ring ends right after the queue";
+        continue;
+      }
+      // An interrupt may cut in between the queue and the send.
+      if (!Settled(r.queue_tsc)) {
+        r.verdict = Verdict::kInFlight;
+        r.reason = "end of trace: no send or elision yet; " + UnsettledNote(r.queue_tsc);
         continue;
       }
       r.verdict = Verdict::kLostBeforeSend;
@@ -591,11 +598,16 @@ void Tracker::Follow(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_rec
     CheckCallbackExit(t_ring, q, *service, &req);
     return;
   }
-  Break b{Verdict::kHandlerMissedWork, t_ring.last_tsc() > q.tsc,
-          req.elided ? "IPI elided (target polling) but the target never ran "
-                       "the function although its ring continues"
-                     : "rode on a pending IPI, never served although the "
-                       "target's ring continues"};
+  // An elided request waits for the polling target to leave its idle
+  // loop and flush (an interrupt may come first): the settle window.  A
+  // rider waits for its list's flush (ResolveRiders, ResolveBeforeSend).
+  const bool t_goes_on = t_ring.last_tsc() > q.tsc;
+  Break b = req.elided ? Absent(Verdict::kHandlerMissedWork, t_goes_on, q.tsc,
+                                "IPI elided (target polling) but the target never "
+                                "ran the function although its ring continues")
+                       : Break{Verdict::kHandlerMissedWork, t_goes_on,
+                               "rode on a pending IPI, never served although the "
+                               "target's ring continues"};
   Conclude(b, service, &req);
   if (req.verdict == Verdict::kHandlerMissedWork && !req.elided)
     req.rode_on = -2;  // resolved against the owning IPI in ResolveRiders
@@ -696,10 +708,12 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     ++ic_k;
   }
   if (icr_pos == kNone) {
-    Conclude({Verdict::kLostGuestToHypervisor, hv_s->last_tsc() > send.tsc,
+    // An interrupt may cut in between the send's tracepoint and its APIC
+    // write: the vCPU's ring goes on (its H_ACK) before the H_ICR.
+    Conclude(Absent(Verdict::kLostGuestToHypervisor, hv_s->last_tsc() > send.tsc, send.tsc,
               fmt::format("G_SEND to CPU {} has no H_ICR (vector {:#x}, "
                           "vCPU {} in bitmap) on vCPU {}'s ring",
-                          req->target_cpu, vector, vt, vs)},
+                          req->target_cpu, vector, vt, vs)),
              service, req);
     return;
   }
@@ -762,35 +776,14 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
                             vt, vector)},
                service, req);
     } else {
-      // Silence is the only evidence: it must have lasted the blocked
-      // window, measured on the hypervisor's clock to the end of the trace.
-      const uint64_t end = index_->hv_end_tsc();
-      const uint64_t silent = end > irr_tsc ? end - irr_tsc : 0;
-      const uint64_t window = inputs_->blocked_ticks;
-      const double khz = static_cast<double>(inputs_->tsc_khz);
-      auto ms = [&](uint64_t ticks) { return khz > 0 ? static_cast<double>(ticks) / khz : 0.0; };
-      if (window != 0 && silent >= window) {
-        Conclude({Verdict::kTargetBlocked, true,
-                  fmt::format("IRR set on vCPU {} (vector {:#x}); vCPU "
-                              "acknowledged nothing in the {:.1f} ms from "
-                              "then to the end of the trace (blocked window "
-                              "{:.0f} ms)",
-                              vt, vector, ms(silent), ms(window))},
-                 service, req);
-      } else {
-        Conclude({Verdict::kTargetBlocked, false,
-                  window == 0
-                      ? fmt::format("IRR set on vCPU {} (vector {:#x}), not "
-                                    "acknowledged yet; no blocked window (TSC "
-                                    "rate unknown)",
-                                    vt, vector)
-                      : fmt::format("IRR set on vCPU {} (vector {:#x}), not "
-                                    "acknowledged in the {:.1f} ms to the end "
-                                    "of the trace (under the {:.0f} ms blocked "
-                                    "window)",
-                                    vt, vector, ms(silent), ms(window))},
-                 service, req);
-      }
+      // Silence is the only evidence: it must have lasted the settle
+      // window, on the hypervisor's clock, to the end of the trace.
+      Conclude(Absent(Verdict::kTargetBlocked, true, irr_tsc,
+                      fmt::format("IRR set on vCPU {} (vector {:#x}); vCPU "
+                                  "acknowledged nothing in the {:.1f} ms from "
+                                  "then to the end of the trace",
+                                  vt, vector, MsAfter(irr_tsc))),
+               service, req);
     }
     return;
   }
@@ -878,6 +871,34 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
                                "entered at tsc {} (no return, no interrupt since)",
                                req->target_cpu, irq_tsc)},
            service, req);
+}
+
+bool Tracker::Settled(uint64_t tsc) const {
+  const uint64_t w = inputs_->settle_ticks;
+  const uint64_t end = index_->hv_end_tsc();
+  return w != 0 && end >= tsc && end - tsc >= w;
+}
+
+double Tracker::MsAfter(uint64_t tsc) const {
+  const uint64_t end = index_->hv_end_tsc();
+  if (inputs_->tsc_khz == 0 || end <= tsc) return 0.0;
+  return static_cast<double>(end - tsc) / static_cast<double>(inputs_->tsc_khz);
+}
+
+std::string Tracker::UnsettledNote(uint64_t tsc) const {
+  if (inputs_->settle_ticks == 0) return "no settle window (TSC rate unknown)";
+  return fmt::format("the trace went on {:.1f} ms past it, under the {:.0f} ms settle window",
+                     MsAfter(tsc),
+                     static_cast<double>(inputs_->settle_ticks) /
+                         static_cast<double>(inputs_->tsc_khz));
+}
+
+Tracker::Break Tracker::Absent(Verdict loss, bool continues, uint64_t tsc,
+                               std::string reason) const {
+  if (continues && !Settled(tsc)) {
+    return {loss, false, fmt::format("{} ({})", reason, UnsettledNote(tsc))};
+  }
+  return {loss, continues, std::move(reason)};
 }
 
 bool Tracker::FlushOver(const Ring& t_ring, int32_t vcpu, uint64_t tsc, uint32_t pos) const {

@@ -415,20 +415,23 @@ using StageSamples = std::array<LatencySamples, 4>;
 // request again (Tracker::Replay).
 struct TrackerInputs {
   TrackerInputs(Snapshot s, CpuMap m, std::shared_ptr<const RingIndex> i,
-                uint64_t khz = 0, uint64_t blocked = 0)
+                uint64_t khz = 0, uint64_t settle = 0)
       : snapshot(std::move(s)), map(std::move(m)), index(std::move(i)),
-        tsc_khz(khz), blocked_ticks(blocked) {}
+        tsc_khz(khz), settle_ticks(settle) {}
   Snapshot snapshot;
   CpuMap map;
   std::shared_ptr<const RingIndex> index;
   uint64_t tsc_khz;  // the hypervisor's TSC rate (for reasons in ms)
-  // target-blocked rests on silence alone: an IRR set that the target
-  // vCPU has not acknowledged, with no ACK of any vector after it.  That is
-  // a loss only when the silence lasted at least this many TSC ticks up to
-  // the end of the trace (the hypervisor's rings); shorter, the IPI is
-  // in-flight (the target may be finishing a handler, or descheduled by the
-  // host, when the snapshot is taken).  0: never target-blocked.
-  uint64_t blocked_ticks;
+  // The settle window.  Where the next stage is asynchronous to the one a
+  // request reached (the target's acknowledge after an IRR set, the APIC
+  // write after a send decision an interrupt may cut in on, the send after
+  // a queue, the service after an elision), its absence is a loss only when
+  // the trace went on at least this many TSC ticks past the stage reached,
+  // on the hypervisor's rings (the guest cannot stretch it); before, the
+  // request is in-flight: a snapshot lands at any instant, in the middle of
+  // a handler or of a host deschedule.  0: never.  target-blocked rests on
+  // the target's silence alone and needs it to have lasted this long.
+  uint64_t settle_ticks;
 };
 
 class Tracker {
@@ -509,6 +512,15 @@ class Tracker {
   // snapshot taken mid-flush shows the functions run so far and not the
   // rest: those are in flight, not missed.
   bool FlushOver(const Ring& t_ring, int32_t vcpu, uint64_t tsc, uint32_t pos) const;
+  // Whether the trace (hypervisor's rings) went on for the settle window
+  // past 'tsc'; and the time it did, in ms, for reasons.
+  bool Settled(uint64_t tsc) const;
+  double MsAfter(uint64_t tsc) const;
+  std::string UnsettledNote(uint64_t tsc) const;
+  // A Break whose evidence is an absence after 'tsc': it continues (a
+  // loss) only if the ring went on and the trace settled past 'tsc'; else
+  // in-flight, its reason saying how far the trace went.
+  Break Absent(Verdict loss, bool continues, uint64_t tsc, std::string reason) const;
   static constexpr uint32_t kExitWalk = 256;
   void ComputeActivity(Request* req) const;
   // Non-empty description of the first relevant ring with a gap at or after

@@ -238,7 +238,7 @@ void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
     }
   }
 
-  Analysis a = Analyzer(&stats, {options_.threshold_ms, options_.blocked_ms}).Analyze(std::move(snap));
+  Analysis a = Analyzer(&stats, {options_.threshold_ms, options_.settle_ms}).Analyze(std::move(snap));
   const RequestTable::Row* worst_row = nullptr;
   size_t worst_i = 0;
   double worst_ms = 0;

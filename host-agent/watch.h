@@ -24,7 +24,7 @@ struct WatchOptions {
   double hang_ms = 1000.0;    // a request outstanding longer than this is a hang
   std::string out_dir = ".";  // where hang snapshots are written
   double threshold_ms = 10.0;
-  double blocked_ms = AnalyzerOptions::kDefaultBlockedMs;  // see AnalyzerOptions
+  double settle_ms = AnalyzerOptions::kDefaultSettleMs;  // see AnalyzerOptions
 };
 
 // One VM to follow: its two live region files (QEMU's and the ivshmem BAR).
