@@ -778,12 +778,11 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     } else {
       // Silence is the only evidence: it must have lasted the settle
       // window, on the hypervisor's clock, to the end of the trace.
-      Conclude(Absent(Verdict::kTargetBlocked, true, irr_tsc,
-                      fmt::format("IRR set on vCPU {} (vector {:#x}); vCPU "
-                                  "acknowledged nothing in the {:.1f} ms from "
-                                  "then to the end of the trace",
-                                  vt, vector, MsAfter(irr_tsc))),
-               service, req);
+      std::string why = fmt::format("IRR set on vCPU {} (vector {:#x}); vCPU "
+                                    "acknowledged nothing since",
+                                    vt, vector);
+      if (Settled(irr_tsc)) why += fmt::format(", {:.1f} ms to the end of the trace", MsAfter(irr_tsc));
+      Conclude(Absent(Verdict::kTargetBlocked, true, irr_tsc, std::move(why)), service, req);
     }
     return;
   }

@@ -310,6 +310,8 @@ TEST_CASE("tracker - missing ACK: injection, blocked or in-flight") {
   CHECK(Only(a).verdict == want);
   if (want == Verdict::kInFlight) {
     CHECK_THAT(Only(a).reason, Catch::Matchers::ContainsSubstring("under the 500 ms settle window"));
+  } else if (want == Verdict::kTargetBlocked) {
+    CHECK_THAT(Only(a).reason, Catch::Matchers::ContainsSubstring("500.0 ms to the end of the trace"));
   }
 }
 
