@@ -375,13 +375,20 @@ void Tracker::ResolveBeforeSend(RequestTable* t) {
       if (d == RequestTable::kNoDetail || t->details_[d].rode_on != -3) continue;
       Request& r = t->details_[d];
       r.rode_on = -1;
+      // Earlier requests to the target still outstanding at its queue:
+      // whether any, whether one of them was never served, and when the
+      // last of the served ones was.
       bool earlier_outstanding = false;
+      bool unserved = false;
+      uint64_t last_served = 0;
       for (size_t j = 0; j < k; ++j) {
         const RequestTable::Row& e = t->rows_[idx[j]];
         if (e.queue_tsc > r.queue_tsc) break;
-        if (!e.served() || e.served_tsc >= r.queue_tsc) {
+        if (!e.served()) {
+          earlier_outstanding = unserved = true;
+        } else if (e.served_tsc >= r.queue_tsc) {
           earlier_outstanding = true;
-          break;
+          last_served = std::max(last_served, e.served_tsc);
         }
       }
       if (earlier_outstanding) {
@@ -390,28 +397,13 @@ void Tracker::ResolveBeforeSend(RequestTable* t) {
         // earlier request outstanding at its queue was served and the
         // target is past the flush that served the last of them; else it
         // waits with them (in flight).
-        uint64_t last_served = 0;
-        bool unserved = false;
-        for (size_t j = 0; j < k; ++j) {
-          const RequestTable::Row& e = t->rows_[idx[j]];
-          if (e.queue_tsc > r.queue_tsc) break;
-          if (!e.served()) {
-            unserved = true;
-          } else if (e.served_tsc >= r.queue_tsc) {
-            last_served = std::max(last_served, e.served_tsc);
-          }
-        }
         const Ring* t_ring = snap_->guest.RingForCpu(r.target_cpu);
         // The last service's position, for the handler-return walk: the
         // last record at or before its TSC (a ring in TSC order only).
         uint32_t served_pos = RingIndex::kNoPosition;
-        if (!unserved && t_ring && t_ring->tsc_sorted && !t_ring->records.empty()) {
-          size_t lo = 0, hi = t_ring->records.size();
-          while (lo < hi) {
-            const size_t mid = lo + (hi - lo) / 2;
-            if (t_ring->records[mid].tsc <= last_served) lo = mid + 1; else hi = mid;
-          }
-          if (lo > 0) served_pos = static_cast<uint32_t>(lo - 1);
+        if (!unserved && t_ring && t_ring->tsc_sorted) {
+          const size_t after = RingLowerBound(*t_ring, last_served + 1);
+          if (after > 0) served_pos = static_cast<uint32_t>(after - 1);
         }
         if (unserved || !t_ring || !FlushOver(*t_ring, r.target_vcpu, last_served, served_pos)) {
           r.verdict = Verdict::kInFlight;
