@@ -41,7 +41,7 @@ typedef uint64_t ipt_u64;
 
 #define IPT_MAGIC 0x4543415254495049ULL /* "IPITRACE" as LE bytes */
 #define IPT_ABI_MAJOR 1
-#define IPT_ABI_MINOR 0
+#define IPT_ABI_MINOR 1
 
 #define IPT_HEADER_SIZE 4096
 #define IPT_RING_HEADER_SIZE 64
@@ -55,7 +55,8 @@ typedef uint64_t ipt_u64;
 /* Producers: IPT_PRODUCER(name, value) */
 #define IPT_PRODUCERS(X) \
 	X(QEMU, 1)       \
-	X(GUEST, 2)
+	X(GUEST, 2)      \
+	X(KVM, 3)        /* the agent's KVM source (host tracepoints) */
 
 /* Region header flags: IPT_REGION_FLAG(name, bit) */
 #define IPT_REGION_FLAGS(X) \
@@ -94,6 +95,14 @@ typedef uint64_t ipt_u64;
  *                transitions to a new held vector only)
  *   H_NMI/H_INIT/H_SIPI: like H_IRR, non-fixed delivery to target
  *                (vector: SIPI start page; flags 0, arg0 0)
+ *   H_GAP        the source lost records (e.g. a tracefs buffer overran)
+ *                between a0 (tsc of the last record before the loss) and
+ *                tsc; arg0 = records lost (0xffffffff: unknown), arg1 =
+ *                IPT_HV_LOST_* cause.  Written on every vCPU ring, since a
+ *                lost record could have belonged to any of them.
+ * A KVM source writes H_IRR on the ring of the thread that set the bit (the
+ * sender for an IPI), H_KICK on the ring of the woken vCPU itself (target =
+ * that vCPU), and cannot see PPR (arg0 0, no IPT_IRR_F_DELIVERABLE).
  */
 #define IPT_RECORD_TYPES(X)                                                  \
 	X(G_QUEUE, 1, "csd queued for a target CPU")                         \
@@ -113,7 +122,8 @@ typedef uint64_t ipt_u64;
 	X(H_HELD, 37, "pending vector held back by priority")                \
 	X(H_NMI, 38, "NMI delivered to target")                              \
 	X(H_INIT, 39, "INIT delivered to target")                            \
-	X(H_SIPI, 40, "SIPI delivered to target")
+	X(H_SIPI, 40, "SIPI delivered to target")                           \
+	X(H_GAP, 41, "hypervisor source lost records here")
 
 enum ipt_record_type {
 #define IPT_ENUM_RECORD(name, value, desc) IPT_##name = value,
@@ -131,6 +141,11 @@ enum ipt_record_type {
 #define IPT_FUNC_F_FROM_IRQ 0x01 /* ran from the call-function IPI handler */
 #define IPT_ICR_F_X2APIC 0x01 /* written through the x2APIC MSR */
 #define IPT_ICR_F_MORE 0x02 /* targets beyond IPT_MAX_CPUS were resolved */
+#define IPT_ICR_F_PV 0x04 /* KVM_HC_SEND_IPI hypercall: one H_ICR per target */
+/* The source could not resolve the destination (e.g. xAPIC logical mode,
+ * whose LDRs it cannot see): the bitmap holds only the targets it saw an IRR
+ * set for, and a missing target is not a routing loss. */
+#define IPT_ICR_F_UNRESOLVED 0x08
 #define IPT_IRR_F_COALESCED 0x01 /* IRR bit was already set */
 #define IPT_IRR_F_DELIVERABLE 0x02 /* vector above PPR: deliverable now */
 #define IPT_KICK_F_HALTED 0x01 /* target was halted when kicked */
@@ -238,6 +253,67 @@ struct ipt_ghdr_ext {
 	ipt_u32 boot_id_valid;
 };
 
+/*
+ * Hypervisor header extension, written by hypervisor sources that cannot
+ * observe every stage (the KVM source).  It lives in reserved[] at byte
+ * offset IPT_HHDR_EXT_OFFSET of the region and is valid when its magic reads
+ * IPT_HHDR_EXT_MAGIC.  A hypervisor region without it observes every stage
+ * (the patched QEMU).
+ *
+ *   stages          IPT_HV_STAGE_* bits: stages this source observes
+ *   stages_partial  ... observed for some IPIs only (AVIC: IPIs to vCPUs
+ *                   that are not running); a partial stage is not blamed
+ *   accel           IPT_HV_ACCEL_* bits: the host settings that hide stages
+ *   lost[c]         records lost by cause IPT_HV_LOST_* (also H_GAP records)
+ *   source          NUL-terminated name of the source, e.g. "kvm-tracefs"
+ */
+#define IPT_HHDR_EXT_OFFSET 1280
+#define IPT_HHDR_EXT_MAGIC 0x54584548U /* "HEXT" */
+
+/* IPT_HV_STAGE(name, bit, description) */
+#define IPT_HV_STAGES(X)                                         \
+	X(ICR, 0, "ICR writes (H_ICR)")                          \
+	X(IRR, 1, "IRR sets (H_IRR)")                            \
+	X(COALESCE, 2, "whether an IRR set found the bit already set") \
+	X(KICK, 3, "kicks and halts (H_KICK)")                   \
+	X(ACK, 4, "interrupt acknowledge / injection (H_ACK)")   \
+	X(EOI, 5, "EOI (H_EOI)")
+
+/* IPT_HV_ACCEL(name, bit, hidden stages, setting that shows them) */
+#define IPT_HV_ACCEL(X)                                                  \
+	X(APICV, 0, (1u << 2) | (1u << 4) | (1u << 5),                   \
+	  "kvm_intel enable_apicv=0")                                    \
+	X(IPIV, 1, 0x3fu, "kvm_intel enable_ipiv=0 (or enable_apicv=0)") \
+	X(AVIC, 2, 0x3fu, "kvm_amd avic=0")
+
+/* IPT_HV_LOST(name, index, description) */
+#define IPT_HV_LOST(X)                                                   \
+	X(OVERRUN, 0, "the host's trace buffer overran before it was read") \
+	X(UNMAPPED, 1, "an event on a thread not mapped to a vCPU")      \
+	X(UNKNOWN_VCPU, 2, "an event naming a vCPU id the VM does not have")
+
+#define IPT_HV_LOST_MAX 8
+
+#define IPT_HV_STAGE_BIT(name, bit, desc) IPT_HV_STAGE_##name = 1u << (bit),
+enum ipt_hv_stage { IPT_HV_STAGES(IPT_HV_STAGE_BIT) };
+#undef IPT_HV_STAGE_BIT
+#define IPT_HV_STAGE_ALL 0x3fu
+#define IPT_HV_ACCEL_BIT(name, bit, hides, setting) IPT_HV_ACCEL_##name = 1u << (bit),
+enum ipt_hv_accel { IPT_HV_ACCEL(IPT_HV_ACCEL_BIT) };
+#undef IPT_HV_ACCEL_BIT
+#define IPT_HV_LOST_ENUM(name, index, desc) IPT_HV_LOST_##name = index,
+enum ipt_hv_lost { IPT_HV_LOST(IPT_HV_LOST_ENUM) };
+#undef IPT_HV_LOST_ENUM
+
+struct ipt_hhdr_ext {
+	ipt_u32 magic;          /*  0 IPT_HHDR_EXT_MAGIC */
+	ipt_u32 stages;         /*  4 IPT_HV_STAGE_* observed */
+	ipt_u32 stages_partial; /*  8 IPT_HV_STAGE_* observed for some IPIs */
+	ipt_u32 accel;          /* 12 IPT_HV_ACCEL_* */
+	ipt_u64 lost[IPT_HV_LOST_MAX]; /* 16 */
+	char source[32];        /* 80 */
+};
+
 /* G_MARK ids beyond IPT_MARK_LOAD_{START,STOP} (self-test writers). */
 #define IPT_MARK_NEST_OUTER 0x100 /* a0=n a1=~n a2=n^IPT_NEST_SALT */
 #define IPT_MARK_NEST_TIMER 0x101 /* written from an hrtimer (hardirq) */
@@ -253,6 +329,7 @@ static_assert(sizeof(struct ipt_region_header) == IPT_HEADER_SIZE, "hdr");
 static_assert(sizeof(struct ipt_ring_header) == IPT_RING_HEADER_SIZE, "ring");
 static_assert(sizeof(struct ipt_record) == IPT_RECORD_SIZE, "record");
 static_assert(sizeof(struct ipt_sym) == IPT_SYM_SIZE, "sym");
+static_assert(sizeof(struct ipt_hhdr_ext) == 112, "hhdr_ext");
 #elif defined(__KERNEL__)
 /* checked with BUILD_BUG_ON() in the module */
 #else

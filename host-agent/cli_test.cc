@@ -15,7 +15,7 @@
 namespace {
 
 // Every verdict of tracker.h IPT_VERDICTS appears in verdict_counts.
-constexpr size_t kVerdictNames = 13;
+constexpr size_t kVerdictNames = 14;
 
 struct Run {
   int rc = -1;

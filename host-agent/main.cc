@@ -26,6 +26,7 @@
 
 #include "analyzer.h"
 #include "json_report.h"
+#include "kvm_source.h"
 #include "merger.h"
 #include "snapshot.h"
 #include "text_report.h"
@@ -146,6 +147,33 @@ int RunExport(const std::string& dir, const std::string& out) {
   return 0;
 }
 
+// The verdict table (tracker.h IPT_VERDICTS), for the harness and people.
+int RunVerdicts(bool json) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < ipitrace::kNumVerdicts; ++i) {
+    const auto v = static_cast<ipitrace::Verdict>(i);
+    if (json) {
+      out.push_back({{"name", ipitrace::VerdictName(v)},
+                     {"loss", ipitrace::IsLoss(v)},
+                     {"normal", ipitrace::IsNormal(v)},
+                     {"meaning", ipitrace::VerdictMeaning(v)}});
+    } else {
+      std::printf("%-26s %-5s %s\n", std::string(ipitrace::VerdictName(v)).c_str(),
+                  ipitrace::IsLoss(v) ? "loss" : "", std::string(ipitrace::VerdictMeaning(v)).c_str());
+    }
+  }
+  if (json) std::printf("%s\n", out.dump(2).c_str());
+  return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
+int RunKvmSource(const ipitrace::KvmSourceOptions& o) {
+  ::signal(SIGINT, OnStop);
+  ::signal(SIGTERM, OnStop);
+  const ipitrace::Status s = ipitrace::RunKvmSource(o, &g_stop);
+  if (!s.ok()) return Fail(s);
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{"ipitrace: find where a lost inter-processor interrupt vanished "
                "in a QEMU/TCG guest"};
@@ -217,6 +245,35 @@ int Main(int argc, char** argv) {
       ->required();
   exportc->add_option("SNAPSHOT_DIR", dir, "snapshot directory")->required();
 
+  bool verdicts_json = false;
+  auto* verdicts = app.add_subcommand("verdicts", "List the verdicts: name, loss or not, meaning");
+  verdicts->add_flag("--json", verdicts_json, "as a JSON array");
+
+  ipitrace::KvmSourceOptions kopts;
+  auto* kvm = app.add_subcommand(
+      "kvm-source",
+      "Be the hypervisor stream of one KVM VM: read the host's KVM tracepoints "
+      "(own tracefs instance, x86-tsc clock) for the VM's QEMU process and write "
+      "them, stamped with each vCPU's guest TSC, into a hypervisor region file "
+      "that analyze and watch read like the patched QEMU's.  Runs until the VM "
+      "exits or SIGINT/SIGTERM; removes its tracefs instance at exit.  Exit "
+      "codes: 0 done, 2 usage, 3 region file, 5 permission (run as root), "
+      "6 tracefs or KVM tracepoints missing, 7 debugfs missing, 8 not a KVM VM");
+  kvm->add_option("--pid", kopts.pid, "the VM's QEMU process id")->required();
+  kvm->add_option("--out", kopts.out, "hypervisor region file to write (e.g. /dev/shm/ipt-hv-NAME)")
+      ->required();
+  kvm->add_option("--capacity", kopts.capacity, "records per vCPU ring, a power of two (default 2^19)");
+  kvm->add_option("--buffer-kb", kopts.buffer_kb, "host trace buffer per CPU, KiB (default 4096)")
+      ->check(CLI::Range(4u, 1u << 20));
+  kvm->add_option("--poll-ms", kopts.poll_ms, "how often the trace buffers are read (default 20)")
+      ->check(CLI::Range(1.0, 1000.0));
+  kvm->add_option("--ready-file", kopts.ready_file, "create this file once tracing is armed");
+  kvm->add_option("--accel-from", kopts.accel_from,
+                  "read the KVM modules' acceleration parameters from this tree "
+                  "(<dir>/kvm_intel/parameters/enable_apicv, ...) instead of /sys/module");
+  kvm->add_option("--debugfs-kvm", kopts.paths.debugfs_kvm, "KVM's debugfs directory")
+      ->default_str(kopts.paths.debugfs_kvm);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -227,6 +284,8 @@ int Main(int argc, char** argv) {
   if (dump->parsed()) return RunDump(dir, limit);
   if (watch->parsed()) return RunWatch(specs, wopts, poll_ms, duration_s);
   if (exportc->parsed()) return RunExport(dir, timeline_out);
+  if (kvm->parsed()) return RunKvmSource(kopts);
+  if (verdicts->parsed()) return RunVerdicts(verdicts_json);
   return static_cast<int>(ipitrace::ErrorCode::kUsage);
 }
 

@@ -20,7 +20,9 @@ std::string_view RecordTypeName(uint16_t type);
 namespace internal {
 // Per record type below 64 (all of the ABI's): bit 0 known, bit 1 has a
 // target.  A table, because the region reader asks for every record.
-inline constexpr unsigned kTypeKnown = 1, kTypeHasTarget = 2;
+// bit 2: a marker of records the producer lost (H_GAP), which the reader
+// turns into a RingGap instead of a record.
+inline constexpr unsigned kTypeKnown = 1, kTypeHasTarget = 2, kTypeGap = 4;
 struct RecordTypeTable {
   unsigned char bits[64] = {};
   constexpr RecordTypeTable() {
@@ -32,6 +34,7 @@ struct RecordTypeTable {
     for (unsigned t : {IPT_G_QUEUE, IPT_G_SEND, IPT_G_ELIDE, IPT_G_HANG, IPT_H_IRR,
                        IPT_H_KICK, IPT_H_HELD, IPT_H_NMI, IPT_H_INIT, IPT_H_SIPI})
       bits[t] |= kTypeHasTarget;
+    bits[IPT_H_GAP] |= kTypeGap;
   }
 };
 inline constexpr RecordTypeTable kRecordTypeTable{};
@@ -48,9 +51,17 @@ inline bool RecordHasTarget(uint16_t type) {
   return internal::RecordTypeBits(type) & internal::kTypeHasTarget;
 }
 
-// True iff bit 'vcpu' is set in an H_ICR target bitmap (a[0..3]).
+// True for H_GAP: the producer lost records before this one.
+inline bool IsGapMarker(uint16_t type) {
+  return internal::RecordTypeBits(type) & internal::kTypeGap;
+}
+
+// True iff an H_ICR may have been meant for 'vcpu': its bit is set in the
+// target bitmap (a[0..3]), or the source could not resolve the destination
+// (IPT_ICR_F_UNRESOLVED: the bitmap holds only the targets it saw reached).
 inline bool IcrTargets(const ipt_record& icr, uint32_t vcpu) {
   if (vcpu >= IPT_MAX_CPUS) return false;
+  if (icr.flags & IPT_ICR_F_UNRESOLVED) return true;
   return (icr.a[vcpu / 64] >> (vcpu % 64)) & 1u;
 }
 

@@ -31,6 +31,12 @@ uint16_t ProducerOf(StreamKind kind) {
   return kind == StreamKind::kGuest ? IPT_PRODUCER_GUEST : IPT_PRODUCER_QEMU;
 }
 
+// A hypervisor region comes from the patched QEMU or from the KVM source.
+bool ProducerFits(StreamKind kind, uint16_t producer) {
+  if (kind == StreamKind::kGuest) return producer == IPT_PRODUCER_GUEST;
+  return producer == IPT_PRODUCER_QEMU || producer == IPT_PRODUCER_KVM;
+}
+
 }  // namespace
 
 LayoutProblem CheckRegionLayout(const ipt_region_header& h, StreamKind kind, uint64_t size) {
@@ -44,7 +50,7 @@ LayoutProblem CheckRegionLayout(const ipt_region_header& h, StreamKind kind, uin
   };
   if (h.magic != IPT_MAGIC) return problem(LayoutProblem::kBadMagic);
   if (h.abi_major != IPT_ABI_MAJOR) return problem(LayoutProblem::kAbiMajor);
-  if (h.producer != ProducerOf(kind)) return problem(LayoutProblem::kProducer);
+  if (!ProducerFits(kind, h.producer)) return problem(LayoutProblem::kProducer);
   if (h.record_size != IPT_RECORD_SIZE) return out_of_range("record_size", h.record_size);
   if (h.header_size < IPT_HEADER_SIZE || h.header_size % 8 != 0)
     return out_of_range("header_size", h.header_size);
@@ -157,6 +163,7 @@ Result<Region> RegionReader::ReadImpl(std::span<const std::byte> bytes,
              in_place != nullptr, &region);
   }
   ReadSymbols(bytes, &region);
+  if (kind == StreamKind::kHv) ReadSource(bytes, &region);
   const bool any_in_place = std::any_of(region.rings.begin(), region.rings.end(),
                                         [](const Ring& r) { return !r.copy; });
   if (any_in_place) region.bytes = std::move(in_place);
@@ -244,7 +251,7 @@ bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
     return true;
   }
 
-  uint64_t torn = 0, unknown = 0, bad_cpu = 0, cpu_mismatch = 0, backwards = 0;
+  uint64_t torn = 0, unknown = 0, bad_cpu = 0, cpu_mismatch = 0, backwards = 0, source_gaps = 0;
   std::vector<ipt_record> copy;
   copy.reserve(static_cast<size_t>(n));
   std::vector<uint64_t> pending_gaps;  // indexes awaiting their tsc bound
@@ -256,6 +263,12 @@ bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
     if (rec.seq != i) {
       ++torn;
       pending_gaps.push_back(i);
+      continue;
+    }
+    if (IsGapMarker(rec.type)) {
+      // The producer lost records before this point: a gap bounded by it.
+      ++source_gaps;
+      gaps.push_back({i, rec.tsc});
       continue;
     }
     if (!IsKnownRecordType(rec.type)) {
@@ -283,6 +296,7 @@ bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
     gaps.push_back({g, std::numeric_limits<uint64_t>::max()});
 
   stats_->Increment(StatId::torn_record, torn);
+  stats_->Increment(StatId::hv_source_gap, source_gaps);
   stats_->Increment(StatId::unknown_record_type, unknown);
   stats_->Increment(StatId::cpu_out_of_range, bad_cpu);
   stats_->Increment(StatId::record_cpu_mismatch, cpu_mismatch);
@@ -293,6 +307,60 @@ bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
   ring->records = RecordView(owned->data(), owned->size(), nullptr, 0);
   ring->copy = std::move(owned);
   return true;
+}
+
+std::string HvSource::Unobserved(uint32_t mask) const {
+  std::string names;
+#define IPT_STAGE_NAME(name, bit, desc)                              \
+  if ((mask & (1u << (bit))) && !Observes(1u << (bit))) {           \
+    if (!names.empty()) names += ", ";                               \
+    names += #name;                                                  \
+  }
+  IPT_HV_STAGES(IPT_STAGE_NAME)
+#undef IPT_STAGE_NAME
+  std::string how;
+#define IPT_ACCEL_HOW(name, bit, hides, setting)                     \
+  if ((accel & (1u << (bit))) && ((hides) & mask & ~stages)) {      \
+    if (!how.empty()) how += "; ";                                   \
+    how += setting;                                                  \
+  }
+  IPT_HV_ACCEL(IPT_ACCEL_HOW)
+#undef IPT_ACCEL_HOW
+  if (names.empty()) return names;
+  return fmt::format("{} ({})", names,
+                     how.empty() ? "the source does not say why"
+                                 : fmt::format("{} makes them visible", how));
+}
+
+void RegionReader::ReadSource(std::span<const std::byte> bytes, Region* region) {
+  HvSource& src = region->source;
+  if (region->header.producer != IPT_PRODUCER_KVM) return;  // QEMU: every stage
+  static_assert(IPT_HHDR_EXT_OFFSET + sizeof(ipt_hhdr_ext) <= IPT_HEADER_SIZE);
+  const auto x = LoadAt<ipt_hhdr_ext>(bytes, IPT_HHDR_EXT_OFFSET);
+  if (x.magic != IPT_HHDR_EXT_MAGIC) {
+    // A KVM source that does not say what it saw: trust no stage to blame.
+    stats_->Increment(StatId::hv_source_unknown);
+    src = HvSource{};
+    src.name = "kvm (no header extension)";
+    src.stages = 0;
+    return;
+  }
+  src.stages = x.stages & IPT_HV_STAGE_ALL;
+  src.stages_partial = x.stages_partial & IPT_HV_STAGE_ALL;
+  src.accel = x.accel;
+  src.name.clear();
+  for (size_t i = 0; i < sizeof(x.source) && x.source[i] != '\0'; ++i) {
+    const char c = x.source[i];
+    src.name.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  }
+  if (src.name.empty()) src.name = "kvm";
+  uint64_t lost = 0;
+  for (size_t c = 0; c < IPT_HV_LOST_MAX; ++c) {
+    src.lost[c] = x.lost[c];
+    lost = lost + x.lost[c] < lost ? UINT64_MAX : lost + x.lost[c];
+  }
+  stats_->Increment(StatId::hv_source_lost, lost);
+  if (!src.Observes(IPT_HV_STAGE_ALL)) stats_->Increment(StatId::hv_stage_unobserved);
 }
 
 void RegionReader::ReadSymbols(std::span<const std::byte> bytes,

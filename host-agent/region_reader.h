@@ -134,6 +134,24 @@ struct Symbol {
   std::string name;
 };
 
+// What a hypervisor region's source can observe, from its header
+// extension (ipt_hhdr_ext).  The patched QEMU writes none and observes every
+// stage; a KVM source says which stages the host's settings hide (APICv,
+// IPIv, AVIC) and how many records it lost, by cause.  A stage the source
+// does not observe for every IPI is never blamed.
+struct HvSource {
+  std::string name = "qemu";
+  uint32_t stages = IPT_HV_STAGE_ALL;  // IPT_HV_STAGE_* observed
+  uint32_t stages_partial = 0;         // ... for some IPIs only
+  uint32_t accel = 0;                  // IPT_HV_ACCEL_*
+  std::array<uint64_t, IPT_HV_LOST_MAX> lost{};
+  // True iff every stage in 'mask' is observed for every IPI.
+  bool Observes(uint32_t mask) const { return (stages & ~stages_partial & mask) == mask; }
+  // "ACK, EOI (kvm_intel enable_apicv=0 makes them visible)": the stages of
+  // 'mask' this source does not observe, and the settings that hide them.
+  std::string Unobserved(uint32_t mask) const;
+};
+
 // A validated region: a private copy of its header; the records either
 // viewed in the region's bytes (kept alive here) or privately copied.
 struct Region {
@@ -145,6 +163,7 @@ struct Region {
   // cpu id -> index into rings, -1 when absent.
   std::array<int32_t, IPT_MAX_CPUS> ring_of_cpu{};
   int32_t misc_ring = -1;  // ring with cpu == IPT_CPU_NONE (hv only)
+  HvSource source;         // hv only
 
   const Ring* RingForCpu(uint32_t cpu) const {
     if (cpu >= IPT_MAX_CPUS || ring_of_cpu[cpu] < 0) return nullptr;
@@ -207,7 +226,9 @@ inline bool ScanInPlace(const InPlaceWindow& w, uint32_t ring_cpu, InPlaceCounts
       const bool cpu_ok = static_cast<uint16_t>(cpu + 1) <= IPT_MAX_CPUS;
       const bool target_ok = !(bits & kTypeHasTarget) ||
                              static_cast<uint16_t>(target + 1) <= IPT_MAX_CPUS;
-      if ((seq != index) | !(bits & kTypeKnown) | !cpu_ok | !target_ok) return false;
+      // A gap marker becomes a RingGap: the copying pass handles it.
+      if ((seq != index) | !(bits & kTypeKnown) | !cpu_ok | !target_ok | bool(bits & kTypeGap))
+        return false;
       cpu_mismatch += cpu != ring_cpu;
       backwards += tsc < prev_tsc;  // prev_tsc starts at 0: never for the first
       prev_tsc = tsc;
@@ -306,6 +327,7 @@ class RegionReader {
   bool ScanRing(std::span<const std::byte> bytes, uint64_t slots,
                 bool in_place, const Region& region, Ring* ring);
   void ReadSymbols(std::span<const std::byte> bytes, Region* region);
+  void ReadSource(std::span<const std::byte> bytes, Region* region);
 
   Stats* stats_;
   RingSink* sink_;

@@ -25,6 +25,11 @@ enum class ErrorCode : int {
   kUsage = 2,
   kIo = 3,         // unreadable or missing input file
   kMalformed = 4,  // region present but bad magic/version/layout
+  // kvm-source: what the KVM source needs and could not have.
+  kPermission = 5,  // not root: tracefs, debugfs or /proc/PID/fd unreadable
+  kNoTracefs = 6,   // tracefs not mounted, or KVM tracepoints missing
+  kNoDebugfs = 7,   // debugfs (KVM's per-vCPU TSC offsets) not mounted
+  kNotKvmVm = 8,    // no such process, or it holds no KVM VM
 };
 
 // A recoverable error as a value: a code and a one-line message.

@@ -54,7 +54,15 @@ enum class Severity { kInfo, kDataLoss, kError };
     "symbol table out of bounds; function names not resolved")               \
   X(manifest_missing, kInfo, "snapshot has no manifest.json")                 \
   X(manifest_invalid, kInfo, "manifest.json is not valid JSON")               \
-  X(tsc_khz_unknown, kInfo, "tsc_khz is zero; latencies not converted")
+  X(tsc_khz_unknown, kInfo, "tsc_khz is zero; latencies not converted")       \
+  X(hv_source_gap, kDataLoss,                                                 \
+    "H_GAP markers: the hypervisor source lost records there (per ring)")     \
+  X(hv_source_lost, kDataLoss,                                                \
+    "records the hypervisor source lost (buffer overrun, unmapped thread)")   \
+  X(hv_source_unknown, kInfo,                                                 \
+    "KVM source region without its header extension; no hv stage blamed")     \
+  X(hv_stage_unobserved, kInfo,                                               \
+    "the hypervisor source cannot observe some stages; none of them blamed")
 
 enum class StatId : size_t {
 #define IPT_STAT_ENUM(name, sev, desc) name,

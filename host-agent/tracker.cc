@@ -15,11 +15,16 @@ namespace {
 constexpr uint64_t kNoTsc = std::numeric_limits<uint64_t>::max();
 
 constexpr std::string_view kVerdictNames[] = {
-#define IPT_VERDICT_NAME(e, name, loss) name,
+#define IPT_VERDICT_NAME(e, name, loss, meaning) name,
     IPT_VERDICTS(IPT_VERDICT_NAME)
 #undef IPT_VERDICT_NAME
 };
 static_assert(sizeof(kVerdictNames) / sizeof(kVerdictNames[0]) == kNumVerdicts);
+constexpr std::string_view kVerdictMeanings[] = {
+#define IPT_VERDICT_MEANING(e, name, loss, meaning) meaning,
+    IPT_VERDICTS(IPT_VERDICT_MEANING)
+#undef IPT_VERDICT_MEANING
+};
 
 // A reference beyond EvidenceChain's inline ones: stream (bit 48), ring
 // (bits 32..47), position.
@@ -51,6 +56,11 @@ std::string VcpuName(int32_t v) {
 std::string_view VerdictName(Verdict v) {
   IPT_CHECK(static_cast<size_t>(v) < kNumVerdicts);
   return kVerdictNames[static_cast<size_t>(v)];
+}
+
+std::string_view VerdictMeaning(Verdict v) {
+  IPT_CHECK(static_cast<size_t>(v) < kNumVerdicts);
+  return kVerdictMeanings[static_cast<size_t>(v)];
 }
 
 RecordStore::RecordStore(const Snapshot& snap) {
@@ -636,6 +646,12 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   // between a mask send's tracepoint and its APIC write may queue and send
   // a single IPI to T (seen in a clean soak).  The walk is capped; past the
   // cap the send counts as lost.
+  const HvSource& src = snap_->hv.source;
+  if (!src.Observes(IPT_HV_STAGE_ICR)) {
+    FollowUnobserved(t_ring, q, send.tsc, "G_SEND", IPT_HV_STAGE_ICR | IPT_HV_STAGE_IRR | IPT_HV_STAGE_ACK,
+                     service, req);
+    return;
+  }
   const RingIndex::Guest& si = index_->guest(s_ring.index);
   const PositionList sends = si.sends_by_target.Get(req->target_cpu);
   // The send is entry send_index of this list (linked by the index); the
@@ -746,6 +762,16 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
       }
     }
   }
+  const ipt_record& icr_rec = hv_s->records[icr_pos];
+  if (irr_pos == kNone && ((icr_rec.flags & IPT_ICR_F_UNRESOLVED) || !src.Observes(IPT_HV_STAGE_IRR))) {
+    // The source saw the ICR write but cannot say where it was routed.
+    FollowUnobserved(t_ring, q, icr_rec.tsc,
+                     (icr_rec.flags & IPT_ICR_F_UNRESOLVED) ? "H_ICR (destination not resolvable "
+                                                              "by the source)"
+                                                            : "H_ICR",
+                     IPT_HV_STAGE_IRR | IPT_HV_STAGE_ACK, service, req);
+    return;
+  }
   if (irr_pos == kNone) {
     Conclude({Verdict::kLostInRouting, icr_pos + 1 < hv_s->records.size(),
               fmt::format("H_ICR seq {} on vCPU {} has no H_IRR for vCPU {}",
@@ -756,6 +782,10 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   Note(req, {StreamKind::kHv, hv_s->index, irr_pos});
 
   // Stage 4: H_ACK of the vector on vCPU(T) at/after the IRR.
+  if (!src.Observes(IPT_HV_STAGE_ACK)) {
+    FollowUnobserved(t_ring, q, irr_tsc, "H_IRR", IPT_HV_STAGE_ACK, service, req);
+    return;
+  }
   const RingIndex::Hv& ht = index_->hv(hv_t->index);
   const PositionList acks = ht.ack_by_vector.Get(vector);
   const size_t ack_i = acks.FirstAtOrAfterTscIndex(*hv_t, irr_tsc);
@@ -782,8 +812,9 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   const uint64_t ack_tsc = hv_t->records[ack_pos].tsc;
   // The first ACK after our IRR may belong to a later IPI: if a later IRR
   // set of this vector on vCPU(T) found the bit clear (not coalesced) before
-  // that ACK, our pending bit vanished without being acknowledged.
-  {
+  // that ACK, our pending bit vanished without being acknowledged.  Only a
+  // source that observes coalescing can say the bit was found clear.
+  if (src.Observes(IPT_HV_STAGE_COALESCE)) {
     const RingIndex::TscEvents& sets = index_->irr_sets(static_cast<uint32_t>(vt));
     for (size_t k = index_->FirstIrrSetAfter(static_cast<uint32_t>(vt), irr_tsc);
          k < sets.size() && sets[k].first < ack_tsc; ++k) {
@@ -827,6 +858,33 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     return;
   }
   const uint32_t irq_pos = irqs[irq_i];
+  const uint64_t chain[3] = {send.tsc, irr_tsc, ack_tsc};
+  ConcludeEntered(t_ring, vt, q, irq_pos, service, chain, req);
+}
+
+void Tracker::FollowUnobserved(const Ring& t_ring, const ipt_record& q, uint64_t from_tsc,
+                               std::string_view from, uint32_t hidden, const Service* service,
+                               Request* req) {
+  // The next stage the streams can show is the guest's IRQ entry on T.
+  const RingIndex::Guest& ti = index_->guest(t_ring.index);
+  const PositionList irqs = ti.irq_by_vector.Get(req->vector);
+  const size_t i = irqs.FirstAtOrAfterTscIndex(t_ring, from_tsc);
+  if (i < irqs.size()) {
+    ConcludeEntered(t_ring, req->target_vcpu, q, irqs[i], service, nullptr, req);
+    return;
+  }
+  const std::string unseen = snap_->hv.source.Unobserved(hidden);
+  Conclude(Absent(Verdict::kLostInUnobservedStage, t_ring.last_tsc() > from_tsc, from_tsc,
+                  fmt::format("{} but CPU {} never entered the handler of vector {:#x}; in "
+                              "between, the hypervisor source ({}) cannot observe {}",
+                              from, req->target_cpu, req->vector, snap_->hv.source.name,
+                              unseen.empty() ? std::string("where the IPI went") : unseen)),
+           service, req);
+}
+
+void Tracker::ConcludeEntered(const Ring& t_ring, int32_t vt, const ipt_record& q,
+                              uint32_t irq_pos, const Service* service, const uint64_t* chain,
+                              Request* req) {
   const uint64_t irq_tsc = t_ring.records[irq_pos].tsc;
   Note(req, {StreamKind::kGuest, t_ring.index, irq_pos});
 
@@ -841,10 +899,10 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
       reason_ = NormalReason::kFullChain;
     }
     CheckCallbackExit(t_ring, q, *service, req);
-    if (req->verdict == Verdict::kServedByIpi && !replaying_) {
+    if (req->verdict == Verdict::kServedByIpi && !replaying_ && chain) {
       // StageLatencies' samples: first G_SEND, H_IRR, H_ACK, G_IRQ_ENTRY,
       // G_FUNC_ENTRY of the chain.
-      const uint64_t send_tsc = send.tsc;
+      const uint64_t send_tsc = chain[0], irr_tsc = chain[1], ack_tsc = chain[2];
       if (irr_tsc >= send_tsc) latency_samples_[0].push_back(irr_tsc - send_tsc);
       if (ack_tsc >= irr_tsc) latency_samples_[1].push_back(ack_tsc - irr_tsc);
       if (irq_tsc >= ack_tsc) latency_samples_[2].push_back(irq_tsc - ack_tsc);

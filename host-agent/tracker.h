@@ -21,25 +21,40 @@
 
 namespace ipitrace {
 
-// X(enumerator, name, is_loss).  Loss verdicts name the stage where an IPI
-// vanished; the others say it did not (or that the data cannot tell).
-#define IPT_VERDICTS(X)                                    \
-  X(kServedByIpi, "served-by-ipi", false)                  \
-  X(kServedWithoutIpi, "served-without-ipi", false)        \
-  X(kLostBeforeSend, "lost-before-send", true)             \
-  X(kLostGuestToHypervisor, "lost-guest-to-hypervisor", true) \
-  X(kLostInRouting, "lost-in-routing", true)               \
-  X(kLostInInjection, "lost-in-injection", true)           \
-  X(kTargetBlocked, "target-blocked", true)                \
-  X(kLostInGuestEntry, "lost-in-guest-entry", true)        \
-  X(kHandlerMissedWork, "handler-missed-work", true)       \
-  X(kCallbackStuck, "callback-stuck", true)                \
-  X(kInconclusiveGap, "inconclusive-gap", false)           \
-  X(kQueuedBehindLoss, "queued-behind-loss", false)        \
-  X(kInFlight, "in-flight", false)
+// X(enumerator, name, is_loss, meaning).  Loss verdicts name the stage
+// where an IPI vanished; the others say it did not (or that the data cannot
+// tell).  The one table: `ipitrace verdicts --json` publishes it, and the
+// harness reads it from there.
+#define IPT_VERDICTS(X)                                                       \
+  X(kServedByIpi, "served-by-ipi", false, "served through its own IPI (full chain)") \
+  X(kServedWithoutIpi, "served-without-ipi", false,                           \
+    "served by an idle flush, a polling wake or an IPI it rode on")           \
+  X(kLostBeforeSend, "lost-before-send", true,                                \
+    "queued, target not polling, but the guest never sent an IPI")            \
+  X(kLostGuestToHypervisor, "lost-guest-to-hypervisor", true,                 \
+    "the guest sent it, the hypervisor saw no ICR write for it")              \
+  X(kLostInRouting, "lost-in-routing", true,                                  \
+    "ICR write seen, the target's IRR never set for it")                      \
+  X(kLostInInjection, "lost-in-injection", true,                              \
+    "IRR set, the target acknowledged other vectors, never this one")         \
+  X(kTargetBlocked, "target-blocked", true,                                   \
+    "IRR set, the target acknowledged nothing at all since")                  \
+  X(kLostInGuestEntry, "lost-in-guest-entry", true,                           \
+    "acknowledged by the vCPU, the guest never entered its handler")          \
+  X(kHandlerMissedWork, "handler-missed-work", true,                          \
+    "the target's handler ran after the queue but not this request")          \
+  X(kCallbackStuck, "callback-stuck", true, "the function entered and never returned") \
+  X(kLostInUnobservedStage, "lost-in-unobserved-stage", true,                 \
+    "lost between two observed stages; the ones in between are invisible to " \
+    "the source (named, with what would show them)")                          \
+  X(kInconclusiveGap, "inconclusive-gap", false,                              \
+    "a ring lost records in the window that matters")                         \
+  X(kQueuedBehindLoss, "queued-behind-loss", false,                           \
+    "rode on an IPI that was itself lost; the blame stays with that one")     \
+  X(kInFlight, "in-flight", false, "still on its way at the end of the trace")
 
 enum class Verdict : uint8_t {
-#define IPT_VERDICT_ENUM(e, name, loss) e,
+#define IPT_VERDICT_ENUM(e, name, loss, meaning) e,
   IPT_VERDICTS(IPT_VERDICT_ENUM)
 #undef IPT_VERDICT_ENUM
       kNumVerdicts
@@ -47,10 +62,11 @@ enum class Verdict : uint8_t {
 inline constexpr size_t kNumVerdicts = static_cast<size_t>(Verdict::kNumVerdicts);
 
 std::string_view VerdictName(Verdict v);
+std::string_view VerdictMeaning(Verdict v);
 // Loss verdicts name a stage (the third column of IPT_VERDICTS).
 inline bool IsLoss(Verdict v) {
   static constexpr bool kLoss[] = {
-#define IPT_VERDICT_LOSS(e, name, loss) loss,
+#define IPT_VERDICT_LOSS(e, name, loss, meaning) loss,
       IPT_VERDICTS(IPT_VERDICT_LOSS)
 #undef IPT_VERDICT_LOSS
   };
@@ -496,6 +512,18 @@ class Tracker {
                  const ipt_record& send, uint32_t send_pos, uint32_t send_index,
                  const Service* service, Request* req);
   void Conclude(const Break& b, const Service* service, Request* req);
+  // From the last stage the hypervisor source showed ('from', at from_tsc),
+  // past the stages it cannot observe ('hidden', IPT_HV_STAGE_*), to the
+  // guest's IRQ entry: served, or lost-in-unobserved-stage (never a stage
+  // the source could not see).
+  void FollowUnobserved(const Ring& t_ring, const ipt_record& q, uint64_t from_tsc,
+                        std::string_view from, uint32_t hidden, const Service* service,
+                        Request* req);
+  // The request's IPI entered the guest handler at irq_pos on T: served, or
+  // handler-missed-work.  chain: send, IRR and ACK TSCs for the latency
+  // samples (null when a stage was not observed).
+  void ConcludeEntered(const Ring& t_ring, int32_t vt, const ipt_record& q, uint32_t irq_pos,
+                       const Service* service, const uint64_t* chain, Request* req);
   // False if nothing served it.
   bool FindService(const Ring& t_ring, const ipt_record& queue, Service* svc) const;
   // Served verdicts: the function entered but never exited while T's ring

@@ -26,11 +26,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY = os.path.join(os.path.dirname(HERE), "scenarios")
 
 OUTCOMES = ("passed", "lost-ipi", "hung-unexplained", "vm-crashed", "infra-failed")
-LOSS_VERDICTS = (
-    "lost-before-send", "lost-guest-to-hypervisor", "lost-in-routing",
-    "lost-in-injection", "target-blocked", "lost-in-guest-entry",
-    "handler-missed-work", "callback-stuck",
-)
+
+
+def _loss_verdicts():
+    """The loss verdicts as the agent publishes them (`ipitrace verdicts
+    --json`, from the one table in host-agent/tracker.h)."""
+    import json
+    import subprocess
+    from . import artifacts
+    out = subprocess.run([artifacts.agent(), "verdicts", "--json"], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return tuple(v["name"] for v in json.loads(out) if v["loss"])
+
+
+LOSS_VERDICTS = _loss_verdicts()
 # The verdict the agent must give an IPI dropped at each injectable stage.
 # `kick` only delays delivery: no loss, the request is served (late).
 STAGE_VERDICT = {

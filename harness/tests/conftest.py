@@ -10,11 +10,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from ipitrace_harness import artifacts, vm  # noqa: E402
 
-LOSS_VERDICTS = (
-    "lost-before-send", "lost-guest-to-hypervisor", "lost-in-routing",
-    "lost-in-injection", "target-blocked", "lost-in-guest-entry",
-    "handler-missed-work", "callback-stuck",
-)
+from ipitrace_harness.scenario import LOSS_VERDICTS  # noqa: E402,F401
 
 
 def analyze(snapdir):

@@ -159,7 +159,7 @@ Snapshot Scenario::Load(Stats* stats) const {
   RegionReader reader(stats);
   Snapshot snap;
   snap.dir = "<memory>";
-  const auto hv_bytes = hv_.Bytes();
+  const auto hv_bytes = hv_bytes_.empty() ? hv_.Bytes() : hv_bytes_;
   const auto guest_bytes = guest_.Bytes();
   auto hv = reader.Read(hv_bytes, StreamKind::kHv, "hv");
   auto guest = reader.Read(guest_bytes, StreamKind::kGuest, "guest");
@@ -175,7 +175,7 @@ Analysis Scenario::Analyze(Stats* stats) const {
 
 void Scenario::WriteDir(const std::string& dir) const {
   std::filesystem::create_directories(dir);
-  WriteFile(dir + "/hv.region", hv_.Bytes());
+  WriteFile(dir + "/hv.region", hv_bytes_.empty() ? hv_.Bytes() : hv_bytes_);
   WriteFile(dir + "/guest.region", guest_.Bytes());
   std::ofstream(dir + "/manifest.json")
       << R"({"format": 1, "generator": "ipitrace make_snapshot"})" << "\n";

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "analyzer.h"
 #include "snapshot.h"
@@ -57,6 +58,10 @@ class Scenario {
   void FullChain(uint32_t s, uint32_t t, uint64_t tsc, uint64_t func,
                  uint64_t csd);
 
+  // Analyse these hypervisor region bytes instead of hv() (e.g. a region
+  // written by the KVM source's translator).
+  void UseHvBytes(std::vector<std::byte> bytes) { hv_bytes_ = std::move(bytes); }
+
   Snapshot Load(Stats* stats) const;
   Analysis Analyze(Stats* stats) const;
   // Writes manifest.json, hv.region and guest.region into dir (created).
@@ -65,6 +70,7 @@ class Scenario {
  private:
   RegionBuilder guest_;
   RegionBuilder hv_;
+  std::vector<std::byte> hv_bytes_;
 };
 
 }  // namespace ipitrace::testing

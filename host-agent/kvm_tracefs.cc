@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: MIT
+#include "kvm_tracefs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <string_view>
+
+#include <fmt/format.h>
+
+extern "C" {
+#include <traceevent/event-parse.h>
+#include <traceevent/kbuffer.h>
+
+// libtracefs 1.6's tracefs.h is not valid C++ (an enum parameter defaults
+// to an int), so the functions used here are declared from it by hand.
+struct tracefs_instance;
+const char* tracefs_tracing_dir(void);
+struct tracefs_instance* tracefs_instance_create(const char* name);
+struct tracefs_instance* tracefs_instance_alloc(const char* tracing_dir, const char* name);
+int tracefs_instance_destroy(struct tracefs_instance* instance);
+void tracefs_instance_free(struct tracefs_instance* instance);
+char* tracefs_instance_get_dir(struct tracefs_instance* instance);
+char** tracefs_instances(const char* regex);
+void tracefs_list_free(char** list);
+int tracefs_event_enable(struct tracefs_instance* instance, const char* system,
+                         const char* event);
+int tracefs_event_disable(struct tracefs_instance* instance, const char* system,
+                          const char* event);
+struct tep_handle* tracefs_local_events_system(const char* tracing_dir,
+                                               const char* const* sys_names);
+}
+
+namespace ipitrace {
+namespace {
+
+constexpr const char* kSystem = "kvm";
+constexpr std::string_view kInstancePrefix = "ipitrace-kvm-";
+
+Status Err(ErrorCode code, std::string msg) { return Status::Error(code, std::move(msg)); }
+
+ErrorCode CodeOfErrno(int e) {
+  return e == EACCES || e == EPERM ? ErrorCode::kPermission : ErrorCode::kNoTracefs;
+}
+
+bool WriteFile(const std::string& path, std::string_view text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+  if (fd < 0) return false;
+  const ssize_t n = ::write(fd, text.data(), text.size());
+  ::close(fd);
+  return n == static_cast<ssize_t>(text.size());
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path);
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return s;
+}
+
+}  // namespace
+
+// Per event id: its kind and the fields f0..f4 (null: reads 0), plus
+// common_pid.
+struct KvmTracefs::Decoder {
+  struct Entry {
+    KvmEvent::Kind kind;
+    tep_format_field* pid = nullptr;
+    std::array<tep_format_field*, 5> f{};
+  };
+  std::vector<std::pair<int, Entry>> by_id;  // few entries: a linear scan
+  const Entry* Find(int id) const {
+    for (const auto& [i, e] : by_id)
+      if (i == id) return &e;
+    return nullptr;
+  }
+};
+
+const std::vector<std::string>& KvmTracefs::RequiredEvents() {
+  static const std::vector<std::string> k = {"kvm_apic_ipi", "kvm_apic_accept_irq",
+                                             "kvm_inj_virq", "kvm_eoi", "kvm_vcpu_wakeup",
+                                             "kvm_write_tsc_offset", "kvm_entry"};
+  return k;
+}
+
+const std::vector<std::string>& KvmTracefs::OptionalEvents() {
+  static const std::vector<std::string> k = {"kvm_hypercall", "kvm_pv_eoi",
+                                             "kvm_apicv_accept_irq"};
+  return k;
+}
+
+int KvmTracefs::CleanStale() {
+  char** names = tracefs_instances(nullptr);
+  if (!names) return 0;
+  int removed = 0;
+  for (char** n = names; *n; ++n) {
+    const std::string_view name(*n);
+    if (name.substr(0, kInstancePrefix.size()) != kInstancePrefix) continue;
+    const std::string rest(name.substr(kInstancePrefix.size()));
+    const long pid = std::strtol(rest.c_str(), nullptr, 10);
+    if (pid <= 0 || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)) {
+      tracefs_instance* inst = tracefs_instance_alloc(nullptr, *n);
+      if (!inst) continue;
+      tracefs_event_disable(inst, nullptr, nullptr);
+      if (tracefs_instance_destroy(inst) == 0) ++removed;
+      tracefs_instance_free(inst);
+    }
+  }
+  tracefs_list_free(names);
+  return removed;
+}
+
+Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
+  const char* top = tracefs_tracing_dir();
+  if (!top) {
+    return Err(ErrorCode::kNoTracefs,
+               "tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)");
+  }
+  if (::access(top, W_OK) != 0) {
+    return Err(ErrorCode::kPermission,
+               fmt::format("cannot write {}: {} (run as root)", top, std::strerror(errno)));
+  }
+  std::unique_ptr<KvmTracefs> t(new KvmTracefs());
+  const char* systems[] = {kSystem, nullptr};
+  t->tep_ = tracefs_local_events_system(nullptr, systems);
+  if (!t->tep_ || !tep_find_event_by_name(t->tep_, kSystem, "kvm_entry")) {
+    return Err(ErrorCode::kNoTracefs,
+               fmt::format("no KVM tracepoints under {}/events/kvm (is the kvm module "
+                           "loaded?)",
+                           top));
+  }
+  t->dec_ = std::make_unique<Decoder>();
+  auto add = [&](const std::string& name, bool required) -> Status {
+    tep_event* ev = tep_find_event_by_name(t->tep_, kSystem, name.c_str());
+    if (!ev) {
+      if (!required) return Status::Ok();
+      return Err(ErrorCode::kNoTracefs, fmt::format("tracepoint kvm:{} missing", name));
+    }
+    static const struct {
+      const char* name;
+      KvmEvent::Kind kind;
+      std::array<const char*, 5> f;
+    } kMap[] = {
+        {"kvm_apic_ipi", KvmEvent::Kind::kApicIpi, {"icr_low", "dest_id"}},
+        {"kvm_hypercall", KvmEvent::Kind::kHypercall, {"nr", "a0", "a1", "a2", "a3"}},
+        {"kvm_apic_accept_irq", KvmEvent::Kind::kAcceptIrq, {"apicid", "dm", "tm", "vec"}},
+        {"kvm_apicv_accept_irq", KvmEvent::Kind::kApicvAcceptIrq, {"apicid", "dm", "tm", "vec"}},
+        {"kvm_vcpu_wakeup", KvmEvent::Kind::kWakeup, {"ns", "waited", "valid"}},
+        {"kvm_inj_virq", KvmEvent::Kind::kInjVirq, {"vector", "soft", "reinjected"}},
+        {"kvm_eoi", KvmEvent::Kind::kEoi, {"apicid", "vector"}},
+        {"kvm_pv_eoi", KvmEvent::Kind::kPvEoi, {"apicid", "vector"}},
+        {"kvm_write_tsc_offset", KvmEvent::Kind::kWriteTscOffset,
+         {"vcpu_id", "previous_tsc_offset", "next_tsc_offset"}},
+        {"kvm_entry", KvmEvent::Kind::kEntry, {"vcpu_id"}},
+    };
+    for (const auto& m : kMap) {
+      if (name != m.name) continue;
+      Decoder::Entry e{m.kind};
+      e.pid = tep_find_common_field(ev, "common_pid");
+      for (size_t i = 0; i < 5; ++i) {
+        if (!m.f[i]) continue;
+        e.f[i] = tep_find_field(ev, m.f[i]);
+        // Linux before 6.2 names kvm_inj_virq's vector 'irq'.
+        if (!e.f[i] && m.kind == KvmEvent::Kind::kInjVirq && i == 0)
+          e.f[i] = tep_find_field(ev, "irq");
+        if (!e.f[i] && i == 0)
+          return Err(ErrorCode::kNoTracefs,
+                     fmt::format("tracepoint kvm:{} has no field {}", name, m.f[i]));
+      }
+      t->dec_->by_id.push_back({ev->id, e});
+    }
+    return Status::Ok();
+  };
+  for (const auto& e : RequiredEvents())
+    if (Status s = add(e, true); !s.ok()) return s;
+  for (const auto& e : OptionalEvents())
+    if (Status s = add(e, false); !s.ok()) return s;
+
+  t->inst_ = tracefs_instance_create(o.instance.c_str());
+  if (!t->inst_) {
+    const int e = errno;
+    return Err(CodeOfErrno(e), fmt::format("cannot create tracefs instance {}: {}",
+                                           o.instance, std::strerror(e)));
+  }
+  char* dir = tracefs_instance_get_dir(t->inst_);
+  t->dir_ = dir ? dir : "";
+  free(dir);
+  auto file = [&](const char* f) { return t->dir_ + "/" + f; };
+  if (!WriteFile(file("trace_clock"), "x86-tsc"))
+    return Err(ErrorCode::kNoTracefs, "the x86-tsc trace clock is not available");
+  WriteFile(file("tracing_on"), "0");
+  if (!WriteFile(file("buffer_size_kb"), std::to_string(o.buffer_kb)))
+    return Err(ErrorCode::kNoTracefs, fmt::format("cannot size the buffer to {} KiB", o.buffer_kb));
+  WriteFile(file("options/overwrite"), "1");
+  WriteFile(file("options/event-fork"), "1");
+  std::string pids;
+  for (int32_t tid : o.tids) pids += std::to_string(tid) + " ";
+  if (!pids.empty() && !WriteFile(file("set_event_pid"), pids))
+    return Err(ErrorCode::kNotKvmVm, "cannot filter events to the VM's threads (gone?)");
+  WriteFile(file("events/kvm/kvm_hypercall/filter"), "nr == 10");
+  for (const auto& [id, e] : t->dec_->by_id) {
+    (void)e;
+    tep_event* ev = tep_find_event(t->tep_, id);
+    if (!o.trace_entry && std::string_view(ev->name) == "kvm_entry") continue;
+    if (tracefs_event_enable(t->inst_, kSystem, ev->name) != 0)
+      return Err(ErrorCode::kNoTracefs, fmt::format("cannot enable kvm:{}", ev->name));
+  }
+  t->entry_on_ = o.trace_entry;
+
+  // One reader per CPU buffer of the instance.
+  if (DIR* d = ::opendir(file("per_cpu").c_str())) {
+    while (dirent* de = ::readdir(d)) {
+      int cpu = -1;
+      if (std::sscanf(de->d_name, "cpu%d", &cpu) != 1) continue;
+      const std::string p = fmt::format("{}/per_cpu/cpu{}/trace_pipe_raw", t->dir_, cpu);
+      const int fd = ::open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+      if (fd < 0) continue;  // offline CPU
+      t->cpus_.push_back({cpu, fd, 0});
+    }
+    ::closedir(d);
+  }
+  if (t->cpus_.empty()) return Err(ErrorCode::kNoTracefs, "no per-CPU trace buffers to read");
+  std::sort(t->cpus_.begin(), t->cpus_.end(),
+            [](const Cpu& a, const Cpu& b) { return a.cpu < b.cpu; });
+  t->kbuf_ = tep_kbuffer(t->tep_);
+  if (!t->kbuf_) return Err(ErrorCode::kInternal, "cannot set up the trace page decoder");
+  long sub = 0;
+  const std::string subbuf = ReadFile(file("buffer_subbuf_size_kb"));
+  if (!subbuf.empty()) sub = std::strtol(subbuf.c_str(), nullptr, 10) * 1024;
+  t->page_.resize(static_cast<size_t>(std::max<long>(sub, ::getpagesize())));
+  if (!WriteFile(file("tracing_on"), "1"))
+    return Err(ErrorCode::kNoTracefs, "cannot turn tracing on in the instance");
+  return t;
+}
+
+KvmTracefs::~KvmTracefs() {
+  for (Cpu& c : cpus_)
+    if (c.fd >= 0) ::close(c.fd);
+  if (inst_) {
+    // Never leave KVM events enabled behind: disable, then remove.
+    WriteFile(dir_ + "/tracing_on", "0");
+    tracefs_event_disable(inst_, nullptr, nullptr);
+    tracefs_instance_destroy(inst_);
+    tracefs_instance_free(inst_);
+  }
+  if (kbuf_) kbuffer_free(kbuf_);
+  if (tep_) tep_free(tep_);
+}
+
+void KvmTracefs::StopEntryEvents() {
+  if (!entry_on_) return;
+  tracefs_event_disable(inst_, kSystem, "kvm_entry");
+  entry_on_ = false;
+}
+
+uint64_t KvmTracefs::KernelOverruns() const {
+  uint64_t total = 0;
+  for (const Cpu& c : cpus_) {
+    const std::string s = ReadFile(fmt::format("{}/per_cpu/cpu{}/stats", dir_, c.cpu));
+    const size_t at = s.find("overrun:");
+    if (at != std::string::npos) total += std::strtoull(s.c_str() + at + 8, nullptr, 10);
+  }
+  return total;
+}
+
+bool KvmTracefs::Decode(const void* data, uint64_t ts, KvmEvent* ev) const {
+  uint16_t type = 0;
+  std::memcpy(&type, data, sizeof(type));  // common_type, offset 0
+  const Decoder::Entry* e = dec_->Find(type);
+  if (!e) return false;
+  ev->kind = e->kind;
+  ev->host_tsc = ts;
+  unsigned long long v = 0;
+  ev->tid = e->pid && tep_read_number_field(e->pid, data, &v) == 0 ? static_cast<int32_t>(v) : -1;
+  for (size_t i = 0; i < 5; ++i) {
+    v = 0;
+    if (e->f[i]) tep_read_number_field(e->f[i], data, &v);
+    ev->f[i] = v;
+  }
+  return true;
+}
+
+Status KvmTracefs::ReadCpu(size_t k, std::vector<KvmEvent>* out) {
+  Cpu& c = cpus_[k];
+  for (int pages = 0; pages < 4096; ++pages) {
+    const ssize_t n = ::read(c.fd, page_.data(), page_.size());
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return Status::Ok();
+      return Err(ErrorCode::kIo, fmt::format("reading cpu{}/trace_pipe_raw: {}", c.cpu,
+                                             std::strerror(errno)));
+    }
+    if (n == 0) return Status::Ok();
+    if (kbuffer_load_subbuffer(kbuf_, page_.data()) < 0) continue;
+    const int missed = kbuffer_missed_events(kbuf_);
+    unsigned long long ts = 0;
+    void* data = kbuffer_read_event(kbuf_, &ts);
+    if (missed != 0) {
+      // The kernel overwrote events before this page: a gap between the
+      // last event we read from this CPU and the first on this page.
+      KvmEvent lost;
+      lost.kind = KvmEvent::Kind::kLost;
+      lost.host_tsc = data ? ts : kbuffer_timestamp(kbuf_);
+      lost.f[0] = missed > 0 ? static_cast<uint64_t>(missed) : std::numeric_limits<uint64_t>::max();
+      lost.f[1] = c.last_ts;
+      out->push_back(lost);
+    }
+    while (data) {
+      KvmEvent ev;
+      if (Decode(data, ts, &ev)) out->push_back(ev);
+      c.last_ts = ts;
+      data = kbuffer_next_event(kbuf_, &ts);
+    }
+  }
+  return Status::Ok();
+}
+
+void KvmTracefs::Release(uint64_t upto, std::vector<KvmEvent>* out) {
+  auto cut = std::partition_point(held_.begin(), held_.end(),
+                                  [&](const KvmEvent& e) { return e.host_tsc <= upto; });
+  out->insert(out->end(), held_.begin(), cut);
+  held_.erase(held_.begin(), cut);
+}
+
+Status KvmTracefs::Poll(uint64_t now_tsc, uint64_t margin_ticks, std::vector<KvmEvent>* out) {
+  std::vector<KvmEvent> fresh;
+  for (size_t k = 0; k < cpus_.size(); ++k)
+    if (Status s = ReadCpu(k, &fresh); !s.ok()) return s;
+  // Each CPU's events are in order; a stable sort merges them (and keeps a
+  // loss marker before the events of its page).
+  held_.insert(held_.end(), fresh.begin(), fresh.end());
+  std::stable_sort(held_.begin(), held_.end(),
+                   [](const KvmEvent& a, const KvmEvent& b) { return a.host_tsc < b.host_tsc; });
+  Release(now_tsc > margin_ticks ? now_tsc - margin_ticks : 0, out);
+  return Status::Ok();
+}
+
+Status KvmTracefs::Drain(std::vector<KvmEvent>* out) {
+  WriteFile(dir_ + "/tracing_on", "0");
+  Status s = Poll(std::numeric_limits<uint64_t>::max(), 0, out);
+  Release(std::numeric_limits<uint64_t>::max(), out);
+  return s;
+}
+
+}  // namespace ipitrace
