@@ -283,8 +283,8 @@ struct ipt_ghdr_ext {
 #define IPT_HV_ACCEL(X)                                                  \
 	X(APICV, 0, (1u << 2) | (1u << 4) | (1u << 5),                   \
 	  "kvm_intel enable_apicv=0")                                    \
-	X(IPIV, 1, 0x3fu, "kvm_intel enable_ipiv=0 (or enable_apicv=0)") \
-	X(AVIC, 2, 0x3fu, "kvm_amd avic=0")
+	X(IPIV, 1, 0x3fU, "kvm_intel enable_ipiv=0 (or enable_apicv=0)") \
+	X(AVIC, 2, 0x3fU, "kvm_amd avic=0")
 
 /* IPT_HV_LOST(name, index, description) */
 #define IPT_HV_LOST(X)                                                   \
@@ -297,7 +297,7 @@ struct ipt_ghdr_ext {
 #define IPT_HV_STAGE_BIT(name, bit, desc) IPT_HV_STAGE_##name = 1u << (bit),
 enum ipt_hv_stage { IPT_HV_STAGES(IPT_HV_STAGE_BIT) };
 #undef IPT_HV_STAGE_BIT
-#define IPT_HV_STAGE_ALL 0x3fu
+#define IPT_HV_STAGE_ALL 0x3fU
 #define IPT_HV_ACCEL_BIT(name, bit, hides, setting) IPT_HV_ACCEL_##name = 1u << (bit),
 enum ipt_hv_accel { IPT_HV_ACCEL(IPT_HV_ACCEL_BIT) };
 #undef IPT_HV_ACCEL_BIT

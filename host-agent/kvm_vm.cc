@@ -120,6 +120,9 @@ Result<KvmVm> FindKvmVm(int32_t pid, const KvmHostPaths& paths) {
   if (vm_fd < 0)
     return Status::Error(ErrorCode::kNotKvmVm,
                          fmt::format("process {} is not a KVM VM (no kvm-vm descriptor)", pid));
+  // QEMU may hold a vCPU's descriptor twice: one vCPU per id.
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   if (ids.empty() || ids.size() > IPT_MAX_CPUS)
     return Status::Error(ErrorCode::kNotKvmVm,
                          fmt::format("process {}: {} vCPUs", pid, ids.size()));

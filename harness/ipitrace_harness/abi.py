@@ -19,6 +19,14 @@ def _parse_header(path):
     consts = {}
     for m in re.finditer(r"#define\s+(IPT_\w+)\s+(0x[0-9A-Fa-f]+|\d+)(?:ULL|U)?\b", text):
         consts[m.group(1)] = int(m.group(2), 0)
+    # Enumerations written as X-macros: producers, hv stages and settings.
+    for macro, prefix, shift in (("IPT_PRODUCERS", "IPT_PRODUCER_", False),
+                                 ("IPT_HV_STAGES", "IPT_HV_STAGE_", True),
+                                 ("IPT_HV_ACCEL", "IPT_HV_ACCEL_", True),
+                                 ("IPT_HV_LOST", "IPT_HV_LOST_", False)):
+        m = re.search(r"#define\s+%s\(X\)(.*)" % macro, text)
+        for name, value in re.findall(r"X\((\w+),\s*(\d+)", m.group(1)):
+            consts[prefix + name] = (1 << int(value)) if shift else int(value)
     types = {}
     m = re.search(r"#define\s+IPT_RECORD_TYPES\(X\)(.*)", text)
     for name, value in re.findall(r"X\((\w+),\s*(\d+),", m.group(1)):
