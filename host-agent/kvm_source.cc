@@ -158,10 +158,10 @@ Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop)
   const KvmTranslator::Counts& c = translator.counts();
   Log(o, fmt::format("{}: {} events -> {} records; lost {} (kernel overruns {}, {} gaps), "
                      "unmapped thread {}, unknown vCPU {}, re-injections {}, thread map "
-                     "learned {} fixed {}",
+                     "learned {} fixed {}; {} events of hidden stages not written",
                      vm_exited ? "VM exited" : "stopped", c.events, c.records, c.lost, overruns,
                      c.gaps, c.unmapped_thread, c.unknown_vcpu, c.reinjected, c.map_learned,
-                     c.map_fixed));
+                     c.map_fixed, c.hidden));
   return drained;
 }
 

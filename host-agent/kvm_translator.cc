@@ -52,6 +52,21 @@ uint32_t KvmTranslator::VcpuOfId(uint64_t vcpu_id) const {
 
 void KvmTranslator::Emit(uint32_t ring_vcpu, uint32_t clock_vcpu, uint64_t host_tsc,
                          ipt_record rec) {
+  // A stage the region says this source does not observe carries no
+  // records (with APICv, IPIv or AVIC on, KVM sees only some of them).
+  uint32_t stage = 0;
+  switch (rec.type) {
+    case IPT_H_ICR: stage = IPT_HV_STAGE_ICR; break;
+    case IPT_H_IRR: case IPT_H_NMI: case IPT_H_INIT: case IPT_H_SIPI: stage = IPT_HV_STAGE_IRR; break;
+    case IPT_H_KICK: stage = IPT_HV_STAGE_KICK; break;
+    case IPT_H_ACK: stage = IPT_HV_STAGE_ACK; break;
+    case IPT_H_EOI: stage = IPT_HV_STAGE_EOI; break;
+    default: break;
+  }
+  if (stage && !(vm_.stages & stage)) {
+    ++counts_.hidden;
+    return;
+  }
   rec.tsc = GuestTsc(clock_vcpu, host_tsc);
   out_->Append(ring_vcpu == kNoVcpu ? IPT_CPU_NONE : ring_vcpu, rec);
   ++counts_.records;

@@ -83,6 +83,10 @@ struct KvmVmInfo {
 //   kvm_eoi, kvm_pv_eoi -> H_EOI on that vCPU's ring
 //   a trace-buffer loss -> H_GAP on every vCPU ring
 //
+// Records of a stage the host's settings hide (KvmVmInfo::stages) are not
+// written, so the region never holds a partial view of a stage it says it
+// cannot see.
+//
 // Coalescing is derived from an IRR model: a bit is set by an accept and
 // cleared by the injection of that vector on that vCPU.  KVM traces the
 // accept before it sets the bit and the injection after it clears it, so
@@ -102,6 +106,8 @@ class KvmTranslator {
     uint64_t map_learned = 0;      // kvm_entry mapped an unnamed thread
     uint64_t lost = 0;             // trace events lost (known counts)
     uint64_t gaps = 0;             // H_GAP markers written (per loss)
+    uint64_t hidden = 0;           // events of stages the region says are
+                                   // not observed, not written
   };
 
   KvmTranslator(HvRegionWriter* out, KvmVmInfo vm);

@@ -183,6 +183,18 @@ TEST_CASE("kvm translator - kvm_entry maps threads QEMU did not name") {
   CHECK(r.source.lost[IPT_HV_LOST_UNMAPPED] == 1);
 }
 
+TEST_CASE("kvm translator - a hidden stage writes no records") {
+  Bed b(2, IPT_HV_STAGE_ALL & ~uint32_t{IPT_HV_STAGE_ACK | IPT_HV_STAGE_EOI});
+  b.Ipi(kTid0, 1, kVs, 100);
+  b.Ev(K::kEoi, kTid1, 120, {1, kVs});
+  Stats stats;
+  const Region r = b.Read(&stats);
+  CHECK(Records(r, 0).size() == 2);  // ICR, IRR
+  CHECK(Records(r, 1).empty());      // no ACK, no EOI
+  CHECK(b.tr->counts().hidden == 2);
+  CHECK_FALSE(r.source.Observes(IPT_HV_STAGE_ACK));
+}
+
 TEST_CASE("kvm translator - TSC offset changes follow kvm_write_tsc_offset") {
   Bed b(2);
   b.Ev(K::kWriteTscOffset, kTid1, 50, {1, kOffset, kOffset + 5000});
@@ -244,6 +256,7 @@ TEST_CASE("kvm translator - with APICv the acknowledge is never blamed") {
     Bed b(2, stages);
     b.Ipi(kTid0, 1, kVs, 105, /*inject=*/false);
     b.Ev(K::kInjVirq, kTid1, 1'000'000'000, {0xec, 0, 0});
+    b.Ev(K::kWakeup, kTid1, 1'000'000'001, {1000, 1, 1});  // seen either way
     sc.UseHvBytes(b.mem);
     Stats stats;
     const Analysis a = sc.Analyze(&stats);
