@@ -142,8 +142,10 @@ Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop)
       break;
     }
     // kvm_entry fires on every guest entry; it is only needed to check the
-    // thread map, which a few seconds of running settle.
-    if (entry_on && std::chrono::steady_clock::now() - start > std::chrono::seconds(3)) {
+    // thread map: off once every vCPU was seen entering (or after 10 s, for
+    // a vCPU that never runs).
+    if (entry_on && (translator.ThreadMapChecked() ||
+                     std::chrono::steady_clock::now() - start > std::chrono::seconds(10))) {
       tracefs->StopEntryEvents();
       entry_on = false;
     }

@@ -26,6 +26,7 @@ KvmTranslator::KvmTranslator(HvRegionWriter* out, KvmVmInfo vm)
   for (uint32_t i = 0; i < vm_.vcpu_id.size(); ++i) index_of_id_[vm_.vcpu_id[i]] = i;
   vm_.tsc_offset.resize(vm_.vcpu_id.size(), 0);
   irr_.resize(vm_.vcpu_id.size());
+  checked_.assign(vm_.vcpu_id.size(), false);
   const uint32_t need = IPT_HV_STAGE_IRR | IPT_HV_STAGE_ACK | IPT_HV_STAGE_COALESCE;
   track_coalesce_ = (vm_.stages & need) == need;
 }
@@ -313,6 +314,10 @@ void KvmTranslator::OnEntry(const KvmEvent& ev) {
   } else if (it->second != v) {
     it->second = v;
     ++counts_.map_fixed;
+  }
+  if (!checked_[v]) {
+    checked_[v] = true;
+    ++checked_count_;
   }
 }
 

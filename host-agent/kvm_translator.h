@@ -115,6 +115,8 @@ class KvmTranslator {
   void Push(const KvmEvent& ev);
 
   const Counts& counts() const { return counts_; }
+  // True once kvm_entry showed, for every vCPU, the thread that runs it.
+  bool ThreadMapChecked() const { return checked_count_ == vm_.vcpu_id.size(); }
   const KvmVmInfo& vm() const { return vm_; }
   // Guest TSC of vCPU 'vcpu' at host TSC 'host_tsc'.
   uint64_t GuestTsc(uint32_t vcpu, uint64_t host_tsc) const;
@@ -150,6 +152,8 @@ class KvmTranslator {
   std::unordered_map<int32_t, IcrContext> context_;  // by tid
   std::vector<std::bitset<256>> irr_;                // the IRR model
   bool track_coalesce_ = false;
+  std::vector<bool> checked_;  // by vCPU: kvm_entry seen on its thread
+  size_t checked_count_ = 0;
   Counts counts_;
 };
 

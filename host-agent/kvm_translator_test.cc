@@ -175,7 +175,10 @@ TEST_CASE("kvm translator - kvm_entry maps threads QEMU did not name") {
   b.Ev(K::kInjVirq, 777, 100, {kVs, 0, 0});
   b.Ev(K::kEntry, kTid0, 105, {1});  // the map was wrong: fixed
   CHECK(b.tr->counts().unmapped_thread == 1);
-  CHECK(b.tr->counts().map_learned == 1);
+  CHECK_FALSE(b.tr->ThreadMapChecked());  // vCPU 0 not seen entering yet
+  b.Ev(K::kEntry, kTid0 + 5, 106, {0});
+  CHECK(b.tr->ThreadMapChecked());
+  CHECK(b.tr->counts().map_learned == 2);
   CHECK(b.tr->counts().map_fixed == 1);
   Stats stats;
   const Region r = b.Read(&stats);
