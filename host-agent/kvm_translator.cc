@@ -110,8 +110,12 @@ void KvmTranslator::Push(const KvmEvent& ev) {
     case KvmEvent::Kind::kInjVirq:
       OnInjVirq(ev, self);
       break;
-    case KvmEvent::Kind::kEoi:
-    case KvmEvent::Kind::kPvEoi: {
+    case KvmEvent::Kind::kPvEoi:
+      // KVM handles a PV EOI through apic_set_eoi(), which traces kvm_eoi
+      // too: that one is the record.
+      ++counts_.pv_eoi;
+      break;
+    case KvmEvent::Kind::kEoi: {
       const uint32_t v = VcpuOfId(ev.f[0]);
       if (v == kNoVcpu) {
         ++counts_.unknown_vcpu;

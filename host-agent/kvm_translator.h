@@ -80,7 +80,8 @@ struct KvmVmInfo {
 //   kvm_vcpu_wakeup     -> H_KICK on the woken vCPU's ring (target = itself)
 //   kvm_inj_virq        -> H_ACK on the target's ring (not soft, not
 //                          re-injected: a re-injection is the same interrupt)
-//   kvm_eoi, kvm_pv_eoi -> H_EOI on that vCPU's ring
+//   kvm_eoi             -> H_EOI on that vCPU's ring (a PV EOI traces
+//                          kvm_pv_eoi and then kvm_eoi: one record)
 //   a trace-buffer loss -> H_GAP on every vCPU ring
 //
 // Records of a stage the host's settings hide (KvmVmInfo::stages) are not
@@ -102,6 +103,7 @@ class KvmTranslator {
     uint64_t unknown_vcpu = 0;     // events naming a vcpu_id not in the VM
     uint64_t reinjected = 0;       // kvm_inj_virq re-injections, skipped
     uint64_t soft = 0;             // soft interrupts, skipped
+    uint64_t pv_eoi = 0;           // kvm_pv_eoi (recorded by its kvm_eoi)
     uint64_t map_fixed = 0;        // kvm_entry moved a thread to another vCPU
     uint64_t map_learned = 0;      // kvm_entry mapped an unnamed thread
     uint64_t lost = 0;             // trace events lost (known counts)
