@@ -214,16 +214,24 @@ def _wait_console(host, path, marker, deadline, dom, stop_event=None, watch=None
     raise HarnessError("hung-unexplained", f"timed out waiting for {marker}")
 
 
-def run(out, *args, boot_retries=2, log=print, **kw):
+def run(out, *args, boot_retries=2, log=print, hypervisor="tcg", **kw):
     """Boot, load, snapshot. Returns the manifest dict.
 
+    hypervisor "tcg" (the patched QEMU's emulated LAPIC, through libvirt) or
+    "kvm-nested" (KVM in an L1 under TCG: nested.run()).
     A VM that crashes before its load starts (QEMU died during guest boot:
     nothing under test has happened yet) is booted again, at most
     boot_retries times; the manifest records every such crash."""
+    if hypervisor not in ("tcg", "kvm-nested"):
+        raise ValueError(f"unknown hypervisor '{hypervisor}' (tcg or kvm-nested)")
+    once = _run_once
+    if hypervisor == "kvm-nested":
+        from . import nested
+        once = nested.run
     crashes = []
     while True:
         try:
-            m = _run_once(out, *args, log=log, **kw)
+            m = once(out, *args, log=log, **kw)
         except HarnessError as e:
             if (e.outcome == "vm-crashed" and getattr(e, "before_load", False)
                     and len(crashes) < boot_retries):

@@ -1,0 +1,245 @@
+"""The nested KVM test bed (harness/ipitrace_harness/nested.py): the traced
+guest under KVM in an L1 Debian kernel that runs under TCG, with Debian's
+stock QEMU for both levels, the KVM collector (`ipitrace kvm-source`) in
+L1 and the TEST-ONLY kvm_fault.ko for faults.
+
+Each nested run takes about a minute on a 2-core host (L1 boots in ~5 s,
+the guest in ~20 s under nested KVM); the unit tests at the top need
+nothing.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import LOSS_VERDICTS, analyze
+from ipitrace_harness import abi, artifacts, clockorder, nested, vm
+
+# Failures of the test bed (L1 under TCG), not of what runs in it.
+FLAKES = ("reset itself", "L1 stalled", "L1 killed")
+
+# The manifest keys of a TCG run (vm.run()) a nested run keeps.
+TCG_KEYS = ("name", "uri", "vcpus", "seconds", "mode", "wait", "threads", "x2apic",
+            "faults", "extra_cmdline", "qemu", "kernel", "initrd", "hv_capacity",
+            "shm_mb", "started", "complete", "outcome", "interrupts", "finished")
+
+
+# ---- unit: fault specs, L1 command line, L1's result file ----
+
+@pytest.mark.parametrize("spec,stage,opts", [
+    ("route:nth=1500", "route", {"nth": 1500}),
+    ("icr:nth=3:vector=0xfc:source=1", "icr", {"nth": 3, "vector": 252, "source": 1}),
+    ("inject:nth=10:target=0:count=2", "inject", {"nth": 10, "target": 0, "count": 2}),
+])
+def test_fault_specs_kvm_fault_takes(spec, stage, opts):
+    assert nested.parse_fault(spec) == (stage, opts)
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("kick:nth=3", "not available"),             # QEMU-only stages
+    ("entry:nth=3", "not available"),
+    ("route:prob=0.5", "not available"),         # QEMU-only triggers
+    ("route:nth=3:delay_us=5", "not available"),
+    ("route:vector=251", "needs a trigger"),
+    ("route:nth=0", "K >= 1"),
+    ("route:nth=1:source=256", "below 256"),
+    ("route:nth=1:vector=256", "0..255"),
+    ("route:nth=1:count=0", "count"),
+    ("bogus:nth=1", "unknown fault stage"),
+    ("route:nth", "bad fault option"),
+])
+def test_fault_specs_kvm_fault_refuses(spec, msg):
+    with pytest.raises(ValueError) as e:
+        nested.parse_fault(spec)
+    assert msg in str(e.value)
+
+
+def test_bad_fault_fails_before_anything_boots(tmp_path):
+    with pytest.raises(vm.HarnessError) as e:
+        vm.run(str(tmp_path / "x"), hypervisor="kvm-nested", faults=["kick:nth=1"],
+               log=lambda s: None)
+    assert e.value.outcome == "infra-failed" and "kick" in str(e.value)
+    assert not (tmp_path / "x").exists()
+
+
+def test_l1_command_line_shares_the_host_root_and_the_out_dir():
+    argv = nested.l1_argv("/usr/bin/qemu-system-x86_64", "/k", "/i", "/out", "/out/c.log")
+    line = " ".join(argv)
+    assert "-accel tcg,thread=multi" in line and "-cpu max" in line  # SVM under TCG
+    assert "path=/,mount_tag=host,security_model=none,readonly=on" in line
+    assert "path=/out,mount_tag=out" in line and "readonly" not in line.split("mount_tag=out")[1]
+    assert "-no-reboot" in argv and "file:/out/c.log" in argv
+
+
+def test_l1_result_file(tmp_path):
+    p = tmp_path / "r.env"
+    p.write_text("OUTCOME=guest-hung\nREASON=a=b c\nT_CONT=12.5\nnoise\n")
+    assert nested.read_env(str(p)) == {"OUTCOME": "guest-hung", "REASON": "a=b c",
+                                       "T_CONT": "12.5"}
+    assert nested.read_env(str(tmp_path / "missing")) == {}
+
+
+def test_paths_l1_cannot_see_are_refused():
+    with pytest.raises(vm.HarnessError) as e:
+        nested._visible("/tmp/guest/vmlinuz", "the guest kernel")
+    assert "not visible in L1" in str(e.value)
+
+
+class _FakeL1:
+    """Stands in for L1's QEMU: writes console lines, runs until killed."""
+    instances = []
+
+    def __init__(self, argv, **kw):
+        console = next(a for a in argv if a.startswith("file:"))[5:]
+        with open(console, "w") as f:
+            f.write(self.text)
+        self.returncode = None
+        self.pid = 1 << 22
+        _FakeL1.instances.append(self)
+
+    def poll(self):
+        return self.returncode
+
+    def kill(self):
+        self.returncode = -9
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+
+@pytest.mark.parametrize("text,outcome,msg", [
+    ("IPT-L1: booted 2.1 6.12\n[  40.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n",
+     "infra-failed", "L1 stalled"),
+    ("IPT-L1: booted 2.1 6.12\n[   9.0] Kernel panic - not syncing: boom\n",
+     "infra-failed", "L1 kernel panicked"),
+])
+def test_a_wedged_l1_is_killed_and_reported(tmp_path, monkeypatch, text, outcome, msg):
+    for k in ("KERNEL", "INITRD"):
+        monkeypatch.setenv(f"IPITRACE_{k}", f"/var/cache/none/{k.lower()}")
+        monkeypatch.setenv(f"IPITRACE_L1_{k}", f"/var/cache/none/l1-{k.lower()}")
+    monkeypatch.setenv("IPITRACE_L1_FAULT_MODULE", "/var/cache/none/kvm_fault.ko")
+    monkeypatch.setattr(nested.os, "access", lambda *a: True)
+    _FakeL1.text = text
+    _FakeL1.instances = []
+    monkeypatch.setattr(nested.subprocess, "Popen", _FakeL1)
+    out = tmp_path / "snap"
+    with pytest.raises(vm.HarnessError) as e:
+        nested.run(str(out), collector=False, log=lambda s: None)
+    assert e.value.outcome == outcome and msg in str(e.value)
+    assert [p.returncode for p in _FakeL1.instances] == [-9], "L1 killed"
+    m = json.loads((out / "manifest.json").read_text())
+    assert not m["complete"] and m["timings"]["l1_boot_s"] >= 0
+
+
+# ---- end to end ----
+
+@pytest.fixture(scope="module")
+def nested_env():
+    if not os.access(nested.QEMU, os.X_OK):
+        pytest.skip(f"no {nested.QEMU} (Debian's qemu-system-x86)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root (L1 exports / read-only over 9p)")
+    if subprocess.run(["dpkg-query", "-W", "linux-headers-amd64"], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip("no linux-headers-amd64 (the L1 kernel's version and headers)")
+    agent = artifacts.agent()
+    # The collector is part of the product, not of the environment: missing
+    # is a failure.
+    p = subprocess.run([agent, "kvm-source", "--help"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    assert p.returncode == 0, f"{agent} has no kvm-source subcommand: {p.stderr[-300:]}"
+    return agent
+
+
+@pytest.fixture(scope="module")
+def runs(nested_env, tmp_path_factory):
+    cache = {}
+
+    def get(key, **kw):
+        if key not in cache:
+            for attempt in (1, 2):
+                out = str(tmp_path_factory.mktemp(f"nested-{key}"))
+                try:
+                    m = vm.run(out, hypervisor="kvm-nested", vcpus=2,
+                               log=lambda s: print(s, file=sys.stderr), **kw)
+                    break
+                except vm.HarnessError as e:
+                    # The test bed itself fails now and then: TCG's emulated
+                    # SVM resets the nested guest (a triple fault) or wedges
+                    # L1 (a few runs in a hundred here).  Once is the test
+                    # bed; twice in a row is worth a look.
+                    if attempt == 2 or not any(m in str(e) for m in FLAKES):
+                        raise
+                    print(f"nested {key}: {e}; see {out}; running it again",
+                          file=sys.stderr)
+            cache[key] = (out, m)
+        return cache[key]
+
+    return get
+
+
+def test_clean_nested_run_has_both_regions(runs):
+    out, m = runs("clean", seconds=4)
+    assert m["complete"] and m["outcome"] == "completed"
+    for k in TCG_KEYS:
+        assert k in m, k
+    assert m["hv_source"] == "kvm"
+    assert m["l1_kernel"].endswith("-amd64")
+    assert m["l2_qemu"].startswith("QEMU emulator version")
+    assert m["collector_exit"] == 0
+    for k in ("l1_boot_s", "l2_boot_s", "run_s"):
+        assert m["timings"][k] > 0, m["timings"]
+    assert len(m["interrupts"]["CAL"]) == 2
+
+    guest = abi.Region(os.path.join(out, "guest.region"))
+    assert guest.h["producer"] == abi.CONSTS["IPT_PRODUCER_GUEST"]
+    assert guest.h["cpu_count"] == 2
+    assert sum(1 for c in range(2) for _ in guest.records(c)) > 1000
+
+    hv = abi.Region(os.path.join(out, "hv.region"))
+    assert hv.h["producer"] == abi.CONSTS["IPT_PRODUCER_KVM"]
+    assert hv.h["cpu_count"] == 2 and hv.apic_id[:2] == [0, 1]
+    assert hv.h["flags"] & (1 << 2), "the collector marked the region STOPPED"
+    for v in range(2):
+        types = {r["type"] for r in hv.records(v)}
+        assert {"H_ICR", "H_IRR", "H_ACK"} <= types, (v, types)
+    assert os.path.getsize(os.path.join(out, "faults.jsonl")) == 0
+    with open(os.path.join(out, "console.log")) as f:
+        assert "IPITRACE-DONE" in f.read()
+    assert os.path.getsize(os.path.join(out, "l1-console.log")) > 0
+
+    # One clock: no ICR before its send, no guest IRQ entry before its
+    # injection, with the KVM source's guest-TSC stamps.
+    c = clockorder.check(out)
+    assert c["sends"] > 100 and c["icrs"] == c["sends"], c
+    assert c["send_after_icr"] == 0 and c["entry_before_ack"] == 0, c
+
+    report = analyze(out)
+    for v in LOSS_VERDICTS:
+        assert report["verdict_counts"].get(v, 0) == 0, (v, report["losses"][:2])
+
+
+def test_route_fault_in_l1_kvm_is_named_at_its_stage(runs):
+    """kvm_fault.ko skips __apic_accept_irq for the 500th call-function-
+    single IPI after the guest's module loaded (a loaded 2-core host still
+    gives ~400 a second): the target's IRR is never set.  With two vCPUs
+    the sender waits until the target next passes through idle (the end of
+    the load at the latest); the agent names the loss either way."""
+    out, m = runs("route", seconds=8, faults=["route:nth=500"], watch_hang_ms=5000)
+    assert m["complete"] and m["outcome"] in ("completed", "guest-hung")
+    assert m.get("fault_module_unloaded") == "1", "kvm_fault.ko unloads cleanly"
+    with open(os.path.join(out, "faults.jsonl")) as f:
+        truth = [json.loads(ln) for ln in f if ln.strip()]
+    assert len(truth) == 1, truth
+    t = truth[0]
+    assert (t["stage"], t["vector"], t["nth"], t["fire"], t["fault"]) == ("route", 251, 500,
+                                                                          1, 0)
+    assert {t["source"], t["target"]} == {0, 1} and t["icr_seq"] is None and t["tsc"] > 0
+    report = analyze(out)
+    lost = [x for x in report["losses"] if x["verdict"] == "lost-in-routing"]
+    assert [(x["source_vcpu"], x["target_vcpu"]) for x in lost] == [(t["source"], t["target"])]
+    others = {v: n for v, n in report["verdict_counts"].items()
+              if v in LOSS_VERDICTS and v != "lost-in-routing" and n}
+    assert not others, others
