@@ -277,6 +277,32 @@ TEST_CASE("kvm translator - with APICv the acknowledge is never blamed") {
   }
 }
 
+TEST_CASE("kvm translator - with APICv an entry after a later IPI does not prove this one") {
+  // IRR set for request A, then (A's IPI withdrawn, invisible) request B's
+  // IPI; one handler entry serves both.  A is served, but not shown to be
+  // by its own IPI: served-without-ipi, never served-by-ipi or a loss.
+  const uint32_t hidden = IPT_HV_STAGE_ACK | IPT_HV_STAGE_EOI | IPT_HV_STAGE_COALESCE;
+  Scenario sc(2);
+  sc.Queue(0, 1, 100, kFunc, kCsd);
+  sc.Send(0, 1, 101);
+  sc.Queue(0, 1, 5000, kFunc, kCsd + 64);
+  sc.Send(0, 1, 5001);
+  sc.IrqEntry(1, kVs, 5020);
+  sc.FuncEntry(1, kFunc, kCsd, 5021);
+  sc.FuncEntry(1, kFunc, kCsd + 64, 5025);
+  sc.IrqExit(1, kVs, 5030);
+  Bed b(2, IPT_HV_STAGE_ALL & ~hidden);
+  b.Ipi(kTid0, 1, kVs, 105, false);
+  b.Ipi(kTid0, 1, kVs, 5005, false);
+  sc.UseHvBytes(b.mem);
+  Stats stats;
+  const Analysis a = sc.Analyze(&stats);
+  REQUIRE(a.requests.size() == 2);
+  CHECK(a.requests[0].verdict == Verdict::kServedWithoutIpi);
+  CHECK_THAT(a.requests[0].reason, Catch::Matchers::ContainsSubstring("not observable"));
+  CHECK(a.requests[1].verdict == Verdict::kServedByIpi);
+}
+
 TEST_CASE("kvm translator - a trace-buffer loss makes the window inconclusive") {
   Scenario sc = GuestRequest(2, 0, 1, 100, false);
   sc.Mark(1, 2'000'000'000);

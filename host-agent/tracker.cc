@@ -870,7 +870,23 @@ void Tracker::FollowUnobserved(const Ring& t_ring, const ipt_record& q, uint64_t
   const PositionList irqs = ti.irq_by_vector.Get(req->vector);
   const size_t i = irqs.FirstAtOrAfterTscIndex(t_ring, from_tsc);
   if (i < irqs.size()) {
+    // Without the acknowledge, an entry after a later IRR set of the vector
+    // on T may be that later IPI's: this one's arrival is unproven, and the
+    // request was served by a later IPI (or a flush), not shown by its own.
+    const uint64_t entry_tsc = t_ring.records[irqs[i]].tsc;
+    const auto vt = static_cast<uint32_t>(req->target_vcpu);
+    bool later_ipi = false;
+    if (snap_->hv.source.Observes(IPT_HV_STAGE_IRR) && req->target_vcpu >= 0) {
+      const RingIndex::TscEvents& sets = index_->irr_sets(vt);
+      for (size_t k = index_->FirstIrrSetAfter(vt, from_tsc);
+           k < sets.size() && sets[k].first < entry_tsc && !later_ipi; ++k)
+        later_ipi = sets[k].second == req->vector;
+    }
     ConcludeEntered(t_ring, req->target_vcpu, q, irqs[i], service, nullptr, req);
+    if (later_ipi && req->verdict == Verdict::kServedByIpi) {
+      req->verdict = Verdict::kServedWithoutIpi;
+      reason_ = NormalReason::kLaterIpiUnobservedAck;
+    }
     return;
   }
   const std::string unseen = snap_->hv.source.Unobserved(hidden);

@@ -294,6 +294,7 @@ enum class NormalReason : uint8_t {
   kElidedServedOnWakeup,
   kRodeOnPendingIpi,
   kIpiFatePastEnd,
+  kLaterIpiUnobservedAck,
   kNone,  // the request's reason is its own string
 };
 inline constexpr std::string_view kNormalReasons[] = {
@@ -302,6 +303,8 @@ inline constexpr std::string_view kNormalReasons[] = {
     "IPI elided (target polling); served on wakeup",
     "no IPI of its own (rode on a pending IPI); served by a flush",
     "served; its IPI's fate is past the end of the trace",
+    "served by a handler entered after a later IPI of the vector; whether its own "
+    "IPI arrived is not observable (the source cannot see the acknowledge)",
 };
 
 class Tracker;

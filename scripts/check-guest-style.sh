@@ -3,7 +3,8 @@
 # Kernel coding style of the guest module: the kernel's own
 # scripts/checkpatch.pl --strict, taken from Debian's linux-source package
 # of the guest kernel's series (resolved at run time), must report
-# 0 errors, 0 warnings and 0 checks for every file of guest-kmod/.
+# 0 errors, 0 warnings and 0 checks for every file of guest-kmod/ and of
+# the nested bed's test-only KVM fault module (harness/nested/kvm-fault/).
 # Only checkpatch.pl and the two data files it reads are extracted, into
 # $cache/checkpatch/linux-source-<series>/; the .deb is not kept.
 #
@@ -43,7 +44,7 @@ if [[ ! -f $CP ]]; then
 fi
 
 cd "$REPO"
-files=(guest-kmod/*.c guest-kmod/*.h)
+files=(guest-kmod/*.c guest-kmod/*.h harness/nested/kvm-fault/*.c harness/nested/kvm-fault/*.h)
 out=$(perl "$CP" --no-tree --strict --show-types -f "${files[@]}" 2>&1) || true
 bad=$(grep -E '^total: ' <<<"$out" | grep -v '^total: 0 errors, 0 warnings, 0 checks,' || true)
 n=$(grep -c '^total: ' <<<"$out")

@@ -164,6 +164,36 @@ def _visible(path, what):
     return p
 
 
+STAGE_DIR = "/var/tmp/ipitrace-l1-stage"
+
+
+def _staged_repo():
+    """The repository files L1 runs (its scripts and the agent), at a path
+    L1 can see: the checkout itself, or (a checkout under /tmp, as a CI
+    clone may be) a copy under /var/tmp keyed by the files' contents."""
+    agent = os.path.realpath(artifacts.agent())
+    files = {"harness/nested/l1-run.sh": RUN_SCRIPT,
+             "scripts/bench-kvm-phases.py": os.path.join(REPO, "scripts", "bench-kvm-phases.py"),
+             "scripts/benchlib.py": os.path.join(REPO, "scripts", "benchlib.py"),
+             "build/host-agent/ipitrace": agent}
+    real = os.path.realpath(REPO)
+    if not any(real.startswith(h) for h in HIDDEN) and agent.startswith(real + "/"):
+        return real, agent
+    import hashlib
+    import shutil
+    h = hashlib.sha256()
+    for rel, src in sorted(files.items()):
+        with open(src, "rb") as f:
+            h.update(rel.encode() + f.read())
+    root = os.path.join(STAGE_DIR, h.hexdigest()[:16])
+    if not os.path.exists(os.path.join(root, "complete")):
+        for rel, src in files.items():
+            os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+            shutil.copy2(src, os.path.join(root, rel))
+        open(os.path.join(root, "complete"), "w").close()
+    return root, os.path.join(root, "build/host-agent/ipitrace")
+
+
 def _tail(path, n=3):
     try:
         with open(path, errors="replace") as f:
@@ -183,7 +213,7 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
         mem_mb=768, shm_mb=256, hv_capacity=1 << 17, timeout=None, threads=None,
         hang_grace=25, extra_cmdline="", log=print, watch_hang_ms=None,
         watch_poll_ms=1000, l1_vcpus=2, l1_mem_mb=3072, collector=True,
-        stop_event=None, uri=None, on_start=None):
+        stop_event=None, uri=None, on_start=None, accel_sim=None, bench=None):
     """Boot L1, run the traced guest under its KVM, snapshot.  Returns the
     manifest dict; raises vm.HarnessError (infra-failed, vm-crashed,
     hung-unexplained, interrupted) when there is no snapshot.
@@ -194,6 +224,12 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
     a hang the waiting CPU keeps serving the other CPU's requests (about
     12,000 records a second), and a 64 MiB region wrapped within a 35 s
     console deadline, leaving the loss outside the analysable window.
+
+    accel_sim="apicv" has the collector read an L1 host with Intel APICv
+    on (tests: a source that cannot see the acknowledge stage).  bench:
+    the arguments of scripts/bench-kvm-phases.py, run in L1 once the load
+    started (scripts/bench-kvm-oneboot.py); its phases go to
+    OUT/bench.jsonl.
 
     collector=False runs without the KVM collector (no hv.region; the
     manifest is then not complete): a debugging aid only.  uri must be None
@@ -218,7 +254,7 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
     agent = None
     if collector or watch_hang_ms:
         try:
-            agent = _visible(artifacts.agent(), "the agent")
+            agent = _visible(_staged_repo()[1], "the agent")
         except subprocess.CalledProcessError as e:
             raise vm.HarnessError("infra-failed", f"cannot build the agent ({e})") from e
         if not os.access(agent, os.X_OK):
@@ -226,7 +262,8 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
     kernel = _visible(guest["KERNEL"], "the guest kernel")
     initrd = _visible(guest["INITRD"], "the guest initramfs")
     fault_module = _visible(l1["FAULT_MODULE"], "kvm_fault.ko")
-    _visible(RUN_SCRIPT, "l1-run.sh")
+    repo = _visible(_staged_repo()[0], "the repository")
+    run_script = os.path.join(repo, "harness/nested/l1-run.sh")
 
     tag = uuid.uuid4().hex[:8]
     name = f"ipt-{tag}"
@@ -244,14 +281,15 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
         except FileNotFoundError:
             pass
     params = {
-        "IPT_RUN_SCRIPT": RUN_SCRIPT, "IPT_TAG": tag, "IPT_VCPUS": vcpus,
+        "IPT_RUN_SCRIPT": run_script, "IPT_TAG": tag, "IPT_VCPUS": vcpus,
         "IPT_MEM_MB": mem_mb, "IPT_SHM_MB": shm_mb, "IPT_X2APIC": int(bool(x2apic)),
         "IPT_KERNEL": kernel, "IPT_INITRD": initrd, "IPT_CMDLINE": cmdline,
         "IPT_SECONDS": seconds, "IPT_HANG_GRACE": hang_grace, "IPT_TIMEOUT_S": l2_limit,
         "IPT_FAULTS": ";".join(faults), "IPT_FAULT_MODULE": fault_module,
         "IPT_AGENT": agent or "", "IPT_COLLECTOR": int(bool(collector)),
         "IPT_HV_CAPACITY": hv_capacity, "IPT_WATCH_HANG_MS": watch_hang_ms or 0,
-        "IPT_WATCH_POLL_MS": watch_poll_ms,
+        "IPT_WATCH_POLL_MS": watch_poll_ms, "IPT_REPO": repo,
+        "IPT_ACCEL_SIM": accel_sim or "", "IPT_BENCH": bench or "",
     }
     with open(os.path.join(out, "params.env"), "w") as f:
         for k, v in params.items():
@@ -266,7 +304,7 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
         "vcpus": vcpus, "seconds": seconds, "mode": mode, "wait": wait,
         "threads": threads, "x2apic": bool(x2apic), "faults": faults,
         "extra_cmdline": extra_cmdline, "qemu": QEMU, "kernel": kernel, "initrd": initrd,
-        "hv_capacity": hv_capacity, "shm_mb": shm_mb, "l1": {
+        "hv_capacity": hv_capacity, "shm_mb": shm_mb, "accel_sim": accel_sim, "l1": {
             "qemu": QEMU, "kernel": l1["KERNEL"], "initrd": l1["INITRD"],
             "fault_module": fault_module, "vcpus": l1_vcpus, "mem_mb": l1_mem_mb,
             "argv": argv},

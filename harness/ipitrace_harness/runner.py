@@ -41,7 +41,10 @@ def run_scenario(sc, out, uri=None, log=print, on_start=None, stop_event=None,
                           extra_cmdline=sc["load"]["guest_args"],
                           on_start=on_start, stop_event=stop_event,
                           watch_hang_ms=sc["watch"]["hang_ms"] or None,
-                          watch_poll_ms=sc["watch"]["poll_ms"])
+                          watch_poll_ms=sc["watch"]["poll_ms"],
+                          hypervisor=sc["vm"]["hypervisor"],
+                          **({"hv_capacity": sc["vm"]["hv_capacity"]}
+                             if sc["vm"].get("hv_capacity") else {}))
         report = analyze(out)
         with open(os.path.join(out, "report.json"), "w") as f:
             json.dump(report, f)

@@ -50,7 +50,9 @@ STAGE_VERDICT = {
     "kick": None,
 }
 
-_VM_KEYS = {"vcpus": int, "memory_mb": int, "cpu_model": str, "x2apic": bool}
+_VM_KEYS = {"vcpus": int, "memory_mb": int, "cpu_model": str, "x2apic": bool,
+            "hypervisor": str, "hv_capacity": int}
+HYPERVISORS = ("tcg", "kvm-nested")
 _LOAD_KEYS = {"mode": str, "wait": int, "seconds": int, "threads": int, "guest_args": str}
 _WATCH_KEYS = {"hang_ms": int, "poll_ms": int}
 _EXPECT_KEYS = {"outcome": str, "losses": (dict, str), "min_requests": int, "min_injected": int}
@@ -91,7 +93,8 @@ def load(path):
         "description": raw.get("description", ""),
         "timeout": raw["timeout"],
         "tags": list(raw.get("tags", [])),
-        "vm": {"vcpus": 4, "memory_mb": 768, "cpu_model": "qemu64", "x2apic": False},
+        "vm": {"vcpus": 4, "memory_mb": 768, "cpu_model": "qemu64", "x2apic": False,
+               "hypervisor": "tcg"},
         "load": {"mode": "single", "wait": 1, "seconds": 8, "threads": 0, "guest_args": ""},
         "faults": list(raw.get("faults", [])),
         "expect": {"outcome": "passed", "losses": {}, "min_requests": 0, "min_injected": 0},
@@ -108,13 +111,22 @@ def load(path):
         sc[key].update(table)
     if sc["vm"]["cpu_model"] != "qemu64":
         raise ScenarioError(f"{path}: vm.cpu_model: only 'qemu64' is supported")
+    cap = sc["vm"].get("hv_capacity")
+    if cap is not None and (cap < 1024 or cap & (cap - 1)):
+        raise ScenarioError(f"{path}: vm.hv_capacity must be a power of two >= 1024")
+    if sc["vm"]["hypervisor"] not in HYPERVISORS:
+        raise ScenarioError(f"{path}: vm.hypervisor must be one of {HYPERVISORS}")
     if not 2 <= sc["vm"]["vcpus"] <= 64:
         raise ScenarioError(f"{path}: vm.vcpus must be within 2..64")
     if sc["load"]["mode"] not in ("single", "many"):
         raise ScenarioError(f"{path}: load.mode must be 'single' or 'many'")
     for f in sc["faults"]:
         try:
-            vm.parse_fault(f)
+            if sc["vm"]["hypervisor"] == "kvm-nested":
+                from . import nested
+                nested.parse_fault(f)
+            else:
+                vm.parse_fault(f)
         except ValueError as e:
             raise ScenarioError(f"{path}: {e}") from e
     if sc["expect"]["outcome"] not in OUTCOMES:

@@ -187,8 +187,17 @@ if ((IPT_COLLECTOR)); then
 	"$IPT_AGENT" kvm-source --help >/dev/null 2>&1 ||
 		fail infra-failed "$IPT_AGENT has no kvm-source subcommand (the KVM collector): rebuild the agent (scripts/build-agent.sh)"
 	rm -f "$W/ready"
+	accel=()
+	if [[ -n ${IPT_ACCEL_SIM:-} ]]; then
+		# Tests: pretend the host runs with Intel APICv on (the collector
+		# then says it cannot see acknowledge, EOI and coalescing).
+		mkdir -p "$W/sysmod/kvm_intel/parameters"
+		echo Y >"$W/sysmod/kvm_intel/parameters/enable_apicv"
+		echo N >"$W/sysmod/kvm_intel/parameters/enable_ipiv"
+		accel=(--accel-from "$W/sysmod")
+	fi
 	"$IPT_AGENT" kvm-source --pid "$QPID" --out "$HV" \
-		--capacity "$IPT_HV_CAPACITY" --ready-file "$W/ready" \
+		--capacity "$IPT_HV_CAPACITY" --ready-file "$W/ready" "${accel[@]}" \
 		>"$W/collector.log" 2>&1 &
 	CPID=$!
 	i=0
@@ -262,6 +271,17 @@ while :; do
 		load_deadline=$((t + IPT_SECONDS + IPT_HANG_GRACE))
 		((load_deadline > boot_deadline)) && load_deadline=$boot_deadline
 		say "L2 load running"
+		if [[ -n ${IPT_BENCH:-} ]]; then
+			# A benchmark (scripts/bench-kvm-oneboot.py): the host side is
+			# switched phase by phase under the running load.
+			# shellcheck disable=SC2086
+			"$PY" "$IPT_REPO/scripts/bench-kvm-phases.py" --qemu-pid "$QPID" \
+				--guest-region "$GUEST" --agent "$IPT_AGENT" $IPT_BENCH \
+				--out "$OUT/bench.jsonl" >"$OUT/bench.log" 2>&1 ||
+				fail infra-failed "bench phases failed: $(tail -n 3 "$OUT/bench.log" | tr '\n' ' ')"
+			RES[OUTCOME]=completed
+			break
+		fi
 	fi
 	if [[ $phase == load && $text == *IPITRACE-DONE* ]]; then
 		RES[OUTCOME]=completed

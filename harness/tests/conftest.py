@@ -8,7 +8,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from ipitrace_harness import artifacts, vm  # noqa: E402
+from ipitrace_harness import abi, artifacts, vm  # noqa: E402
 
 from ipitrace_harness.scenario import LOSS_VERDICTS  # noqa: E402,F401
 
@@ -35,3 +35,41 @@ def snapshots(tmp_path_factory):
         return cache[key]
 
     return get
+
+
+# The window starts at the guest header's start_tsc (every probe armed). An
+# IPI acknowledged just before that instant but entered just after it, or
+# acknowledged but not yet entered when the VM was suspended, is in flight:
+# at most one per call-function vector.
+IN_FLIGHT_SLACK = 2
+
+
+def callfunc_vectors(guest):
+    return {guest.h["vec_call_function"], guest.h["vec_call_function_single"]}
+
+
+def vcpu_of(guest, hv):
+    """guest CPU -> vCPU index, joined on APIC IDs (as the agent does)."""
+    by_apic = {hv.apic_id[i]: i for i in range(hv.h["cpu_count"])}
+    return {c: by_apic.get(guest.apic_id[c], c) for c in range(guest.h["cpu_count"])}
+
+
+def independent_counts(snapdir):
+    guest = abi.Region(os.path.join(snapdir, "guest.region"))
+    hv = abi.Region(os.path.join(snapdir, "hv.region"))
+    vecs = callfunc_vectors(guest)
+    start = guest.h["start_tsc"]
+    m = vcpu_of(guest, hv)
+    out = {}
+    for c in range(guest.h["cpu_count"]):
+        v = m[c]
+        g_irq = sum(1 for r in guest.records(c)
+                    if r["type"] == "G_IRQ_ENTRY" and r["vector"] in vecs
+                    and r["tsc"] >= start)
+        acks = [r for r in hv.records(v) if r["type"] == "H_ACK" and r["vector"] in vecs]
+        out[c] = {"guest_irq": g_irq,
+                  "hv_ack_window": sum(1 for r in acks if r["tsc"] >= start),
+                  "hv_ack_total": len(acks),
+                  "hv_overwritten": hv.overwritten(v),
+                  "guest_overwritten": guest.overwritten(c)}
+    return out
