@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ipitrace_harness import abi, vm  # noqa: E402
-from test_e2e import callfunc_vectors, independent_counts, vcpu_of  # noqa: E402
+from conftest import callfunc_vectors, independent_counts, vcpu_of  # noqa: E402
 
 VCPUS = 3
 SECONDS = int(os.environ.get("IPITRACE_STAGE_SECONDS", "10"))
