@@ -67,8 +67,9 @@ HvRegionWriter::HvRegionWriter(std::span<std::byte> mem, const Layout& l, uint64
     ipt_ring_header* rh = RingHeader(r);
     std::memset(rh, 0, sizeof(*rh));
     rh->cpu = r < vcpus_ ? r : IPT_CPU_NONE;
-    ipt_record* slots = Slots(r);
-    for (uint32_t k = 0; k < capacity_; ++k) slots[k].seq = IPT_SEQ_INVALID;
+    // The slots stay as the (zeroed) file has them: a reader takes only
+    // slots below head, and Append() invalidates a slot before filling it,
+    // so untouched pages of a large ring are never faulted in.
   }
   Publish(&h->flags, uint32_t{IPT_REGION_F_READY | IPT_REGION_F_TRACING});
 }

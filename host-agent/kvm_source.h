@@ -16,7 +16,7 @@ struct KvmSourceOptions {
   std::string out;             // hypervisor region file (e.g. /dev/shm/...)
   uint32_t capacity = 1u << 19;  // records per ring
   uint32_t buffer_kb = 4096;   // host trace buffer per CPU
-  double poll_ms = 20;
+  double poll_ms = 100;
   std::string ready_file;      // created once tracing is armed
   KvmHostPaths paths;
   // Settings file tree to read instead of paths.sys_module for the

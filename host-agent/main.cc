@@ -265,7 +265,7 @@ int Main(int argc, char** argv) {
   kvm->add_option("--capacity", kopts.capacity, "records per vCPU ring, a power of two (default 2^19)");
   kvm->add_option("--buffer-kb", kopts.buffer_kb, "host trace buffer per CPU, KiB (default 4096)")
       ->check(CLI::Range(4u, 1u << 20));
-  kvm->add_option("--poll-ms", kopts.poll_ms, "how often the trace buffers are read (default 20)")
+  kvm->add_option("--poll-ms", kopts.poll_ms, "how often the trace buffers are read (default 100)")
       ->check(CLI::Range(1.0, 1000.0));
   kvm->add_option("--ready-file", kopts.ready_file, "create this file once tracing is armed");
   kvm->add_option("--accel-from", kopts.accel_from,

@@ -252,7 +252,7 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
     guest = artifacts.guest()
     l1 = l1_artifacts()
     agent = None
-    if collector or watch_hang_ms:
+    if collector or watch_hang_ms or bench:
         try:
             agent = _visible(_staged_repo()[1], "the agent")
         except subprocess.CalledProcessError as e:
