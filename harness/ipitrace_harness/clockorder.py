@@ -36,6 +36,19 @@ def _by_cpu(region):
     return out
 
 
+def _early(seq):
+    """(tsc, kind) events, kind 0 the cause (send, injection) and 1 its
+    effect (ICR, entry): how many effects come before a cause of their own
+    (at a tie the cause comes first)."""
+    early = open_ = 0
+    for _, kind in sorted(seq):
+        open_ += 1 if kind == 0 else -1
+        if open_ < 0:
+            early += 1
+            open_ = 0
+    return early
+
+
 def check(snapdir):
     """Returns {"sends": n, "icrs": n, "entries": n, "acks": n,
     "send_after_icr": violations, "entry_before_ack": violations}."""
@@ -75,14 +88,7 @@ def check(snapdir):
                 if (r["a"][vt // 64] >> (vt % 64)) & 1 and (t, r["vector"]) in events:
                     events[(t, r["vector"])].append((r["tsc"], 1))
                     res["icrs"] += 1
-        for seq in events.values():
-            seq.sort()  # at a tie the send (0) comes first
-            open_ = 0
-            for _, kind in seq:
-                open_ += 1 if kind == 0 else -1
-                if open_ < 0:
-                    res["send_after_icr"] += 1
-                    open_ = 0
+        res["send_after_icr"] += sum(_early(seq) for seq in events.values())
 
     for t, grecs in g.items():
         vt = vcpu.get(t)
@@ -99,14 +105,7 @@ def check(snapdir):
             if r["type"] == "H_ACK" and r["vector"] in events and r["tsc"] >= start:
                 events[r["vector"]].append((r["tsc"], 0))
                 res["acks"] += 1
-        for seq in events.values():
-            seq.sort()
-            open_ = 0
-            for _, kind in seq:
-                open_ += 1 if kind == 0 else -1
-                if open_ < 0:
-                    res["entry_before_ack"] += 1
-                    open_ = 0
+        res["entry_before_ack"] += sum(_early(seq) for seq in events.values())
     for k in ("sends", "icrs", "entries", "acks", "send_after_icr", "entry_before_ack"):
         res.setdefault(k, 0)
     return dict(res)
