@@ -446,11 +446,7 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
             pass
         manifest["timings"] = timings
         manifest["finished"] = time.time()
-        try:
-            with open(os.path.join(out, "manifest.json"), "w") as f:
-                json.dump(manifest, f, indent=2)
-        except OSError as e:
-            log(f"[{name}] cannot write manifest.json: {e}")
+        vm.write_manifest(out, manifest, name, log)
     return manifest
 
 

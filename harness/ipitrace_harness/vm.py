@@ -393,12 +393,18 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
                 log(f"[{name}] cannot fetch the console log: {e}")
             host.remove(console)
         host.remove(shm_path, hv_path, truth_path)
-        try:
-            with open(os.path.join(out, "manifest.json"), "w") as f:
-                json.dump(manifest, f, indent=2)
-        except OSError as e:
-            log(f"[{name}] cannot write manifest.json: {e}")
+        write_manifest(out, manifest, name, log)
     return manifest
+
+
+def write_manifest(out, manifest, name, log):
+    """OUT/manifest.json; a failure is logged, never raised (the run's
+    regions are already in place)."""
+    try:
+        with open(os.path.join(out, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=2)
+    except OSError as e:
+        log(f"[{name}] cannot write manifest.json: {e}")
 
 
 def parse_interrupts(console_text):
