@@ -13,8 +13,6 @@ KMOD="$ROOT/guest-kmod"
 ABI="$ROOT/abi/ipitrace_abi.h"
 INIT="$KMOD/initramfs/init"
 CACHE=${IPITRACE_CACHE:-/var/cache/ipitrace}
-STAMP=/var/lib/ipitrace/deps-stamp
-DEPS_WAIT=${IPITRACE_DEPS_WAIT:-3600}
 # Applets the init script uses (plus sh for itself).
 APPLETS=(sh mount mkdir cat echo sleep insmod rmmod dmesg tail grep sed tr taskset
 	cut printf true uname ls)
@@ -22,27 +20,10 @@ APPLETS=(sh mount mkdir cat echo sleep insmod rmmod dmesg tail grep sed tr tasks
 log() { echo "build-guest: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# 1. Wait for setup-deps.sh to finish installing packages.
-waited=0
-while [[ ! -f $STAMP ]]; do
-	if ((waited == 0)); then
-		log "waiting for $STAMP (scripts/setup-deps.sh)"
-	fi
-	((waited >= DEPS_WAIT)) && die "timed out waiting for $STAMP"
-	sleep 5
-	waited=$((waited + 5))
-done
-
-# 2. The kernel version of the installed linux-headers-amd64 metapackage.
-deps=$(dpkg-query -W -f='${Depends}' linux-headers-amd64 2>/dev/null) ||
-	die "linux-headers-amd64 is not installed (run scripts/setup-deps.sh)"
-KVER=$(sed -n 's/.*linux-headers-\([^ ,]*\).*/\1/p' <<<"$deps")
-[[ -n $KVER ]] || die "cannot parse kernel version from '$deps'"
-KDIR=/usr/src/linux-headers-$KVER
-[[ -d $KDIR ]] || die "$KDIR missing"
-BUSYBOX=/bin/busybox
-[[ -x $BUSYBOX ]] || die "$BUSYBOX missing (busybox-static)"
-log "kernel $KVER"
+# 1-2. The guest kernel (after setup-deps.sh): KVER, KDIR, BUSYBOX.
+# shellcheck source=scripts/guest-kernel.sh
+source "$ROOT/scripts/guest-kernel.sh"
+guest_kernel
 
 # 3. Cache key over every input.
 KEY=$({
@@ -53,6 +34,7 @@ KEY=$({
 	sha256sum <"$ABI"
 	sha256sum <"$INIT"
 	sha256sum <"$SELF"
+	sha256sum <"$ROOT/scripts/guest-kernel.sh"
 } | sha256sum | cut -c1-16)
 OUT="$CACHE/guest-$KEY"
 KERNEL="$OUT/vmlinuz"
@@ -70,21 +52,7 @@ else
 	trap 'rm -rf "$WORK"' EXIT
 
 	# 4. Kernel image, from the package cache or the archive.
-	PKGDIR="$CACHE/debs"
-	mkdir -p "$PKGDIR"
-	# Let apt fetch as its sandbox user _apt (quiet, no root download).
-	chown _apt "$PKGDIR" 2>/dev/null || true
-	deb=$(ls "$PKGDIR"/linux-image-"$KVER"{,-unsigned}_*.deb 2>/dev/null |
-		head -n1 || true)
-	if [[ -z $deb ]]; then
-		log "downloading linux-image-$KVER"
-		(cd "$PKGDIR" && { apt-get download "linux-image-$KVER-unsigned" ||
-			apt-get download "linux-image-$KVER"; }) >&2 ||
-			die "cannot download linux-image-$KVER"
-		deb=$(ls "$PKGDIR"/linux-image-"$KVER"{,-unsigned}_*.deb \
-			2>/dev/null | head -n1 || true)
-	fi
-	[[ -n $deb ]] || die "no linux-image-$KVER package in $PKGDIR"
+	deb=$(guest_kernel_deb)
 	dpkg-deb --fsys-tarfile "$deb" |
 		tar -x -C "$WORK" "./boot/vmlinuz-$KVER" ||
 		die "no /boot/vmlinuz-$KVER in $deb"

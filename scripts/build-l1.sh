@@ -22,8 +22,6 @@ SELF="$ROOT/scripts/build-l1.sh"
 INIT="$ROOT/harness/nested/l1-init"
 FAULT_SRC="$ROOT/harness/nested/kvm-fault"
 CACHE=${IPITRACE_CACHE:-/var/cache/ipitrace}
-STAMP=/var/lib/ipitrace/deps-stamp
-DEPS_WAIT=${IPITRACE_DEPS_WAIT:-3600}
 # Modules L1 loads (with their dependencies) and their parameters.  virtio
 # and virtio-pci are built into Debian's kernel.
 MODULES=(netfs 9pnet 9pnet_virtio 9p ccp irqbypass kvm kvm-amd)
@@ -35,53 +33,22 @@ APPLETS=(sh mount mkdir cat echo sleep insmod sed cut uname dmesg tail sync
 log() { echo "build-l1: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# 1. Wait for setup-deps.sh to finish installing packages.
-waited=0
-while [[ ! -f $STAMP ]]; do
-	if ((waited == 0)); then
-		log "waiting for $STAMP (scripts/setup-deps.sh)"
-	fi
-	((waited >= DEPS_WAIT)) && die "timed out waiting for $STAMP"
-	sleep 5
-	waited=$((waited + 5))
-done
-
-# 2. The kernel version of the installed linux-headers-amd64 metapackage.
-deps=$(dpkg-query -W -f='${Depends}' linux-headers-amd64 2>/dev/null) ||
-	die "linux-headers-amd64 is not installed (run scripts/setup-deps.sh)"
-KVER=$(sed -n 's/.*linux-headers-\([^ ,]*\).*/\1/p' <<<"$deps")
-[[ -n $KVER ]] || die "cannot parse kernel version from '$deps'"
-KDIR=/usr/src/linux-headers-$KVER
-[[ -d $KDIR ]] || die "$KDIR missing"
-BUSYBOX=/bin/busybox
-[[ -x $BUSYBOX ]] || die "$BUSYBOX missing (busybox-static)"
+# 1-2. The kernel, as the guest's (after setup-deps.sh): KVER, KDIR, BUSYBOX.
+# shellcheck source=scripts/guest-kernel.sh
+source "$ROOT/scripts/guest-kernel.sh"
+guest_kernel
 command -v depmod >/dev/null || die "depmod missing (kmod)"
-log "kernel $KVER"
 
 umask 022
 mkdir -p "$CACHE"
 chmod a+rx "$CACHE"
-PKGDIR="$CACHE/debs"
-mkdir -p "$PKGDIR"
 
 # One build at a time (the guest build shares the package cache).
 exec 9>"$CACHE/.l1-build.lock"
 flock 9
 
 # 3. The kernel package, from the package cache or the archive.
-find_deb() {
-	ls "$PKGDIR"/linux-image-"$KVER"{,-unsigned}_*.deb 2>/dev/null | head -n1 || true
-}
-deb=$(find_deb)
-if [[ -z $deb ]]; then
-	chown _apt "$PKGDIR" 2>/dev/null || true
-	log "downloading linux-image-$KVER"
-	(cd "$PKGDIR" && { apt-get download "linux-image-$KVER-unsigned" ||
-		apt-get download "linux-image-$KVER"; }) >&2 ||
-		die "cannot download linux-image-$KVER"
-	deb=$(find_deb)
-fi
-[[ -n $deb ]] || die "no linux-image-$KVER package in $PKGDIR"
+deb=$(guest_kernel_deb)
 
 # 4. Cache key over every input.
 KEY=$({
@@ -95,6 +62,7 @@ KEY=$({
 		-print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
 	sha256sum <"$INIT"
 	sha256sum <"$SELF"
+	sha256sum <"$ROOT/scripts/guest-kernel.sh"
 	sha256sum <"$BUSYBOX"
 } | sha256sum | cut -c1-16)
 OUT="$CACHE/l1-$KEY"

@@ -1,0 +1,51 @@
+# SPDX-License-Identifier: GPL-2.0
+# Sourced by scripts/build-guest.sh and scripts/build-l1.sh: the one place
+# that says which Debian kernel the test guest and the nested bed's L1 run
+# and where its image package comes from.  The sourcing script defines
+# log() and die() and sets CACHE; its cache key hashes this file too.
+#
+#   guest_kernel        waits for scripts/setup-deps.sh, then sets KVER (the
+#                       linux-headers-amd64 metapackage's version), KDIR and
+#                       BUSYBOX
+#   guest_kernel_deb    prints the linux-image-$KVER .deb in $CACHE/debs,
+#                       downloading it first when missing
+
+guest_kernel() {
+	local stamp=/var/lib/ipitrace/deps-stamp wait_s=${IPITRACE_DEPS_WAIT:-3600}
+	local waited=0 deps
+	while [[ ! -f $stamp ]]; do
+		if ((waited == 0)); then
+			log "waiting for $stamp (scripts/setup-deps.sh)"
+		fi
+		((waited >= wait_s)) && die "timed out waiting for $stamp"
+		sleep 5
+		waited=$((waited + 5))
+	done
+	deps=$(dpkg-query -W -f='${Depends}' linux-headers-amd64 2>/dev/null) ||
+		die "linux-headers-amd64 is not installed (run scripts/setup-deps.sh)"
+	KVER=$(sed -n 's/.*linux-headers-\([^ ,]*\).*/\1/p' <<<"$deps")
+	[[ -n $KVER ]] || die "cannot parse kernel version from '$deps'"
+	KDIR=/usr/src/linux-headers-$KVER
+	[[ -d $KDIR ]] || die "$KDIR missing"
+	BUSYBOX=/bin/busybox
+	[[ -x $BUSYBOX ]] || die "$BUSYBOX missing (busybox-static)"
+	log "kernel $KVER"
+}
+
+guest_kernel_deb() {
+	local pkgdir="$CACHE/debs" deb
+	mkdir -p "$pkgdir"
+	# Let apt fetch as its sandbox user _apt (quiet, no root download).
+	chown _apt "$pkgdir" 2>/dev/null || true
+	deb=$(ls "$pkgdir"/linux-image-"$KVER"{,-unsigned}_*.deb 2>/dev/null | head -n1 || true)
+	if [[ -z $deb ]]; then
+		log "downloading linux-image-$KVER"
+		(cd "$pkgdir" && { apt-get download "linux-image-$KVER-unsigned" ||
+			apt-get download "linux-image-$KVER"; }) >&2 ||
+			die "cannot download linux-image-$KVER"
+		deb=$(ls "$pkgdir"/linux-image-"$KVER"{,-unsigned}_*.deb 2>/dev/null |
+			head -n1 || true)
+	fi
+	[[ -n $deb ]] || die "no linux-image-$KVER package in $pkgdir"
+	echo "$deb"
+}
