@@ -25,10 +25,7 @@ KvmTranslator::KvmTranslator(HvRegionWriter* out, KvmVmInfo vm)
     : out_(out), vm_(std::move(vm)) {
   for (uint32_t i = 0; i < vm_.vcpu_id.size(); ++i) index_of_id_[vm_.vcpu_id[i]] = i;
   vm_.tsc_offset.resize(vm_.vcpu_id.size(), 0);
-  irr_.resize(vm_.vcpu_id.size());
   checked_.assign(vm_.vcpu_id.size(), false);
-  const uint32_t need = IPT_HV_STAGE_IRR | IPT_HV_STAGE_ACK | IPT_HV_STAGE_COALESCE;
-  track_coalesce_ = (vm_.stages & need) == need;
 }
 
 uint64_t KvmTranslator::GuestTsc(uint32_t vcpu, uint64_t host_tsc) const {
@@ -273,10 +270,6 @@ void KvmTranslator::OnAccept(const KvmEvent& ev, uint32_t self) {
       }
     }
   }
-  if (r.type == IPT_H_IRR && track_coalesce_) {
-    if (irr_[t].test(vec)) r.flags |= IPT_IRR_F_COALESCED;
-    irr_[t].set(vec);
-  }
   // On the thread's own ring and clock (the sender's, for an IPI); from a
   // thread that is no vCPU, the extra ring on the target's clock.
   Emit(self, self == kNoVcpu ? t : self, ev.host_tsc, r);
@@ -297,7 +290,6 @@ void KvmTranslator::OnInjVirq(const KvmEvent& ev, uint32_t self) {
     return;
   }
   const auto vec = static_cast<uint8_t>(ev.f[0]);
-  irr_[self].reset(vec);
   ipt_record r{};
   r.type = IPT_H_ACK;
   r.target = IPT_CPU_NONE;
@@ -330,8 +322,6 @@ void KvmTranslator::OnLost(const KvmEvent& ev) {
   if (known) counts_.lost += ev.f[0];
   out_->AddLost(IPT_HV_LOST_OVERRUN, known ? ev.f[0] : 1);
   ++counts_.gaps;
-  // The IRR model may have missed sets or injections: start it over.
-  for (auto& bits : irr_) bits.reset();
   for (uint32_t v = 0; v < vm_.vcpu_id.size(); ++v) {
     ipt_record r{};
     r.type = IPT_H_GAP;

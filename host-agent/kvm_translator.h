@@ -3,7 +3,6 @@
 #define IPITRACE_HOST_AGENT_KVM_TRANSLATOR_H_
 
 #include <array>
-#include <bitset>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -88,12 +87,10 @@ struct KvmVmInfo {
 // written, so the region never holds a partial view of a stage it says it
 // cannot see.
 //
-// Coalescing is derived from an IRR model: a bit is set by an accept and
-// cleared by the injection of that vector on that vCPU.  KVM traces the
-// accept before it sets the bit and the injection after it clears it, so
-// the model errs only towards "already set" (coalesced), never towards a
-// fresh set that the tracker could take for a lost one; it is written only
-// when both the IRR and acknowledge stages are observed.
+// No H_IRR says "coalesced": KVM's tracepoints do not show whether the bit
+// was already set, and a model built from accepts and injections would
+// have to assume that KVM loses no bit, which is what the trace is for.
+// The region says so (no IPT_HV_STAGE_COALESCE, see ReadKvmAccel).
 class KvmTranslator {
  public:
   struct Counts {
@@ -152,8 +149,6 @@ class KvmTranslator {
   KvmVmInfo vm_;
   std::unordered_map<uint64_t, uint32_t> index_of_id_;
   std::unordered_map<int32_t, IcrContext> context_;  // by tid
-  std::vector<std::bitset<256>> irr_;                // the IRR model
-  bool track_coalesce_ = false;
   std::vector<bool> checked_;  // by vCPU: kvm_entry seen on its thread
   size_t checked_count_ = 0;
   Counts counts_;

@@ -789,14 +789,27 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   const RingIndex::Hv& ht = index_->hv(hv_t->index);
   const PositionList acks = ht.ack_by_vector.Get(vector);
   const size_t ack_i = acks.FirstAtOrAfterTscIndex(*hv_t, irr_tsc);
+  const uint64_t ack_tsc_or_end =
+      ack_i < acks.size() ? hv_t->records[acks[ack_i]].tsc : ~uint64_t{0};
+  if (std::string proof = LowerVectorChosen(*hv_s, irr_pos, *hv_t, vt, vector, ack_tsc_or_end);
+      !proof.empty()) {
+    Conclude({Verdict::kLostInInjection, true, std::move(proof)}, service, req);
+    return;
+  }
   if (ack_i == acks.size()) {
     const auto other = ht.Acks(*hv_t).FirstAtOrAfterTsc(*hv_t, irr_tsc + 1);
     if (other) {
-      Conclude({Verdict::kLostInInjection, true,
-                fmt::format("IRR set on vCPU {} (vector {:#x}) never "
-                            "acknowledged; it acknowledged other vectors later",
-                            vt, vector)},
-               service, req);
+      // Another vector acknowledged later is evidence only where the
+      // source shows coalescing (the bit's state is then known); otherwise
+      // it must have lasted the settle window (a higher vector may hold
+      // this one back for a while).
+      std::string why = fmt::format("IRR set on vCPU {} (vector {:#x}) never "
+                                    "acknowledged; it acknowledged other vectors later",
+                                    vt, vector);
+      if (src.Observes(IPT_HV_STAGE_COALESCE))
+        Conclude({Verdict::kLostInInjection, true, std::move(why)}, service, req);
+      else
+        Conclude(Absent(Verdict::kLostInInjection, true, irr_tsc, std::move(why)), service, req);
     } else {
       // Silence is the only evidence: it must have lasted the settle
       // window, on the hypervisor's clock, to the end of the trace.
@@ -814,7 +827,17 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   // set of this vector on vCPU(T) found the bit clear (not coalesced) before
   // that ACK, our pending bit vanished without being acknowledged.  Only a
   // source that observes coalescing can say the bit was found clear.
-  if (src.Observes(IPT_HV_STAGE_COALESCE)) {
+  // Without coalescing shown, a later IRR set of the vector before that
+  // ACK leaves two readings: our bit was still set (coalesced, and this
+  // ACK serves both) or it vanished and the ACK is the later IPI's.  The
+  // request is then served by that ACK, its own IPI's arrival unproven.
+  bool later_set_unproven = false;
+  if (!src.Observes(IPT_HV_STAGE_COALESCE)) {
+    const RingIndex::TscEvents& sets = index_->irr_sets(static_cast<uint32_t>(vt));
+    for (size_t k = index_->FirstIrrSetAfter(static_cast<uint32_t>(vt), irr_tsc);
+         k < sets.size() && sets[k].first < ack_tsc && !later_set_unproven; ++k)
+      later_set_unproven = sets[k].second == vector;
+  } else {
     const RingIndex::TscEvents& sets = index_->irr_sets(static_cast<uint32_t>(vt));
     for (size_t k = index_->FirstIrrSetAfter(static_cast<uint32_t>(vt), irr_tsc);
          k < sets.size() && sets[k].first < ack_tsc; ++k) {
@@ -859,7 +882,59 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   }
   const uint32_t irq_pos = irqs[irq_i];
   const uint64_t chain[3] = {send.tsc, irr_tsc, ack_tsc};
-  ConcludeEntered(t_ring, vt, q, irq_pos, service, chain, req);
+  ConcludeEntered(t_ring, vt, q, irq_pos, service, later_set_unproven ? nullptr : chain, req);
+  if (later_set_unproven && req->verdict == Verdict::kServedByIpi) {
+    req->verdict = Verdict::kServedWithoutIpi;
+    reason_ = NormalReason::kLaterIpiCoalesceUnobserved;
+  }
+}
+
+std::string Tracker::LowerVectorChosen(const Ring& hv_s, uint32_t irr_pos, const Ring& hv_t,
+                                       int32_t vt, uint8_t vector, uint64_t until_tsc) const {
+  // A LAPIC gives the highest pending vector first: a lower one chosen for
+  // vCPU T while ours was set proves ours was no longer set.  Records of a
+  // vCPU ring come from that vCPU's thread, in its program order, so: the
+  // set had completed by the next record the setting thread wrote (the
+  // tracepoint fires before the bit is set), and the lower vector was
+  // chosen after the record the target's thread wrote before its H_ACK
+  // (the choice is made right before the acknowledge is traced).  Only a
+  // vector that came through the LAPIC (an H_IRR of it on T, not yet
+  // acknowledged) counts: an ExtINT is given before any LAPIC vector.
+  if (vt < 0 || !hv_s.tsc_sorted || !hv_t.tsc_sorted || size_t{irr_pos} + 1 >= hv_s.records.size())
+    return {};
+  const uint64_t irr_tsc = hv_s.records[irr_pos].tsc;
+  const uint64_t set_done = hv_s.records[irr_pos + 1].tsc;
+  const auto t = static_cast<uint32_t>(vt);
+  const RingIndex::Hv& ht = index_->hv(hv_t.index);
+  const PositionList all = ht.Acks(hv_t);
+  constexpr size_t kAckWalk = 64;
+  size_t i = all.FirstAtOrAfterTscIndex(hv_t, set_done + 1);
+  for (size_t n = 0; i < all.size() && n < kAckWalk; ++i, ++n) {
+    const uint32_t p = all[i];
+    const ipt_record& ack = hv_t.records[p];
+    if (ack.tsc >= until_tsc) break;
+    if (ack.vector >= vector || p == 0 || hv_t.records[p - 1].tsc <= set_done) continue;
+    // The lower vector's own LAPIC set: the last H_IRR of it on T before
+    // this ACK, with no ACK of it in between.
+    const RingIndex::TscEvents& sets = index_->irr_sets(t);
+    size_t k = index_->FirstIrrSetAfter(t, ack.tsc - 1);
+    bool lapic = false;
+    for (size_t back = 0; k > 0 && back < kAckWalk && !lapic; ++back) {
+      --k;
+      if (sets[k].first >= ack.tsc || sets[k].second != ack.vector) continue;
+      const PositionList same = ht.ack_by_vector.Get(ack.vector);
+      const size_t j = same.FirstAtOrAfterTscIndex(hv_t, sets[k].first);
+      lapic = j < same.size() && same[j] == p;
+      break;
+    }
+    if (!lapic) continue;
+    return fmt::format("IRR set on vCPU {} (vector {:#x}) at tsc {} was never acknowledged: "
+                       "vCPU {} was given the lower vector {:#x} at tsc {}, chosen after "
+                       "that set had completed (tsc {}); a LAPIC gives the highest "
+                       "pending vector first, so the bit was gone",
+                       vt, vector, irr_tsc, vt, ack.vector, ack.tsc, set_done);
+  }
+  return {};
 }
 
 void Tracker::FollowUnobserved(const Ring& t_ring, const ipt_record& q, uint64_t from_tsc,

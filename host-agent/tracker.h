@@ -295,6 +295,7 @@ enum class NormalReason : uint8_t {
   kRodeOnPendingIpi,
   kIpiFatePastEnd,
   kLaterIpiUnobservedAck,
+  kLaterIpiCoalesceUnobserved,
   kNone,  // the request's reason is its own string
 };
 inline constexpr std::string_view kNormalReasons[] = {
@@ -305,6 +306,9 @@ inline constexpr std::string_view kNormalReasons[] = {
     "served; its IPI's fate is past the end of the trace",
     "served by a handler entered after a later IPI of the vector; whether its own "
     "IPI arrived is not observable (the source cannot see the acknowledge)",
+    "served by an acknowledge that followed a later IRR set of the vector; whether its "
+    "own IPI coalesced with that one or vanished is not observable (the source cannot "
+    "see coalescing)",
 };
 
 class Tracker;
@@ -527,6 +531,12 @@ class Tracker {
   // samples (null when a stage was not observed).
   void ConcludeEntered(const Ring& t_ring, int32_t vt, const ipt_record& q, uint32_t irq_pos,
                        const Service* service, const uint64_t* chain, Request* req);
+  // Proof that the IRR set at irr_pos of hv_s (for vCPU vt, 'vector') was
+  // gone before any acknowledge of it: vt was given a lower LAPIC vector,
+  // chosen after the set had completed and before until_tsc.  Empty if the
+  // streams do not prove it.
+  std::string LowerVectorChosen(const Ring& hv_s, uint32_t irr_pos, const Ring& hv_t, int32_t vt,
+                                uint8_t vector, uint64_t until_tsc) const;
   // False if nothing served it.
   bool FindService(const Ring& t_ring, const ipt_record& queue, Service* svc) const;
   // Served verdicts: the function entered but never exited while T's ring
