@@ -49,7 +49,7 @@ L1_BOOT_LIMIT = 180     # s from L1's start to its init's first marker
 COPY_LIMIT = 180        # s for the snapshot copy and L1's poweroff
 # L1 kernel messages that mean L1 itself no longer makes progress.
 L1_STALLS = ("rcu_preempt detected stalls", "rcu_sched detected stalls",
-             "watchdog: BUG: soft lockup")
+             "watchdog: BUG: soft lockup", "blocked for more than")
 
 
 def parse_fault(spec):

@@ -198,14 +198,48 @@ def check(sc, outcome, report, truth):
     if report and report.get("requests", 0) < exp["min_requests"]:
         fails.append(f"{report.get('requests', 0)} requests, expected >= {exp['min_requests']}")
     # Every injected loss must be named at its stage, source and target.
-    found = {(x["source_vcpu"], x["target_vcpu"], x["verdict"])
-             for x in (report or {}).get("losses", [])}
-    for t in truth:
+    for t, got in match_truth(truth, (report or {}).get("losses", []))[0]:
         want = STAGE_VERDICT.get(t["stage"])
         if want is None:
             continue
         wants = want if isinstance(want, tuple) else (want,)
-        if not any((t["source"], t["target"], w) in found for w in wants):
+        if got is None or got["verdict"] not in wants:
             fails.append(f"injected {t['stage']} vCPU {t['source']}->{t['target']} "
-                         f"not named as {'/'.join(wants)}")
+                         f"at tsc {t.get('tsc')} not named as {'/'.join(wants)}"
+                         + (f" (named {got['verdict']})" if got else ""))
     return fails
+
+
+def match_truth(truth, losses):
+    """Pairs each ground-truth line with at most one reported loss, and each
+    loss with at most one line: first the loss of the same source and
+    target vCPUs queued nearest before the fault fired (truth "tsc", the
+    guest's clock), then, for lines still without one, any loss of that
+    pair left.  Returns ([(truth, loss or None)] in truth order, [losses
+    left over]).  Lines whose stage loses nothing (kick) take no loss."""
+    left = list(losses)
+    order = sorted(range(len(truth)), key=lambda i: truth[i].get("tsc") or 0)
+    got = [None] * len(truth)
+
+    def same_pair(t):
+        return [x for x in left
+                if (x["source_vcpu"], x["target_vcpu"]) == (t["source"], t["target"])]
+
+    for before_only in (True, False):
+        for i in order:
+            t = truth[i]
+            if got[i] is not None or STAGE_VERDICT.get(t["stage"]) is None:
+                continue
+            cands = same_pair(t)
+            tsc = t.get("tsc")
+            if before_only:
+                if tsc is None:
+                    continue
+                cands = [x for x in cands if x.get("queue_tsc", 0) <= tsc]
+                pick = max(cands, key=lambda x: x["queue_tsc"]) if cands else None
+            else:
+                pick = min(cands, key=lambda x: x.get("queue_tsc", 0)) if cands else None
+            if pick is not None:
+                left.remove(pick)
+                got[i] = pick
+    return [(truth[i], got[i]) for i in order], left

@@ -291,8 +291,18 @@ def test_validation_rows_judge_each_injected_ipi(tmp_path):
            "losses": [{"verdict": "lost-in-routing", "source_vcpu": 0, "target_vcpu": 1},
                       {"verdict": "lost-in-injection", "source_vcpu": 2, "target_vcpu": 3},
                       {"verdict": "lost-in-routing", "source_vcpu": 3, "target_vcpu": 2}]}
+    # the 3->2 loss answers no injected line: extra
     assert validation.stage_row(res) == {"injected": 3, "right": 1, "wrong": 1, "missed": 1,
+                                         "extra": 1}
+    # one loss answers one line only, the one it was queued nearest before
+    two = {"truth": [{"stage": "route", "source": 0, "target": 1, "tsc": 1000},
+                     {"stage": "route", "source": 0, "target": 1, "tsc": 5000}],
+           "losses": [{"verdict": "lost-in-routing", "source_vcpu": 0, "target_vcpu": 1,
+                       "queue_tsc": 4990}]}
+    assert validation.stage_row(two) == {"injected": 2, "right": 1, "wrong": 0, "missed": 1,
                                          "extra": 0}
+    pairs, left = scenario.match_truth(two["truth"], two["losses"])
+    assert [p[1] is not None for p in pairs] == [False, True] and left == []
     kick = {"truth": [{"stage": "kick", "source": 0, "target": 1}], "losses": []}
     assert validation.stage_row(kick)["right"] == 1
     summary = {"stages": [dict(scenario="v-route", stage="route", expected="lost-in-routing",
@@ -303,7 +313,7 @@ def test_validation_rows_judge_each_injected_ipi(tmp_path):
     out = tmp_path / "validation.md"
     validation.write(summary, str(out))
     text = out.read_text()
-    assert "| route | lost-in-routing | 3 | 1 | 1 | 1 | 0 | 1,234 | lost-ipi |" in text
+    assert "| route | lost-in-routing | 3 | 1 | 1 | 1 | 1 | 1,234 | lost-ipi |" in text
     assert "1,000,001 CSD requests, 0 loss verdicts" in text
 
 
