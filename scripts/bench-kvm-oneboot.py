@@ -59,6 +59,12 @@ def summarize(rows):
         ev = [r.get("events") for r in rows if r["config"] == c]
         if c in ("ipitrace", "trace-cmd") and all(ev) and sum(ev) > 0:
             s["cpu_ns_per_event"] = 1e9 * sum(cpu) / sum(ev)
+            # Over the measured window only (no start-up or exit), per
+            # event of the window's share of the phase's events.
+            win = [r.get("collector_window_cpu_s") for r in rows if r["config"] == c]
+            if all(w is not None for w in win):
+                s["window_cpu_s_per_s"] = sum(win) / sum(r["seconds"] for r in rows
+                                                         if r["config"] == c)
             s["events_per_s"] = sum(ev) / sum(r["seconds"] for r in rows if r["config"] == c)
         if cpu:
             s["cpu_s_per_phase"] = statistics.median(cpu)
@@ -86,21 +92,27 @@ def markdown(summary, meta):
          "every phase), each phase over the same round's `off` phase; medians of the "
          "per-round ratios with 95 % bootstrap intervals.",
          "",
-         "| host side | IPI throughput vs off | cost | collector CPU per event |",
-         "|---|---|---|---|"]
+         "| host side | IPI throughput vs off | cost | collector CPU per event | "
+         "steady-state CPU |",
+         "|---|---|---|---|---|"]
     for c in CONFIGS[1:]:
         x = s.get(c)
         if not x:
             continue
         cpe = f"{x['cpu_ns_per_event']:.0f} ns" if "cpu_ns_per_event" in x else "-"
+        win = f"{100 * x['window_cpu_s_per_s']:.1f} % of a CPU" \
+            if "window_cpu_s_per_s" in x else "-"
         L.append(f"| {c} | {x['ratio_median']:.3f} ({x['ratio_ci'][0]:.3f}-"
-                 f"{x['ratio_ci'][1]:.3f}) | {x['cost_pct']:.1f} % | {cpe} |")
+                 f"{x['ratio_ci'][1]:.3f}) | {x['cost_pct']:.1f} % | {cpe} | {win} |")
     f = s.get("ipitrace_over_floor")
     if f:
         L += ["", f"ipitrace over the floor (the same events into a buffer nothing reads), "
               f"round by round: {f['ratio_median']:.3f} ({f['ratio_ci'][0]:.3f}-"
               f"{f['ratio_ci'][1]:.3f}), i.e. {f['cost_pct']:.1f} % on top of what enabling "
               "the tracepoints costs by itself."]
+    L += ["", "Collector CPU per event: the collector's whole CPU time (start-up and exit "
+          "included) over the events of its phases. Steady-state CPU: its processes' CPU "
+          "over the measured window only (/proc/PID/stat of the process tree)."]
     ip = s.get("ipitrace", {})
     if "events_per_s" in ip:
         L += ["", f"The KVM source read {ip['events_per_s']:.0f} events/s during its phases."]

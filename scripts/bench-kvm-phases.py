@@ -125,10 +125,16 @@ def start(config, a, work):
         ready = f"{work}/kvm-source.ready"
         if os.path.exists(ready):
             os.unlink(ready)
-        return Proc([a.agent, "kvm-source", "--pid", str(a.qemu_pid),
-                     "--out", "/dev/shm/ipt-bench-hv", "--capacity", str(a.capacity),
-                     "--buffer-kb", str(a.buffer_kb), "--ready-file", ready],
-                    signal.SIGTERM, ready=ready, log=f"{work}/kvm-source.log")
+        argv = [a.agent, "kvm-source", "--pid", str(a.qemu_pid),
+                "--out", "/dev/shm/ipt-bench-hv", "--capacity", str(a.capacity),
+                "--buffer-kb", str(a.buffer_kb), "--ready-file", ready]
+        if a.perf_out:
+            # A profile of the collector (not a measured phase: perf's own
+            # sampling costs CPU too).
+            argv = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g",
+                    "-o", a.perf_out, "--"] + argv
+        return Proc(argv, signal.SIGTERM if not a.perf_out else signal.SIGINT, ready=ready,
+                    log=f"{work}/kvm-source.log")
     if config == "trace-cmd":
         argv = ["trace-cmd", "record", "-q", "-C", "x86-tsc", "-b", str(a.buffer_kb),
                 "-o", f"{work}/trace.dat"]
@@ -142,6 +148,30 @@ def start(config, a, work):
         time.sleep(0.5)  # trace-cmd arms its recorders
         return p
     raise SystemExit(f"bench: unknown config {config}")
+
+
+def tree_cpu(root):
+    """CPU seconds so far of process 'root' and its descendants (live ones:
+    the collector's steady state over a phase, without its start-up and
+    exit, which the children's rusage includes)."""
+    kids, cpu = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        kids.setdefault(int(fields[1]), []).append(int(d))
+        cpu[int(d)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [root]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo += kids.get(p, [])
+    return total
 
 
 def cpu_children():
@@ -161,7 +191,11 @@ def main():
     ap.add_argument("--capacity", type=int, default=1 << 17)
     ap.add_argument("--work", default="/tmp/ipt-bench")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--perf-out", help="profile the ipitrace phases with perf record into "
+                    "this file (diagnosis only: the phases' figures then include perf)")
     a = ap.parse_args()
+    if a.perf_out and not os.path.isabs(a.perf_out):
+        a.perf_out = os.path.join(os.path.dirname(os.path.abspath(a.out)), a.perf_out)
     configs = a.configs.split(",")
     if configs[0] != "off":
         raise SystemExit("bench: --configs must start with off")
@@ -174,14 +208,18 @@ def main():
             for config in order:
                 c = start(config, a, a.work)
                 cpu0 = cpu_children()
+                pid = c.p.pid if isinstance(c, Proc) else None
+                w0 = tree_cpu(pid) if pid else 0.0
                 rec0, t0 = guest_records(a.guest_region), time.monotonic()
                 time.sleep(a.phase_s)
                 rec1, t1 = guest_records(a.guest_region), time.monotonic()
+                w1 = tree_cpu(pid) if pid else 0.0
                 info = c.stop() if c else {}
                 cpu = cpu_children() - cpu0
                 row = {"round": r, "config": config, "seconds": round(t1 - t0, 3),
                        "records": rec1 - rec0, "rate": (rec1 - rec0) / (t1 - t0),
-                       "collector_cpu_s": round(cpu, 4), **info}
+                       "collector_cpu_s": round(cpu, 4),
+                       "collector_window_cpu_s": round(w1 - w0, 4), **info}
                 if config == "trace-cmd":
                     # Its events, counted after the phase (not measured).
                     rep = subprocess.run(["trace-cmd", "report", "-q", "-i",

@@ -67,7 +67,8 @@ def run_scenario(sc, out, uri=None, log=print, on_start=None, stop_event=None,
         "passed": not failures, "duration": time.time() - t0,
         "requests": (report or {}).get("requests", 0),
         "verdict_counts": (report or {}).get("verdict_counts", {}),
-        "losses": [{k: x.get(k) for k in ("verdict", "source_vcpu", "target_vcpu", "vector")}
+        "losses": [{k: x.get(k) for k in ("verdict", "source_vcpu", "target_vcpu", "vector",
+                                                  "queue_tsc")}
                    for x in (report or {}).get("losses", [])],
         "truth": truth, "latency": (report or {}).get("latency"),
         "tsc_khz": ((report or {}).get("window") or {}).get("tsc_khz"),

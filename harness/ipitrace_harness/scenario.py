@@ -235,10 +235,10 @@ def match_truth(truth, losses):
             if before_only:
                 if tsc is None:
                     continue
-                cands = [x for x in cands if x.get("queue_tsc", 0) <= tsc]
-                pick = max(cands, key=lambda x: x["queue_tsc"]) if cands else None
+                cands = [x for x in cands if (x.get("queue_tsc") or 0) <= tsc]
+                pick = max(cands, key=lambda x: x.get("queue_tsc") or 0) if cands else None
             else:
-                pick = min(cands, key=lambda x: x.get("queue_tsc", 0)) if cands else None
+                pick = min(cands, key=lambda x: x.get("queue_tsc") or 0) if cands else None
             if pick is not None:
                 left.remove(pick)
                 got[i] = pick
