@@ -150,10 +150,7 @@ def write(summary, path=OUT):
         "CSD requests | outcome |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in summary["stages"]:
-        lines.append(f"| {r['stage']} | {r['expected']} | {r['injected']} | {r['right']} | "
-                     f"{r['wrong']} | {r['missed']} | {r['extra']} | {r['requests']:,} | "
-                     f"{r['outcome']} |")
+    lines += [_row(r) for r in summary["stages"]]
     c = summary["clean"]
     lines += ["", "## Clean soak", "",
               f"Soaks of {c.get('vms_per_soak', '?')} VM(s) at a time, repeated until the "
@@ -174,6 +171,15 @@ def write(summary, path=OUT):
         json.dump(summary, f, indent=2)
 
 
+def _row(r):
+    """One stage row; a run the test bed had to repeat lists every attempt."""
+    outcome = r["outcome"]
+    if len(r.get("attempts", [])) > 1:
+        outcome += f" (boots: {', '.join(r['attempts'])})"
+    return (f"| {r['stage']} | {r['expected']} | {r['injected']} | {r['right']} | "
+            f"{r['wrong']} | {r['missed']} | {r['extra']} | {r['requests']:,} | {outcome} |")
+
+
 def _kvm_section(k):
     """The KVM rows: the fleet's hypervisor, in the nested bed."""
     lines = ["## KVM (nested bed)", "",
@@ -186,10 +192,7 @@ def _kvm_section(k):
              "| stage | expected verdict | injected | right | wrong | missed | extra | "
              "CSD requests | outcome |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in k.get("stages", []):
-        lines.append(f"| {r['stage']} | {r['expected']} | {r['injected']} | {r['right']} | "
-                     f"{r['wrong']} | {r['missed']} | {r['extra']} | {r['requests']:,} | "
-                     f"{r['outcome']} |")
+    lines += [_row(r) for r in k.get("stages", [])]
     c = k.get("clean")
     if c:
         lines += ["", f"Clean nested soak (run {c.get('generated', '?')}): {c['vms']} boot(s) "
