@@ -106,6 +106,8 @@ Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop)
   MappedRegion region;
   if (Status s = region.Create(o.out, HvRegionWriter::SizeFor(layout)); !s.ok()) return s;
 
+  // The window starts before tracing is on: no event precedes it.
+  const uint64_t start_host_tsc = ReadTsc();
   KvmTracefs::Options to;
   to.instance = fmt::format("ipitrace-kvm-{}-{}", ::getpid(), o.pid);
   to.tids = vm.tids;
@@ -115,7 +117,7 @@ Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop)
   std::unique_ptr<KvmTracefs> tracefs = std::move(tr).value();
 
   KvmVmInfo info = vm.info;
-  HvRegionWriter writer(region.bytes(), layout, 0);
+  HvRegionWriter writer(region.bytes(), layout, GuestTscOf(vm.info, 0, start_host_tsc));
   writer.SetSource(accel.stages, 0, accel.accel, "kvm-tracefs");
   KvmTranslator translator(&writer, std::move(info));
   Log(o, fmt::format("VM pid {}: {} vCPUs (KVM ids {}), {} named vCPU threads, debugfs {}, "

@@ -34,8 +34,6 @@ int tracefs_event_enable(struct tracefs_instance* instance, const char* system,
                          const char* event);
 int tracefs_event_disable(struct tracefs_instance* instance, const char* system,
                           const char* event);
-struct tep_handle* tracefs_local_events_system(const char* tracing_dir,
-                                               const char* const* sys_names);
 }
 
 namespace ipitrace {
@@ -69,10 +67,28 @@ std::string ReadFile(const std::string& path) {
 // Per event id: its kind and the fields f0..f4 (null: reads 0), plus
 // common_pid.
 struct KvmTracefs::Decoder {
+  // Where a number field sits in the raw event (its offset and size, from
+  // the event's format): read with a plain load, as tep_read_number() does
+  // on a little-endian host, without a library call per field.
+  struct Field {
+    uint16_t offset = 0;
+    uint8_t size = 0;  // 0: absent, reads 0
+    static Field Of(const tep_format_field* f) {
+      if (!f || (f->size != 1 && f->size != 2 && f->size != 4 && f->size != 8) ||
+          f->offset < 0 || f->offset > 0xffff)
+        return {};
+      return {static_cast<uint16_t>(f->offset), static_cast<uint8_t>(f->size)};
+    }
+    uint64_t Read(const uint8_t* data, size_t len) const {
+      uint64_t v = 0;
+      if (size != 0 && size_t{offset} + size <= len) std::memcpy(&v, data + offset, size);
+      return v;
+    }
+  };
   struct Entry {
     KvmEvent::Kind kind;
-    tep_format_field* pid = nullptr;
-    std::array<tep_format_field*, 5> f{};
+    Field pid;
+    std::array<Field, 5> f{};
   };
   std::vector<std::pair<int, Entry>> by_id;  // few entries: a linear scan
   const Entry* Find(int id) const {
@@ -127,9 +143,30 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
                fmt::format("cannot write {}: {} (run as root)", top, std::strerror(errno)));
   }
   std::unique_ptr<KvmTracefs> t(new KvmTracefs());
-  const char* systems[] = {kSystem, nullptr};
-  t->tep_ = tracefs_local_events_system(nullptr, systems);
-  if (!t->tep_ || !tep_find_event_by_name(t->tep_, kSystem, "kvm_entry")) {
+  // Only the formats of the events read here: libtracefs' loader would
+  // also parse kallsyms and every printk format of the kernel, seconds of
+  // CPU on a busy host for nothing this source decodes.
+  t->tep_ = tep_alloc();
+  if (!t->tep_) return Err(ErrorCode::kInternal, "cannot allocate the event parser");
+  const tep_endian endian = tep_is_bigendian() ? TEP_BIG_ENDIAN : TEP_LITTLE_ENDIAN;
+  tep_set_file_bigendian(t->tep_, endian);
+  tep_set_local_bigendian(t->tep_, endian);
+  tep_set_long_size(t->tep_, static_cast<int>(sizeof(long)));
+  tep_set_page_size(t->tep_, ::getpagesize());
+  {
+    std::string page = ReadFile(fmt::format("{}/events/header_page", top));
+    if (page.empty() ||
+        tep_parse_header_page(t->tep_, page.data(), page.size(), static_cast<int>(sizeof(long))))
+      return Err(ErrorCode::kNoTracefs, fmt::format("cannot read {}/events/header_page", top));
+  }
+  for (const auto* list : {&RequiredEvents(), &OptionalEvents()}) {
+    for (const std::string& name : *list) {
+      const std::string fmt_text =
+          ReadFile(fmt::format("{}/events/{}/{}/format", top, kSystem, name));
+      if (!fmt_text.empty()) tep_parse_event(t->tep_, fmt_text.data(), fmt_text.size(), kSystem);
+    }
+  }
+  if (!tep_find_event_by_name(t->tep_, kSystem, "kvm_entry")) {
     return Err(ErrorCode::kNoTracefs,
                fmt::format("no KVM tracepoints under {}/events/kvm (is the kvm module "
                            "loaded?)",
@@ -161,17 +198,17 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
     };
     for (const auto& m : kMap) {
       if (name != m.name) continue;
-      Decoder::Entry e{m.kind};
-      e.pid = tep_find_common_field(ev, "common_pid");
+      Decoder::Entry e{m.kind, {}, {}};
+      e.pid = Decoder::Field::Of(tep_find_common_field(ev, "common_pid"));
       for (size_t i = 0; i < 5; ++i) {
         if (!m.f[i]) continue;
-        e.f[i] = tep_find_field(ev, m.f[i]);
+        tep_format_field* f = tep_find_field(ev, m.f[i]);
         // Linux before 6.2 names kvm_inj_virq's vector 'irq'.
-        if (!e.f[i] && m.kind == KvmEvent::Kind::kInjVirq && i == 0)
-          e.f[i] = tep_find_field(ev, "irq");
-        if (!e.f[i] && i == 0)
+        if (!f && m.kind == KvmEvent::Kind::kInjVirq && i == 0) f = tep_find_field(ev, "irq");
+        e.f[i] = Decoder::Field::Of(f);
+        if (e.f[i].size == 0 && i == 0)
           return Err(ErrorCode::kNoTracefs,
-                     fmt::format("tracepoint kvm:{} has no field {}", name, m.f[i]));
+                     fmt::format("tracepoint kvm:{} has no number field {}", name, m.f[i]));
       }
       t->dec_->by_id.push_back({ev->id, e});
     }
@@ -269,20 +306,17 @@ uint64_t KvmTracefs::KernelOverruns() const {
   return total;
 }
 
-bool KvmTracefs::Decode(const void* data, uint64_t ts, KvmEvent* ev) const {
+bool KvmTracefs::Decode(const void* data, size_t len, uint64_t ts, KvmEvent* ev) const {
   uint16_t type = 0;
+  if (len < sizeof(type)) return false;
   std::memcpy(&type, data, sizeof(type));  // common_type, offset 0
   const Decoder::Entry* e = dec_->Find(type);
   if (!e) return false;
+  const auto* p = static_cast<const uint8_t*>(data);
   ev->kind = e->kind;
   ev->host_tsc = ts;
-  unsigned long long v = 0;
-  ev->tid = e->pid && tep_read_number_field(e->pid, data, &v) == 0 ? static_cast<int32_t>(v) : -1;
-  for (size_t i = 0; i < 5; ++i) {
-    v = 0;
-    if (e->f[i]) tep_read_number_field(e->f[i], data, &v);
-    ev->f[i] = v;
-  }
+  ev->tid = e->pid.size ? static_cast<int32_t>(e->pid.Read(p, len)) : -1;
+  for (size_t i = 0; i < 5; ++i) ev->f[i] = e->f[i].Read(p, len);
   return true;
 }
 
@@ -312,7 +346,8 @@ Status KvmTracefs::ReadCpu(size_t k, std::vector<KvmEvent>* out) {
     }
     while (data) {
       KvmEvent ev;
-      if (Decode(data, ts, &ev)) out->push_back(ev);
+      const int size = kbuffer_event_size(kbuf_);
+      if (Decode(data, size > 0 ? static_cast<size_t>(size) : 0, ts, &ev)) out->push_back(ev);
       c.last_ts = ts;
       data = kbuffer_next_event(kbuf_, &ts);
     }
@@ -328,14 +363,18 @@ void KvmTracefs::Release(uint64_t upto, std::vector<KvmEvent>* out) {
 }
 
 Status KvmTracefs::Poll(uint64_t now_tsc, uint64_t margin_ticks, std::vector<KvmEvent>* out) {
-  std::vector<KvmEvent> fresh;
-  for (size_t k = 0; k < cpus_.size(); ++k)
-    if (Status s = ReadCpu(k, &fresh); !s.ok()) return s;
-  // Each CPU's events are in order; a stable sort merges them (and keeps a
-  // loss marker before the events of its page).
-  held_.insert(held_.end(), fresh.begin(), fresh.end());
-  std::stable_sort(held_.begin(), held_.end(),
-                   [](const KvmEvent& a, const KvmEvent& b) { return a.host_tsc < b.host_tsc; });
+  // Each CPU's events are in order, as are the ones held back: a stable
+  // merge of each CPU's run into them keeps the whole in order (and a loss
+  // marker before the events of its page).
+  auto earlier = [](const KvmEvent& a, const KvmEvent& b) { return a.host_tsc < b.host_tsc; };
+  for (size_t k = 0; k < cpus_.size(); ++k) {
+    const size_t mid = held_.size();
+    if (Status s = ReadCpu(k, &held_); !s.ok()) return s;
+    if (!std::is_sorted(held_.begin() + static_cast<ptrdiff_t>(mid), held_.end(), earlier))
+      std::stable_sort(held_.begin() + static_cast<ptrdiff_t>(mid), held_.end(), earlier);
+    std::inplace_merge(held_.begin(), held_.begin() + static_cast<ptrdiff_t>(mid), held_.end(),
+                       earlier);
+  }
   Release(now_tsc > margin_ticks ? now_tsc - margin_ticks : 0, out);
   return Status::Ok();
 }

@@ -66,7 +66,7 @@ class KvmTracefs {
  private:
   KvmTracefs() = default;
   Status ReadCpu(size_t k, std::vector<KvmEvent>* cpu_events);
-  bool Decode(const void* data, uint64_t ts, KvmEvent* ev) const;
+  bool Decode(const void* data, size_t len, uint64_t ts, KvmEvent* ev) const;
   void Release(uint64_t upto, std::vector<KvmEvent>* out);
 
   struct Decoder;

@@ -26,16 +26,27 @@ KvmTranslator::KvmTranslator(HvRegionWriter* out, KvmVmInfo vm)
   for (uint32_t i = 0; i < vm_.vcpu_id.size(); ++i) index_of_id_[vm_.vcpu_id[i]] = i;
   vm_.tsc_offset.resize(vm_.vcpu_id.size(), 0);
   checked_.assign(vm_.vcpu_id.size(), false);
+  vcpu_context_.resize(vm_.vcpu_id.size());
 }
 
-uint64_t KvmTranslator::GuestTsc(uint32_t vcpu, uint64_t host_tsc) const {
+uint64_t GuestTscOf(const KvmVmInfo& vm, uint32_t vcpu, uint64_t host_tsc) {
   uint64_t scaled = host_tsc;
-  if (vm_.tsc_ratio != 0) {
-    const U128 p = static_cast<U128>(host_tsc) * vm_.tsc_ratio;
-    scaled = static_cast<uint64_t>(p >> vm_.tsc_frac_bits);
+  if (vm.tsc_ratio != 0) {
+    const U128 p = static_cast<U128>(host_tsc) * vm.tsc_ratio;
+    scaled = static_cast<uint64_t>(p >> vm.tsc_frac_bits);
   }
-  const int64_t off = vcpu < vm_.tsc_offset.size() ? vm_.tsc_offset[vcpu] : 0;
+  const int64_t off = vcpu < vm.tsc_offset.size() ? vm.tsc_offset[vcpu] : 0;
   return scaled + static_cast<uint64_t>(off);
+}
+
+KvmTranslator::IcrContext& KvmTranslator::ContextOf(int32_t tid, uint32_t self) {
+  return self != kNoVcpu ? vcpu_context_[self] : other_context_[tid];
+}
+
+const KvmTranslator::IcrContext* KvmTranslator::FindContext(int32_t tid, uint32_t self) const {
+  if (self != kNoVcpu) return &vcpu_context_[self];
+  const auto it = other_context_.find(tid);
+  return it == other_context_.end() ? nullptr : &it->second;
 }
 
 uint32_t KvmTranslator::VcpuOfThread(int32_t tid) const {
@@ -74,8 +85,12 @@ void KvmTranslator::Push(const KvmEvent& ev) {
   ++counts_.events;
   const uint32_t self = VcpuOfThread(ev.tid);
   // An accept continues the thread's ICR write; anything else ends it.
-  if (ev.kind != KvmEvent::Kind::kAcceptIrq && ev.kind != KvmEvent::Kind::kApicvAcceptIrq)
-    context_.erase(ev.tid);
+  if (ev.kind != KvmEvent::Kind::kAcceptIrq && ev.kind != KvmEvent::Kind::kApicvAcceptIrq) {
+    if (self != kNoVcpu)
+      vcpu_context_[self].icrs.clear();
+    else if (!other_context_.empty())
+      other_context_.erase(ev.tid);
+  }
   switch (ev.kind) {
     case KvmEvent::Kind::kApicIpi:
       OnApicIpi(ev, self);
@@ -195,7 +210,7 @@ void KvmTranslator::OnApicIpi(const KvmEvent& ev, uint32_t self) {
   const uint32_t ring = self;
   const uint64_t seq = out_->NextSeq(ring == kNoVcpu ? IPT_CPU_NONE : ring);
   Emit(ring, self == kNoVcpu ? 0 : self, ev.host_tsc, r);
-  context_[ev.tid].icrs.push_back({seq, kNoVcpu, bm, (flags & IPT_ICR_F_UNRESOLVED) != 0});
+  ContextOf(ev.tid, self).icrs.push_back({seq, kNoVcpu, bm, (flags & IPT_ICR_F_UNRESOLVED) != 0});
 }
 
 void KvmTranslator::OnPvIpi(const KvmEvent& ev, uint32_t self) {
@@ -204,7 +219,7 @@ void KvmTranslator::OnPvIpi(const KvmEvent& ev, uint32_t self) {
   const uint64_t words[2] = {ev.f[1], ev.f[2]};
   const uint64_t min = ev.f[3];
   const auto icr_low = static_cast<uint32_t>(ev.f[4]);
-  IcrContext& ctx = context_[ev.tid];
+  IcrContext& ctx = ContextOf(ev.tid, self);
   for (int w = 0; w < 2; ++w) {
     for (uint32_t b = 0; b < 64; ++b) {
       if (!((words[w] >> b) & 1u)) continue;
@@ -261,9 +276,8 @@ void KvmTranslator::OnAccept(const KvmEvent& ev, uint32_t self) {
   r.target = static_cast<uint16_t>(t);
   r.vector = vec;
   r.a[0] = IPT_SEQ_INVALID;
-  const auto it = context_.find(ev.tid);
-  if (it != context_.end()) {
-    for (const IcrContext::Icr& icr : it->second.icrs) {
+  if (const IcrContext* ctx = FindContext(ev.tid, self)) {
+    for (const IcrContext::Icr& icr : ctx->icrs) {
       if (icr.target == t || (icr.target == kNoVcpu && (icr.unresolved || TestBit(icr.bitmap, t)))) {
         r.a[0] = icr.seq;
         break;

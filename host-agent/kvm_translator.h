@@ -91,6 +91,10 @@ struct KvmVmInfo {
 // was already set, and a model built from accepts and injections would
 // have to assume that KVM loses no bit, which is what the trace is for.
 // The region says so (no IPT_HV_STAGE_COALESCE, see ReadKvmAccel).
+// vCPU 'vcpu's guest TSC at host TSC 'host_tsc': ((host x ratio) >> frac)
+// + offset, as KVM computes it (kvm_read_l1_tsc).
+uint64_t GuestTscOf(const KvmVmInfo& vm, uint32_t vcpu, uint64_t host_tsc);
+
 class KvmTranslator {
  public:
   struct Counts {
@@ -118,7 +122,7 @@ class KvmTranslator {
   bool ThreadMapChecked() const { return checked_count_ == vm_.vcpu_id.size(); }
   const KvmVmInfo& vm() const { return vm_; }
   // Guest TSC of vCPU 'vcpu' at host TSC 'host_tsc'.
-  uint64_t GuestTsc(uint32_t vcpu, uint64_t host_tsc) const;
+  uint64_t GuestTsc(uint32_t vcpu, uint64_t host_tsc) const { return GuestTscOf(vm_, vcpu, host_tsc); }
 
  private:
   static constexpr uint32_t kNoVcpu = 0xffffffffu;
@@ -148,7 +152,13 @@ class KvmTranslator {
   HvRegionWriter* out_;
   KvmVmInfo vm_;
   std::unordered_map<uint64_t, uint32_t> index_of_id_;
-  std::unordered_map<int32_t, IcrContext> context_;  // by tid
+  // The ICR writes a thread made since its last other event: per vCPU for
+  // vCPU threads (cleared, not freed: no allocation per event), by tid
+  // for the others.
+  IcrContext& ContextOf(int32_t tid, uint32_t self);
+  const IcrContext* FindContext(int32_t tid, uint32_t self) const;
+  std::vector<IcrContext> vcpu_context_;
+  std::unordered_map<int32_t, IcrContext> other_context_;
   std::vector<bool> checked_;  // by vCPU: kvm_entry seen on its thread
   size_t checked_count_ = 0;
   Counts counts_;

@@ -216,6 +216,12 @@ def main():
                 w1 = tree_cpu(pid) if pid else 0.0
                 info = c.stop() if c else {}
                 cpu = cpu_children() - cpu0
+                if rec1 < rec0:
+                    # The guest's ring heads went back (its region was set
+                    # up again): no rate for this phase.
+                    print(f"bench: round {r} {config}: guest records went back "
+                          f"({rec0} -> {rec1}); phase not counted", flush=True)
+                    continue
                 row = {"round": r, "config": config, "seconds": round(t1 - t0, 3),
                        "records": rec1 - rec0, "rate": (rec1 - rec0) / (t1 - t0),
                        "collector_cpu_s": round(cpu, 4),
