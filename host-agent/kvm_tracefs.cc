@@ -98,16 +98,18 @@ struct KvmTracefs::Decoder {
   }
 };
 
-const std::vector<std::string>& KvmTracefs::RequiredEvents() {
-  static const std::vector<std::string> k = {"kvm_apic_ipi", "kvm_apic_accept_irq",
-                                             "kvm_inj_virq", "kvm_eoi", "kvm_vcpu_wakeup",
-                                             "kvm_write_tsc_offset", "kvm_entry"};
-  return k;
-}
-
-const std::vector<std::string>& KvmTracefs::OptionalEvents() {
-  static const std::vector<std::string> k = {"kvm_hypercall", "kvm_pv_eoi",
-                                             "kvm_apicv_accept_irq"};
+std::span<const KvmTracefs::EventSpec> KvmTracefs::Events() {
+  static constexpr EventSpec k[] = {
+      {"kvm_apic_ipi", true, nullptr, false},
+      {"kvm_apic_accept_irq", true, nullptr, false},
+      {"kvm_inj_virq", true, nullptr, false},
+      {"kvm_eoi", true, nullptr, false},
+      {"kvm_vcpu_wakeup", true, nullptr, false},
+      {"kvm_write_tsc_offset", true, nullptr, false},
+      {"kvm_entry", true, nullptr, true},
+      {"kvm_hypercall", false, "nr == 10", false},  // KVM_HC_SEND_IPI only
+      {"kvm_apicv_accept_irq", false, nullptr, false},
+  };
   return k;
 }
 
@@ -159,12 +161,9 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
         tep_parse_header_page(t->tep_, page.data(), page.size(), static_cast<int>(sizeof(long))))
       return Err(ErrorCode::kNoTracefs, fmt::format("cannot read {}/events/header_page", top));
   }
-  for (const auto* list : {&RequiredEvents(), &OptionalEvents()}) {
-    for (const std::string& name : *list) {
-      const std::string fmt_text =
-          ReadFile(fmt::format("{}/events/{}/{}/format", top, kSystem, name));
-      if (!fmt_text.empty()) tep_parse_event(t->tep_, fmt_text.data(), fmt_text.size(), kSystem);
-    }
+  for (const EventSpec& e : Events()) {
+    const std::string fmt_text = ReadFile(fmt::format("{}/events/{}/{}/format", top, kSystem, e.name));
+    if (!fmt_text.empty()) tep_parse_event(t->tep_, fmt_text.data(), fmt_text.size(), kSystem);
   }
   if (!tep_find_event_by_name(t->tep_, kSystem, "kvm_entry")) {
     return Err(ErrorCode::kNoTracefs,
@@ -191,7 +190,6 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
         {"kvm_vcpu_wakeup", KvmEvent::Kind::kWakeup, {"ns", "waited", "valid"}},
         {"kvm_inj_virq", KvmEvent::Kind::kInjVirq, {"vector", "soft", "reinjected"}},
         {"kvm_eoi", KvmEvent::Kind::kEoi, {"apicid", "vector"}},
-        {"kvm_pv_eoi", KvmEvent::Kind::kPvEoi, {"apicid", "vector"}},
         {"kvm_write_tsc_offset", KvmEvent::Kind::kWriteTscOffset,
          {"vcpu_id", "previous_tsc_offset", "next_tsc_offset"}},
         {"kvm_entry", KvmEvent::Kind::kEntry, {"vcpu_id"}},
@@ -214,10 +212,8 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
     }
     return Status::Ok();
   };
-  for (const auto& e : RequiredEvents())
-    if (Status s = add(e, true); !s.ok()) return s;
-  for (const auto& e : OptionalEvents())
-    if (Status s = add(e, false); !s.ok()) return s;
+  for (const EventSpec& e : Events())
+    if (Status s = add(e.name, e.required); !s.ok()) return s;
 
   t->inst_ = tracefs_instance_create(o.instance.c_str());
   if (!t->inst_) {
@@ -240,7 +236,8 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
   for (int32_t tid : o.tids) pids += std::to_string(tid) + " ";
   if (!pids.empty() && !WriteFile(file("set_event_pid"), pids))
     return Err(ErrorCode::kNotKvmVm, "cannot filter events to the VM's threads (gone?)");
-  WriteFile(file("events/kvm/kvm_hypercall/filter"), "nr == 10");
+  for (const EventSpec& e : Events())
+    if (e.filter) WriteFile(fmt::format("{}/events/{}/{}/filter", t->dir_, kSystem, e.name), e.filter);
   for (const auto& [id, e] : t->dec_->by_id) {
     (void)e;
     tep_event* ev = tep_find_event(t->tep_, id);

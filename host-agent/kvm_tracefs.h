@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -42,10 +43,18 @@ class KvmTracefs {
     uint32_t buffer_kb = 4096;    // per CPU
     bool trace_entry = true;      // kvm_entry, to check the thread map
   };
-  // Event names this source uses (system "kvm"); the optional ones may be
-  // missing on older kernels or other vendors.
-  static const std::vector<std::string>& RequiredEvents();
-  static const std::vector<std::string>& OptionalEvents();
+  // The events this source reads (system "kvm"): the one list, which
+  // `ipitrace kvm-events` prints for the benchmarks.  Optional ones may be
+  // missing on older kernels or other vendors; start_only ones are turned
+  // off once they served (kvm_entry: the thread map).  kvm_pv_eoi is not
+  // read: KVM traces kvm_eoi for a PV EOI too.
+  struct EventSpec {
+    const char* name;
+    bool required;
+    const char* filter;  // kernel-side filter, or null
+    bool start_only;
+  };
+  static std::span<const EventSpec> Events();
 
   static Result<std::unique_ptr<KvmTracefs>> Open(const Options& o);
   // Removes instances left by a collector that died (ipitrace-kvm-<pid>-*

@@ -23,7 +23,11 @@ bool TestBit(const std::array<uint64_t, 4>& bm, uint32_t i) {
 
 KvmTranslator::KvmTranslator(HvRegionWriter* out, KvmVmInfo vm)
     : out_(out), vm_(std::move(vm)) {
-  for (uint32_t i = 0; i < vm_.vcpu_id.size(); ++i) index_of_id_[vm_.vcpu_id[i]] = i;
+  index_of_small_id_.fill(kNoVcpu);
+  for (uint32_t i = 0; i < vm_.vcpu_id.size(); ++i) {
+    index_of_id_[vm_.vcpu_id[i]] = i;
+    if (vm_.vcpu_id[i] < IPT_MAX_CPUS) index_of_small_id_[vm_.vcpu_id[i]] = i;
+  }
   vm_.tsc_offset.resize(vm_.vcpu_id.size(), 0);
   checked_.assign(vm_.vcpu_id.size(), false);
   vcpu_context_.resize(vm_.vcpu_id.size());
@@ -50,11 +54,16 @@ const KvmTranslator::IcrContext* KvmTranslator::FindContext(int32_t tid, uint32_
 }
 
 uint32_t KvmTranslator::VcpuOfThread(int32_t tid) const {
+  ThreadSlot& slot = thread_cache_[static_cast<uint32_t>(tid) % thread_cache_.size()];
+  if (slot.tid == tid && tid >= 0) return slot.vcpu;
   const auto it = vm_.thread_vcpu.find(tid);
-  return it == vm_.thread_vcpu.end() ? kNoVcpu : it->second;
+  const uint32_t v = it == vm_.thread_vcpu.end() ? kNoVcpu : it->second;
+  slot = {tid, v};
+  return v;
 }
 
 uint32_t KvmTranslator::VcpuOfId(uint64_t vcpu_id) const {
+  if (vcpu_id < IPT_MAX_CPUS) return index_of_small_id_[vcpu_id];
   const auto it = index_of_id_.find(vcpu_id);
   return it == index_of_id_.end() ? kNoVcpu : it->second;
 }
@@ -121,11 +130,6 @@ void KvmTranslator::Push(const KvmEvent& ev) {
     }
     case KvmEvent::Kind::kInjVirq:
       OnInjVirq(ev, self);
-      break;
-    case KvmEvent::Kind::kPvEoi:
-      // KVM handles a PV EOI through apic_set_eoi(), which traces kvm_eoi
-      // too: that one is the record.
-      ++counts_.pv_eoi;
       break;
     case KvmEvent::Kind::kEoi: {
       const uint32_t v = VcpuOfId(ev.f[0]);
@@ -324,7 +328,14 @@ void KvmTranslator::OnEntry(const KvmEvent& ev) {
   } else if (it->second != v) {
     it->second = v;
     ++counts_.map_fixed;
+  } else {
+    return MarkChecked(v);
   }
+  thread_cache_[static_cast<uint32_t>(ev.tid) % thread_cache_.size()] = {};
+  MarkChecked(v);
+}
+
+void KvmTranslator::MarkChecked(uint32_t v) {
   if (!checked_[v]) {
     checked_[v] = true;
     ++checked_count_;

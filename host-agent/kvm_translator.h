@@ -22,7 +22,7 @@ namespace ipitrace {
 //   kApicvAcceptIrq same fields (posted to the target's vAPIC)
 //   kWakeup         f0 ns, f1 waited, f2 valid          (woken vCPU's thread)
 //   kInjVirq        f0 vector, f1 soft, f2 reinjected   (target's thread)
-//   kEoi, kPvEoi    f0 apicid, f1 vector                (that vCPU's thread)
+//   kEoi            f0 apicid, f1 vector                (that vCPU's thread)
 //   kWriteTscOffset f0 vcpu_id, f1 previous, f2 next offset
 //   kEntry          f0 vcpu_id                          (that vCPU's thread)
 //   kLost           f0 events lost (UINT64_MAX: unknown), f1 host TSC of the
@@ -37,7 +37,6 @@ struct KvmEvent {
     kWakeup,
     kInjVirq,
     kEoi,
-    kPvEoi,
     kWriteTscOffset,
     kEntry,
     kLost,
@@ -80,7 +79,7 @@ struct KvmVmInfo {
 //   kvm_inj_virq        -> H_ACK on the target's ring (not soft, not
 //                          re-injected: a re-injection is the same interrupt)
 //   kvm_eoi             -> H_EOI on that vCPU's ring (a PV EOI traces
-//                          kvm_pv_eoi and then kvm_eoi: one record)
+//                          kvm_eoi too; its kvm_pv_eoi is not read)
 //   a trace-buffer loss -> H_GAP on every vCPU ring
 //
 // Records of a stage the host's settings hide (KvmVmInfo::stages) are not
@@ -104,7 +103,6 @@ class KvmTranslator {
     uint64_t unknown_vcpu = 0;     // events naming a vcpu_id not in the VM
     uint64_t reinjected = 0;       // kvm_inj_virq re-injections, skipped
     uint64_t soft = 0;             // soft interrupts, skipped
-    uint64_t pv_eoi = 0;           // kvm_pv_eoi (recorded by its kvm_eoi)
     uint64_t map_fixed = 0;        // kvm_entry moved a thread to another vCPU
     uint64_t map_learned = 0;      // kvm_entry mapped an unnamed thread
     uint64_t lost = 0;             // trace events lost (known counts)
@@ -138,6 +136,7 @@ class KvmTranslator {
   };
 
   uint32_t VcpuOfThread(int32_t tid) const;
+  void MarkChecked(uint32_t v);  // kvm_entry seen on vCPU v's thread
   uint32_t VcpuOfId(uint64_t vcpu_id) const;
   void Emit(uint32_t ring_vcpu, uint32_t clock_vcpu, uint64_t host_tsc, ipt_record rec);
   void OnApicIpi(const KvmEvent& ev, uint32_t self);
@@ -152,6 +151,15 @@ class KvmTranslator {
   HvRegionWriter* out_;
   KvmVmInfo vm_;
   std::unordered_map<uint64_t, uint32_t> index_of_id_;
+  // The hot lookups without hashing: vCPU index by KVM vcpu_id below
+  // IPT_MAX_CPUS, and a direct-mapped cache of the thread map (refilled
+  // from vm_.thread_vcpu on a miss, dropped when kvm_entry changes it).
+  std::array<uint32_t, IPT_MAX_CPUS> index_of_small_id_;
+  struct ThreadSlot {
+    int32_t tid = -1;
+    uint32_t vcpu = 0;
+  };
+  mutable std::array<ThreadSlot, 64> thread_cache_{};
   // The ICR writes a thread made since its last other event: per vCPU for
   // vCPU threads (cleared, not freed: no allocation per event), by tid
   // for the others.

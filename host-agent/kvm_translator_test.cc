@@ -90,7 +90,6 @@ uint64_t Count(const Analysis& a, Verdict v) { return a.verdict_counts[static_ca
 TEST_CASE("kvm translator - ICR write, accept and injection become H_ICR, H_IRR, H_ACK") {
   Bed b(2);
   b.Ipi(kTid0, 1, kVs, 100);
-  b.Ev(K::kPvEoi, kTid1, 119, {1, kVs});  // a PV EOI: then kvm_eoi
   b.Ev(K::kEoi, kTid1, 120, {1, kVs});
   Stats stats;
   const Region r = b.Read(&stats);

@@ -27,6 +27,7 @@
 #include "analyzer.h"
 #include "json_report.h"
 #include "kvm_source.h"
+#include "kvm_tracefs.h"
 #include "merger.h"
 #include "snapshot.h"
 #include "text_report.h"
@@ -274,6 +275,12 @@ int Main(int argc, char** argv) {
   kvm->add_option("--debugfs-kvm", kopts.paths.debugfs_kvm, "KVM's debugfs directory")
       ->default_str(kopts.paths.debugfs_kvm);
 
+  auto* kvm_events = app.add_subcommand(
+      "kvm-events",
+      "List the KVM tracepoints the KVM source reads, one per line: name, "
+      "required or optional, the kernel-side filter it sets (or -), and "
+      "'start' for one it reads only at its start (tab-separated)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -286,6 +293,12 @@ int Main(int argc, char** argv) {
   if (exportc->parsed()) return RunExport(dir, timeline_out);
   if (kvm->parsed()) return RunKvmSource(kopts);
   if (verdicts->parsed()) return RunVerdicts(verdicts_json);
+  if (kvm_events->parsed()) {
+    for (const ipitrace::KvmTracefs::EventSpec& e : ipitrace::KvmTracefs::Events())
+      fmt::print("{}\t{}\t{}\t{}\n", e.name, e.required ? "required" : "optional",
+                 e.filter ? e.filter : "-", e.start_only ? "start" : "always");
+    return 0;
+  }
   return static_cast<int>(ipitrace::ErrorCode::kUsage);
 }
 

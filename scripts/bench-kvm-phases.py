@@ -36,10 +36,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import guest_records  # noqa: E402
 
 TRACEFS = "/sys/kernel/tracing"
-# The events ipitrace's KVM source reads (host-agent/kvm_tracefs.cc), less
-# kvm_entry (only at its start, to check the thread map).
-EVENTS = ("kvm_apic_ipi", "kvm_hypercall", "kvm_apic_accept_irq", "kvm_apicv_accept_irq",
-          "kvm_vcpu_wakeup", "kvm_inj_virq", "kvm_eoi", "kvm_pv_eoi", "kvm_write_tsc_offset")
+
+
+def kvm_events(agent):
+    """The events ipitrace's KVM source reads (`ipitrace kvm-events`: the
+    agent's own list), less the ones it reads only at its start
+    (kvm_entry, for the thread map): {name: kernel-side filter or None}."""
+    out = subprocess.run([agent, "kvm-events"], check=True, stdout=subprocess.PIPE,
+                         text=True).stdout
+    events = {}
+    for line in out.splitlines():
+        name, _, filt, when = line.split("\t")
+        if when != "start":
+            events[name] = None if filt == "-" else filt
+    return events
 
 
 def threads(pid):
@@ -48,6 +58,9 @@ def threads(pid):
 
 def present(events):
     return [e for e in events if os.path.isdir(f"{TRACEFS}/events/kvm/{e}")]
+
+
+EVENTS = {}  # kvm_events(--agent), set in main()
 
 
 def wfile(path, text):
@@ -67,8 +80,9 @@ class Floor:
         wfile(f"{self.dir}/buffer_size_kb", str(buffer_kb))
         wfile(f"{self.dir}/options/event-fork", "1")
         wfile(f"{self.dir}/set_event_pid", " ".join(map(str, threads(pid))))
-        wfile(f"{self.dir}/events/kvm/kvm_hypercall/filter", "nr == 10")
         for e in present(EVENTS):
+            if EVENTS[e]:
+                wfile(f"{self.dir}/events/kvm/{e}/filter", EVENTS[e])
             wfile(f"{self.dir}/events/kvm/{e}/enable", "1")
 
     def stop(self):
@@ -121,13 +135,18 @@ def start(config, a, work):
         return None
     if config == "floor":
         return Floor(a.qemu_pid, a.buffer_kb)
-    if config == "ipitrace":
+    if config in ("ipitrace", "ipitrace-idle"):
         ready = f"{work}/kvm-source.ready"
         if os.path.exists(ready):
             os.unlink(ready)
         argv = [a.agent, "kvm-source", "--pid", str(a.qemu_pid),
                 "--out", "/dev/shm/ipt-bench-hv", "--capacity", str(a.capacity),
                 "--buffer-kb", str(a.buffer_kb), "--ready-file", ready]
+        if config == "ipitrace-idle":
+            # The collector under SCHED_IDLE: it runs only where a CPU
+            # would otherwise idle (experiment: does its preemption of
+            # vCPU threads, not its CPU, cost the guest?)
+            argv = ["chrt", "--idle", "0"] + argv
         if a.perf_out:
             # A profile of the collector (not a measured phase: perf's own
             # sampling costs CPU too).
@@ -142,8 +161,8 @@ def start(config, a, work):
             argv += ["-P", str(t)]
         for e in present(EVENTS):
             argv += ["-e", f"kvm:{e}"]
-            if e == "kvm_hypercall":
-                argv += ["-f", "nr == 10"]
+            if EVENTS[e]:
+                argv += ["-f", EVENTS[e]]
         p = Proc(argv, signal.SIGINT, log=f"{work}/trace-cmd.log")
         time.sleep(0.5)  # trace-cmd arms its recorders
         return p
@@ -194,6 +213,7 @@ def main():
     ap.add_argument("--perf-out", help="profile the ipitrace phases with perf record into "
                     "this file (diagnosis only: the phases' figures then include perf)")
     a = ap.parse_args()
+    EVENTS.update(kvm_events(a.agent))
     if a.perf_out and not os.path.isabs(a.perf_out):
         a.perf_out = os.path.join(os.path.dirname(os.path.abspath(a.out)), a.perf_out)
     configs = a.configs.split(",")
