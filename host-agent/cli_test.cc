@@ -174,6 +174,21 @@ TEST_CASE("cli - analyze reports latency and target activity") {
   CHECK(t.out.find("while it waited") != std::string::npos);
 }
 
+TEST_CASE("cli - verdicts --json publishes the one table, with stages") {
+  Run r = Exec(Agent() + " verdicts --json");
+  REQUIRE(r.rc == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["schema_version"] == 2);
+  REQUIRE(j["verdicts"].size() == kVerdictNames);
+  for (const auto& v : j["verdicts"]) {
+    // A loss names the stage where the IPI vanished; nothing else does.
+    CHECK((v["stage"] != "-") == v["loss"].get<bool>());
+    CHECK(!v["meaning"].get<std::string>().empty());
+  }
+  CHECK(j["verdicts"][4]["name"] == "lost-in-routing");
+  CHECK(j["verdicts"][4]["stage"] == "routing");
+}
+
 TEST_CASE("cli - analyze --json on a synthetic snapshot") {
   const std::string dir = MakeSnapshot("mixed");
   Run r = Exec(Agent() + " analyze " + dir + " --json --threshold-ms 5");

@@ -149,21 +149,31 @@ int RunExport(const std::string& dir, const std::string& out) {
 }
 
 // The verdict table (tracker.h IPT_VERDICTS), for the harness and people.
+// Version of `verdicts --json`: 2 wraps the table in an object and adds
+// each verdict's stage.
+constexpr int kVerdictsSchemaVersion = 2;
+
 int RunVerdicts(bool json) {
-  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  nlohmann::ordered_json table = nlohmann::ordered_json::array();
   for (size_t i = 0; i < ipitrace::kNumVerdicts; ++i) {
     const auto v = static_cast<ipitrace::Verdict>(i);
     if (json) {
-      out.push_back({{"name", ipitrace::VerdictName(v)},
-                     {"loss", ipitrace::IsLoss(v)},
-                     {"normal", ipitrace::IsNormal(v)},
-                     {"meaning", ipitrace::VerdictMeaning(v)}});
+      table.push_back({{"name", ipitrace::VerdictName(v)},
+                       {"loss", ipitrace::IsLoss(v)},
+                       {"normal", ipitrace::IsNormal(v)},
+                       {"stage", ipitrace::VerdictStage(v)},
+                       {"meaning", ipitrace::VerdictMeaning(v)}});
     } else {
-      std::printf("%-26s %-5s %s\n", std::string(ipitrace::VerdictName(v)).c_str(),
-                  ipitrace::IsLoss(v) ? "loss" : "", std::string(ipitrace::VerdictMeaning(v)).c_str());
+      std::printf("%-26s %-5s %-14s %s\n", std::string(ipitrace::VerdictName(v)).c_str(),
+                  ipitrace::IsLoss(v) ? "loss" : "", std::string(ipitrace::VerdictStage(v)).c_str(),
+                  std::string(ipitrace::VerdictMeaning(v)).c_str());
     }
   }
-  if (json) std::printf("%s\n", out.dump(2).c_str());
+  if (json) {
+    const nlohmann::ordered_json out = {{"schema_version", kVerdictsSchemaVersion},
+                                        {"verdicts", table}};
+    std::printf("%s\n", out.dump(2).c_str());
+  }
   return std::fflush(stdout) == 0 ? 0 : 1;
 }
 
@@ -247,8 +257,10 @@ int Main(int argc, char** argv) {
   exportc->add_option("SNAPSHOT_DIR", dir, "snapshot directory")->required();
 
   bool verdicts_json = false;
-  auto* verdicts = app.add_subcommand("verdicts", "List the verdicts: name, loss or not, meaning");
-  verdicts->add_flag("--json", verdicts_json, "as a JSON array");
+  auto* verdicts =
+      app.add_subcommand("verdicts", "List the verdicts: name, loss or not, the stage it names, meaning");
+  verdicts->add_flag("--json", verdicts_json,
+                     "as JSON: {schema_version, verdicts: [{name, loss, normal, stage, meaning}]}");
 
   ipitrace::KvmSourceOptions kopts;
   auto* kvm = app.add_subcommand(

@@ -15,15 +15,20 @@ namespace {
 constexpr uint64_t kNoTsc = std::numeric_limits<uint64_t>::max();
 
 constexpr std::string_view kVerdictNames[] = {
-#define IPT_VERDICT_NAME(e, name, loss, meaning) name,
+#define IPT_VERDICT_NAME(e, name, loss, stage, meaning) name,
     IPT_VERDICTS(IPT_VERDICT_NAME)
 #undef IPT_VERDICT_NAME
 };
 static_assert(sizeof(kVerdictNames) / sizeof(kVerdictNames[0]) == kNumVerdicts);
 constexpr std::string_view kVerdictMeanings[] = {
-#define IPT_VERDICT_MEANING(e, name, loss, meaning) meaning,
+#define IPT_VERDICT_MEANING(e, name, loss, stage, meaning) meaning,
     IPT_VERDICTS(IPT_VERDICT_MEANING)
 #undef IPT_VERDICT_MEANING
+};
+constexpr std::string_view kVerdictStages[] = {
+#define IPT_VERDICT_STAGE(e, name, loss, stage, meaning) stage,
+    IPT_VERDICTS(IPT_VERDICT_STAGE)
+#undef IPT_VERDICT_STAGE
 };
 
 // A reference beyond EvidenceChain's inline ones: stream (bit 48), ring
@@ -61,6 +66,11 @@ std::string_view VerdictName(Verdict v) {
 std::string_view VerdictMeaning(Verdict v) {
   IPT_CHECK(static_cast<size_t>(v) < kNumVerdicts);
   return kVerdictMeanings[static_cast<size_t>(v)];
+}
+
+std::string_view VerdictStage(Verdict v) {
+  IPT_CHECK(static_cast<size_t>(v) < kNumVerdicts);
+  return kVerdictStages[static_cast<size_t>(v)];
 }
 
 RecordStore::RecordStore(const Snapshot& snap) {

@@ -21,40 +21,42 @@
 
 namespace ipitrace {
 
-// X(enumerator, name, is_loss, meaning).  Loss verdicts name the stage
-// where an IPI vanished; the others say it did not (or that the data cannot
-// tell).  The one table: `ipitrace verdicts --json` publishes it, and the
-// harness reads it from there.
+// X(enumerator, name, is_loss, stage, meaning).  Loss verdicts name the
+// stage of docs/streams.md ("Following one request") where an IPI
+// vanished; the others say it did not (or that the data cannot tell), and
+// name none ("-").  The one table: `ipitrace verdicts --json` publishes
+// it, and the harness reads it from there.
 #define IPT_VERDICTS(X)                                                       \
-  X(kServedByIpi, "served-by-ipi", false, "served through its own IPI (full chain)") \
-  X(kServedWithoutIpi, "served-without-ipi", false,                           \
+  X(kServedByIpi, "served-by-ipi", false, "-", "served through its own IPI (full chain)") \
+  X(kServedWithoutIpi, "served-without-ipi", false, "-",                      \
     "served by an idle flush, a polling wake or an IPI it rode on")           \
-  X(kLostBeforeSend, "lost-before-send", true,                                \
+  X(kLostBeforeSend, "lost-before-send", true, "send decision",               \
     "queued, target not polling, but the guest never sent an IPI")            \
-  X(kLostGuestToHypervisor, "lost-guest-to-hypervisor", true,                 \
+  X(kLostGuestToHypervisor, "lost-guest-to-hypervisor", true, "ICR",          \
     "the guest sent it, the hypervisor saw no ICR write for it")              \
-  X(kLostInRouting, "lost-in-routing", true,                                  \
+  X(kLostInRouting, "lost-in-routing", true, "routing",                       \
     "ICR write seen, the target's IRR never set for it")                      \
-  X(kLostInInjection, "lost-in-injection", true,                              \
+  X(kLostInInjection, "lost-in-injection", true, "acknowledge",               \
     "IRR set, the target acknowledged other vectors, never this one")         \
-  X(kTargetBlocked, "target-blocked", true,                                   \
+  X(kTargetBlocked, "target-blocked", true, "acknowledge",                    \
     "IRR set, the target acknowledged nothing at all since")                  \
-  X(kLostInGuestEntry, "lost-in-guest-entry", true,                           \
+  X(kLostInGuestEntry, "lost-in-guest-entry", true, "guest entry",            \
     "acknowledged by the vCPU, the guest never entered its handler")          \
-  X(kHandlerMissedWork, "handler-missed-work", true,                          \
+  X(kHandlerMissedWork, "handler-missed-work", true, "service",               \
     "the target's handler ran after the queue but not this request")          \
-  X(kCallbackStuck, "callback-stuck", true, "the function entered and never returned") \
-  X(kLostInUnobservedStage, "lost-in-unobserved-stage", true,                 \
+  X(kCallbackStuck, "callback-stuck", true, "service",                        \
+    "the function entered and never returned")                                \
+  X(kLostInUnobservedStage, "lost-in-unobserved-stage", true, "unobserved",   \
     "lost between two observed stages; the ones in between are invisible to " \
     "the source (named, with what would show them)")                          \
-  X(kInconclusiveGap, "inconclusive-gap", false,                              \
+  X(kInconclusiveGap, "inconclusive-gap", false, "-",                         \
     "a ring lost records in the window that matters")                         \
-  X(kQueuedBehindLoss, "queued-behind-loss", false,                           \
+  X(kQueuedBehindLoss, "queued-behind-loss", false, "-",                      \
     "rode on an IPI that was itself lost; the blame stays with that one")     \
-  X(kInFlight, "in-flight", false, "still on its way at the end of the trace")
+  X(kInFlight, "in-flight", false, "-", "still on its way at the end of the trace")
 
 enum class Verdict : uint8_t {
-#define IPT_VERDICT_ENUM(e, name, loss, meaning) e,
+#define IPT_VERDICT_ENUM(e, name, loss, stage, meaning) e,
   IPT_VERDICTS(IPT_VERDICT_ENUM)
 #undef IPT_VERDICT_ENUM
       kNumVerdicts
@@ -63,10 +65,12 @@ inline constexpr size_t kNumVerdicts = static_cast<size_t>(Verdict::kNumVerdicts
 
 std::string_view VerdictName(Verdict v);
 std::string_view VerdictMeaning(Verdict v);
+// The stage a loss verdict names ("-" for the others).
+std::string_view VerdictStage(Verdict v);
 // Loss verdicts name a stage (the third column of IPT_VERDICTS).
 inline bool IsLoss(Verdict v) {
   static constexpr bool kLoss[] = {
-#define IPT_VERDICT_LOSS(e, name, loss, meaning) loss,
+#define IPT_VERDICT_LOSS(e, name, loss, stage, meaning) loss,
       IPT_VERDICTS(IPT_VERDICT_LOSS)
 #undef IPT_VERDICT_LOSS
   };

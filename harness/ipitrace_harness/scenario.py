@@ -36,7 +36,11 @@ def _loss_verdicts():
     from . import artifacts
     out = subprocess.run([artifacts.agent(), "verdicts", "--json"], check=True,
                          stdout=subprocess.PIPE, text=True).stdout
-    return tuple(v["name"] for v in json.loads(out) if v["loss"])
+    doc = json.loads(out)
+    if doc.get("schema_version") != 2:
+        raise RuntimeError(f"{artifacts.agent()} verdicts --json: schema_version "
+                           f"{doc.get('schema_version')}, this harness reads 2")
+    return tuple(v["name"] for v in doc["verdicts"] if v["loss"])
 
 
 LOSS_VERDICTS = _loss_verdicts()
