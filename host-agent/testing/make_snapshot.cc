@@ -9,7 +9,9 @@
 //   KIND "large": 8 CPUs, 200k served requests (ring wrap, timing).
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <fstream>
+#include <random>
 #include <string>
 
 #include "testing/scenario.h"
@@ -68,6 +70,78 @@ void Mixed(Scenario* sc) {
   sc->Send(2, 3, t + 10);
 }
 
+// A random snapshot for comparing two builds of the agent
+// (scripts/equiv-agent.py): every request shape of docs/streams.md -- full
+// chains, elisions, riders, mask sends, losses at each stage served late or
+// never, stuck callbacks, kicks, other vectors -- on 2 to 6 CPUs, with
+// requests that overlap and rings small enough to wrap.  Any bytes are a
+// valid input here: the two builds must only agree on them.  mt19937_64's
+// raw output is the same everywhere, so a seed names one snapshot.
+void Random(uint64_t seed, const std::string& dir) {
+  std::mt19937_64 rng(seed);
+  auto pick = [&](uint64_t n) { return n ? rng() % n : 0; };
+  const auto cpus = static_cast<uint32_t>(2 + pick(5));
+  const uint32_t capacity = pick(4) == 0 ? 64u : 1024u;
+  Scenario sc(cpus, capacity);
+  if (pick(2)) sc.guest().AddSymbol(kFunc, "generic_func", 0x80);
+  const uint64_t requests = 20 + pick(180);
+  uint64_t t = 1000;
+  for (uint64_t i = 0; i < requests; ++i) {
+    const auto s = static_cast<uint32_t>(pick(cpus));
+    auto d = static_cast<uint32_t>(pick(cpus - 1));
+    if (d >= s) ++d;
+    const uint64_t csd = kCsd + (pick(8) << 6) + (uint64_t{s} << 12);
+    const uint8_t vec = pick(4) == 0 ? Scenario::kVecMask : Scenario::kVecSingle;
+    const bool mask = vec == Scenario::kVecMask;
+    const uint64_t step = 1 + pick(12);
+    uint64_t u = t;
+    auto next = [&] { return u += step; };
+    const uint64_t shape = pick(12);
+    sc.Queue(s, d, next(), kFunc, csd, pick(6) == 0 ? IPT_CSD_ASYNC : IPT_CSD_SYNC);
+    if (shape == 0) {  // elided: the target was polling
+      sc.Elide(s, d, next());
+      if (pick(4)) sc.FuncEntry(d, kFunc, csd, next() + pick(300));
+    } else if (shape == 1) {  // rider: no send of its own
+      if (pick(3)) sc.FuncEntry(d, kFunc, csd, next() + pick(300));
+    } else {
+      sc.Send(s, d, next(), mask);
+      if (shape != 2) {  // 2: no ICR
+        const uint64_t seq = mask ? sc.Icr(s, vec, next(), {d, static_cast<uint32_t>(pick(cpus))})
+                                  : sc.Icr(s, vec, next(), {d});
+        if (shape != 3) {  // 3: no IRR
+          sc.Irr(s, d, vec, seq, next(), pick(8) == 0);
+          if (pick(3) == 0) sc.Kick(d, d, next(), pick(2));
+          if (shape != 4) {  // 4: no ACK
+            sc.Ack(d, vec, next());
+            if (shape != 5) {  // 5: no IRQ entry
+              sc.IrqEntry(d, vec, next());
+              if (shape != 6) sc.FuncEntry(d, kFunc, csd, next(), shape != 7);  // 6 missed, 7 stuck
+              sc.IrqExit(d, vec, next());
+              if (pick(2)) sc.Eoi(d, vec, next());
+            }
+          } else if (pick(2)) {
+            sc.Ack(d, 0xec, next() + pick(100));
+          }
+        }
+      }
+      // A loss served late by a flush, sometimes.
+      if (shape >= 2 && shape <= 5 && pick(2)) sc.FuncEntry(d, kFunc, csd, next() + pick(500));
+    }
+    if (pick(10) == 0) sc.Mark(static_cast<uint32_t>(pick(cpus)), next());
+    // Mostly one after the other, sometimes overlapping the next request.
+    t += pick(5) == 0 ? 1 + pick(40) : 60 + pick(400);
+  }
+  // Later activity everywhere, unless the trace ends mid-flight.
+  if (pick(3)) {
+    t += 100000 + pick(1000000000);
+    for (uint32_t c = 0; c < cpus; ++c) {
+      sc.Ack(c, 0xec, t + c);
+      sc.Mark(c, t + 10 + c);
+    }
+  }
+  sc.WriteDir(dir);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -75,14 +149,25 @@ int main(int argc, char** argv) {
   if (help || argc < 2 || argc > 3 || argv[1][0] == '-') {
     // A DIR starting with '-' is an option mistyped, not a directory.
     std::fprintf(help ? stdout : stderr,
-                 "usage: make_snapshot DIR [mixed|large|badmagic]\n"
+                 "usage: make_snapshot DIR [mixed|large|badmagic|random:SEED]\n"
                  "Writes a synthetic snapshot (manifest.json, hv.region, guest.region)\n"
                  "into DIR: 'mixed' (default) has every verdict, 'large' 175,000\n"
-                 "requests on 8 CPUs (the benchmark input), 'badmagic' a bad hv header.\n");
+                 "requests on 8 CPUs (the benchmark input), 'badmagic' a bad hv header,\n"
+                 "'random:SEED' a random mix of every request shape (scripts/equiv-agent.py).\n");
     return help ? 0 : 2;
   }
   const std::string dir = argv[1];
   const std::string kind = argc == 3 ? argv[2] : "mixed";
+  if (kind.rfind("random:", 0) == 0) {
+    char* end = nullptr;
+    const unsigned long long seed = std::strtoull(kind.c_str() + 7, &end, 10);
+    if (kind.size() == 7 || *end != '\0') {
+      std::fprintf(stderr, "make_snapshot: random:SEED needs a decimal SEED\n");
+      return 2;
+    }
+    Random(seed, dir);
+    return 0;
+  }
   if (kind == "large") {
     Scenario big(8, 1u << 18);
     uint64_t t = 1000;
