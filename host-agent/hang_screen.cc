@@ -114,6 +114,7 @@ bool HangScreen::ReadRings(const SigbusGuard& guard, std::span<const std::byte> 
     if (st.corrupt) continue;
     if (head < st.head) {
       st.corrupt = true;
+      stats_.Increment(StatId::ring_head_backwards);
       corrupt->push_back({kind, i, head, st.head});
       continue;
     }
@@ -123,7 +124,7 @@ bool HangScreen::ReadRings(const SigbusGuard& guard, std::span<const std::byte> 
     if (kind == StreamKind::kHv) {
       from = std::max(from, head ? head - 1 : 0);  // stream time only: the newest record
     } else if (from > st.cursor) {
-      overwritten_ += from - st.cursor;
+      stats_.Increment(StatId::ring_overwritten, from - st.cursor);
     }
     st.cursor = head;
     const std::byte* slots = bytes.data() + l.header_size + uint64_t{i} * l.ring_stride +
@@ -140,8 +141,12 @@ bool HangScreen::ReadRings(const SigbusGuard& guard, std::span<const std::byte> 
         return false;
       for (uint64_t j = 0; j < n; ++j) {
         const ipt_record& r = buf_[j];
-        if (r.seq != from + j || !IsKnownRecordType(r.type)) {  // torn, overwritten, garbage
-          ++rejected_;
+        if (r.seq != from + j) {  // torn, overwritten, garbage
+          stats_.Increment(StatId::torn_record);
+          continue;
+        }
+        if (!IsKnownRecordType(r.type)) {
+          stats_.Increment(StatId::unknown_record_type);
           continue;
         }
         ++records_;
@@ -208,11 +213,11 @@ void HangScreen::Queue(const Key& key, const Outstanding& o) {
     // Keep the oldest: they are the ones that can turn into a hang first.
     auto newest = std::prev(by_tsc_.end());
     if (o.queue_tsc >= newest->first) {
-      ++dropped_;
+      stats_.Increment(StatId::screen_requests_not_kept);
       return;
     }
     Unlink(newest);
-    ++dropped_;
+    stats_.Increment(StatId::screen_requests_not_kept);
   }
   auto e = by_tsc_.emplace(o.queue_tsc, Entry{o, key});
   waiting_[key].push_back(e);

@@ -13,6 +13,7 @@
 #include "file_bytes.h"
 #include "ipitrace_abi.h"
 #include "records.h"
+#include "stats.h"
 
 namespace ipitrace {
 
@@ -85,12 +86,13 @@ class HangScreen {
   bool corrupt(StreamKind stream, uint32_t ring) const;
   size_t outstanding() const { return by_tsc_.size(); }
   size_t keys() const { return latest_.size(); }
-  // Counters: records read, torn or rejected slots, records lost to ring
-  // wrap between two updates, requests not kept at the cap.
+  // Records read so far.
   uint64_t records() const { return records_; }
-  uint64_t rejected() const { return rejected_; }
-  uint64_t overwritten() const { return overwritten_; }
-  uint64_t dropped() const { return dropped_; }
+  // The data problems seen while following, in the one table (Stats):
+  // torn_record, unknown_record_type, ring_overwritten (lost to ring wrap
+  // between two updates), ring_head_backwards (rings latched corrupt),
+  // screen_requests_not_kept.  Since the screen was made; Reset() keeps them.
+  const Stats& stats() const { return stats_; }
 
  private:
   enum KeyKind : uint8_t { kCsd, kFunc, kIrqWork };
@@ -143,7 +145,8 @@ class HangScreen {
   uint64_t newest_tsc_ = 0;
   uint32_t tsc_khz_ = 0;
   bool started_ = false, restarted_ = false;
-  uint64_t records_ = 0, rejected_ = 0, overwritten_ = 0, dropped_ = 0;
+  uint64_t records_ = 0;
+  Stats stats_;
 };
 
 }  // namespace ipitrace

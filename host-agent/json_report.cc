@@ -110,6 +110,20 @@ Json JsonReport::RequestJson(const Request& r) const {
   return j;
 }
 
+nlohmann::ordered_json StatsTableJson(const Stats& stats) {
+  nlohmann::ordered_json table = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < kNumStats; ++i) {
+    const auto id = static_cast<StatId>(i);
+    nlohmann::ordered_json sj;
+    sj["name"] = std::string(Stats::Name(id));
+    sj["severity"] = std::string(Stats::SeverityName(Stats::SeverityOf(id)));
+    sj["count"] = stats.Get(id);
+    sj["description"] = std::string(Stats::Description(id));
+    table.push_back(std::move(sj));
+  }
+  return table;
+}
+
 Json JsonReport::Build() const {
   const Analysis& a = *a_;
   Json out;
@@ -201,17 +215,7 @@ Json JsonReport::Build() const {
   }
   out["per_cpu"] = std::move(per_cpu);
 
-  Json stats = Json::array();
-  for (size_t i = 0; i < kNumStats; ++i) {
-    const auto id = static_cast<StatId>(i);
-    Json sj;
-    sj["name"] = std::string(Stats::Name(id));
-    sj["severity"] = std::string(Stats::SeverityName(Stats::SeverityOf(id)));
-    sj["count"] = a.stats->Get(id);
-    sj["description"] = std::string(Stats::Description(id));
-    stats.push_back(std::move(sj));
-  }
-  out["stats"] = std::move(stats);
+  out["stats"] = StatsTableJson(*a.stats);
 
   Json window;
   window["tsc_khz"] = a.tsc_khz;

@@ -13,6 +13,10 @@ namespace ipitrace {
 // every verdict and every stat appears even when zero, 64-bit pointers are
 // hex strings, TSCs are integers.  Schema: see docs in main.cc --help and
 // the top-level keys built below.
+// The data-problem table (every stat, zero or not: name, severity, count,
+// description), as every report and watch's hang events carry it.
+nlohmann::ordered_json StatsTableJson(const Stats& stats);
+
 class JsonReport {
  public:
   explicit JsonReport(const Analysis* analysis) : a_(analysis) {}

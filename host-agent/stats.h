@@ -62,7 +62,10 @@ enum class Severity { kInfo, kDataLoss, kError };
   X(hv_source_unknown, kInfo,                                                 \
     "KVM source region without its header extension; no hv stage blamed")     \
   X(hv_stage_unobserved, kInfo,                                               \
-    "the hypervisor source cannot observe some stages; none of them blamed")
+    "the hypervisor source cannot observe some stages; none of them blamed")  \
+  X(screen_requests_not_kept, kInfo,                                          \
+    "outstanding requests watch's live screen did not keep (over its cap, "   \
+    "the newest first); the full analysis of a hang still judges them")
 
 enum class StatId : size_t {
 #define IPT_STAT_ENUM(name, sev, desc) name,
@@ -82,6 +85,10 @@ class Stats {
     counts_[static_cast<size_t>(id)] += n;
   }
   uint64_t Get(StatId id) const { return counts_[static_cast<size_t>(id)]; }
+  // Adds every count of other (e.g. the live screen's to a hang's analysis).
+  void Add(const Stats& other) {
+    for (size_t i = 0; i < kNumStats; ++i) counts_[i] += other.counts_[i];
+  }
 
   static std::string_view Name(StatId id);
   static Severity SeverityOf(StatId id);

@@ -229,10 +229,12 @@ void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
   snap.guest = std::move(guest).value();
   // The rings the screen latched corrupt: every request that needs one
   // becomes inconclusive-gap.
+  // The live screen's data problems (counted since attach: ring_head_backwards
+  // among them) go into the hang's one table, in its report and its event.
+  stats.Add(vm->screen.stats());
   for (Region* region : {&snap.hv, &snap.guest}) {
     for (Ring& ring : region->rings) {
       if (!vm->screen.corrupt(region->kind, ring.index)) continue;
-      stats.Increment(StatId::ring_head_backwards);
       ring.records.clear();
       ring.gaps.assign(1, RingGap{ring.head, std::numeric_limits<uint64_t>::max()});
     }
@@ -291,7 +293,8 @@ void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
                  {"target_cpu", worst->target_cpu},
                  {"queue_tsc", worst->queue_tsc},
                  {"outstanding_ms", worst_ms},
-                 {"reason", worst->reason}});
+                 {"reason", worst->reason},
+                 {"stats", StatsTableJson(*a.stats)}});
 }
 
 }  // namespace ipitrace

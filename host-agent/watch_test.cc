@@ -123,6 +123,9 @@ TEST_CASE("watch - live region appended by a thread: attach, hang, detach, reatt
   CHECK((*hang)["target_cpu"] == 1);
   CHECK((*hang)["outstanding_ms"].get<double>() > 50.0);
   CHECK(Find(all, "vm_detached") == nullptr);
+  // The event carries the one data-problem table, every stat in it.
+  REQUIRE((*hang)["stats"].is_array());
+  CHECK((*hang)["stats"].size() == kNumStats);
   const std::string snap = (*hang)["snapshot"];
   CHECK(fs::exists(snap + "/report.txt"));
   CHECK(fs::exists(snap + "/report.json"));

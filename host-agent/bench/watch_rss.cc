@@ -176,8 +176,10 @@ int main(int argc, char** argv) {
               "\"hangs\":%llu}\n",
               static_cast<unsigned long long>(written),
               static_cast<unsigned long long>(screen.records()),
-              static_cast<unsigned long long>(screen.overwritten()),
-              static_cast<unsigned long long>(screen.rejected()), cpu,
+              static_cast<unsigned long long>(screen.stats().Get(ipitrace::StatId::ring_overwritten)),
+              static_cast<unsigned long long>(screen.stats().Get(ipitrace::StatId::torn_record) +
+                                              screen.stats().Get(ipitrace::StatId::unknown_record_type)),
+              cpu,
               static_cast<double>(written) / cpu, static_cast<double>(ru.ru_maxrss) / 1024.0,
               peak_outstanding, peak_keys, static_cast<unsigned long long>(hangs));
   const double rss = static_cast<double>(ru.ru_maxrss) / 1024.0;
