@@ -37,9 +37,10 @@ def _loss_verdicts():
     out = subprocess.run([artifacts.agent(), "verdicts", "--json"], check=True,
                          stdout=subprocess.PIPE, text=True).stdout
     doc = json.loads(out)
-    if doc.get("schema_version") != 2:
-        raise RuntimeError(f"{artifacts.agent()} verdicts --json: schema_version "
-                           f"{doc.get('schema_version')}, this harness reads 2")
+    if not isinstance(doc, dict) or doc.get("schema_version") != 2:
+        got = doc.get("schema_version") if isinstance(doc, dict) else "1 (a bare list)"
+        raise RuntimeError(f"{artifacts.agent()} verdicts --json: schema_version {got}, "
+                           "this harness reads 2: rebuild the agent (scripts/build-agent.sh)")
     return tuple(v["name"] for v in doc["verdicts"] if v["loss"])
 
 

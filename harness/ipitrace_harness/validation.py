@@ -23,6 +23,22 @@ BED_FAILURES = ("vm-crashed", "infra-failed")
 BED_RETRIES = 2
 
 
+def expected_text(stage):
+    """What the agent must say of an IPI faulted at 'stage' (the kick stage
+    only delays it: no loss, served)."""
+    if stage is None:
+        return "-"
+    want = scenario.STAGE_VERDICT.get(stage)
+    if want is None:
+        return "no loss (served late)"
+    return "/".join(want if isinstance(want, tuple) else (want,))
+
+
+def _row_expected(r):
+    # Rows written before expected_text() said "None" for the kick stage.
+    return "no loss (served late)" if r["expected"] in (None, "None") else r["expected"]
+
+
 def stage_row(res):
     """right / wrong / missed per injected line, matched one to one with the
     reported losses (scenario.match_truth); extra: losses no line took."""
@@ -81,9 +97,7 @@ def run(workdir, soak_vms=1, soak_seconds=None, min_requests=1_000_000, log=prin
         stages = sorted({t["stage"] for t in res["truth"]}) or \
             sorted({f.split(":")[0] for f in sc["faults"]})
         rows.append({"scenario": sc["name"], "stage": ",".join(stages),
-                     "expected": "/".join(
-                         (lambda w: w if isinstance(w, tuple) else (str(w),))(
-                             scenario.STAGE_VERDICT.get(stages[0])) if stages else ("-",)),
+                     "expected": expected_text(stages[0] if stages else None),
                      "requests": res["requests"], "outcome": res["outcome"],
                      "attempts": attempts,
                      "failures": res["failures"], **stage_row(res)})
@@ -123,8 +137,10 @@ def run(workdir, soak_vms=1, soak_seconds=None, min_requests=1_000_000, log=prin
         return result
 
     if part == "stages" and "clean" in prev:
-        return save({"stages": rows, "clean": prev["clean"]})
-    summary = {"stages": rows, "clean": {
+        return save({"stages": rows, "clean": prev["clean"], "stages_generated": now()})
+    summary = {"stages": rows,
+               "stages_generated": now() if part != "soak" else prev.get("stages_generated"),
+               "clean": {
         "requests": total, "losses": sum(s["losses"] for s in soaks),
         "verdict_counts": verdicts, "soaks": len(soaks), "vms_per_soak": soak_vms,
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime(
@@ -134,8 +150,13 @@ def run(workdir, soak_vms=1, soak_seconds=None, min_requests=1_000_000, log=prin
     return save(summary)
 
 
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def write(summary, path=OUT):
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    """Renders a summary; the times printed are those of the runs in it."""
+    when = summary.get("stages_generated") or "?"
     lines = [
         "# Validation matrix",
         "",
@@ -176,14 +197,15 @@ def _row(r):
     outcome = r["outcome"]
     if len(r.get("attempts", [])) > 1:
         outcome += f" (boots: {', '.join(r['attempts'])})"
-    return (f"| {r['stage']} | {r['expected']} | {r['injected']} | {r['right']} | "
+    return (f"| {r['stage']} | {_row_expected(r)} | {r['injected']} | {r['right']} | "
             f"{r['wrong']} | {r['missed']} | {r['extra']} | {r['requests']:,} | {outcome} |")
 
 
 def _kvm_section(k):
     """The KVM rows: the fleet's hypervisor, in the nested bed."""
     lines = ["## KVM (nested bed)", "",
-             "Regenerate: `harness/ipitrace-harness validate --hypervisor kvm-nested`. "
+             "Regenerate: `harness/ipitrace-harness validate --hypervisor kvm-nested` "
+             f"(stage rows run {k.get('stages_generated') or '?'}). "
              "Each row is one boot of a traced guest under KVM in an L1 Debian kernel "
              "that runs under TCG (harness/nested/); the hypervisor stream comes from "
              "`ipitrace kvm-source` reading L1's KVM tracepoints, stock QEMU at both "
