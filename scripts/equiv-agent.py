@@ -83,6 +83,9 @@ def main():
                     help="end-to-end snapshot directories (or directories of them)")
     ap.add_argument("--make-snapshot", help="make_snapshot binary (default: beside A)")
     ap.add_argument("--keep", help="write the random snapshots here and keep them")
+    ap.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                    help="a top-level key of the report left out of the comparison (e.g. "
+                    "stats, when B's table has a new entry); repeatable")
     a = ap.parse_args()
     for b in (a.a, a.b):
         if not os.access(b, os.X_OK):
@@ -113,7 +116,13 @@ def main():
             why = f"exit {rc_a} vs {rc_b}"
         else:
             try:
-                diff = first_difference(json.loads(out_a), json.loads(out_b))
+                ja, jb = json.loads(out_a), json.loads(out_b)
+                for k in a.ignore:
+                    ja.pop(k, None)
+                    jb.pop(k, None)
+                diff = first_difference(ja, jb)
+                if diff is None and a.ignore:
+                    continue  # alike but for the keys left out
             except ValueError:
                 diff = None
             why = (f"{diff[0]}: {json.dumps(diff[1])[:200]} vs {json.dumps(diff[2])[:200]}"
@@ -123,7 +132,8 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     total = sum(counts.values())
     print(f"equiv-agent: {total} snapshots ({', '.join(f'{n} {k}' for k, n in counts.items())}): "
-          f"{total - len(differ)} alike, {len(differ)} differ")
+          f"{total - len(differ)} alike, {len(differ)} differ"
+          + (f" (leaving out {', '.join(a.ignore)})" if a.ignore else ""))
     for kind, d, why in differ:
         print(f"  {kind} {d}: {why}")
     return 1 if differ else 0
