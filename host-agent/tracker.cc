@@ -841,26 +841,17 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   // ACK leaves two readings: our bit was still set (coalesced, and this
   // ACK serves both) or it vanished and the ACK is the later IPI's.  The
   // request is then served by that ACK, its own IPI's arrival unproven.
-  bool later_set_unproven = false;
-  if (!src.Observes(IPT_HV_STAGE_COALESCE)) {
-    const RingIndex::TscEvents& sets = index_->irr_sets(static_cast<uint32_t>(vt));
-    for (size_t k = index_->FirstIrrSetAfter(static_cast<uint32_t>(vt), irr_tsc);
-         k < sets.size() && sets[k].first < ack_tsc && !later_set_unproven; ++k)
-      later_set_unproven = sets[k].second == vector;
-  } else {
-    const RingIndex::TscEvents& sets = index_->irr_sets(static_cast<uint32_t>(vt));
-    for (size_t k = index_->FirstIrrSetAfter(static_cast<uint32_t>(vt), irr_tsc);
-         k < sets.size() && sets[k].first < ack_tsc; ++k) {
-      if (sets[k].second != vector) continue;
-      Conclude({Verdict::kLostInInjection, true,
-                fmt::format("IRR set on vCPU {} (vector {:#x}) at tsc {} was "
-                            "never acknowledged: the next IRR set of that "
-                            "vector at tsc {} found the bit clear, before any "
-                            "H_ACK of it (at tsc {})",
-                            vt, vector, irr_tsc, sets[k].first, ack_tsc)},
-               service, req);
-      return;
-    }
+  const std::optional<uint64_t> later_set = LaterIrrSet(vt, vector, irr_tsc, ack_tsc);
+  const bool later_set_unproven = later_set && !src.Observes(IPT_HV_STAGE_COALESCE);
+  if (later_set && !later_set_unproven) {
+    Conclude({Verdict::kLostInInjection, true,
+              fmt::format("IRR set on vCPU {} (vector {:#x}) at tsc {} was "
+                          "never acknowledged: the next IRR set of that "
+                          "vector at tsc {} found the bit clear, before any "
+                          "H_ACK of it (at tsc {})",
+                          vt, vector, irr_tsc, *later_set, ack_tsc)},
+             service, req);
+    return;
   }
   Note(req, {StreamKind::kHv, hv_t->index, ack_pos});
 
@@ -897,6 +888,17 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     req->verdict = Verdict::kServedWithoutIpi;
     reason_ = NormalReason::kLaterIpiCoalesceUnobserved;
   }
+}
+
+std::optional<uint64_t> Tracker::LaterIrrSet(int32_t vt, uint8_t vector, uint64_t after_tsc,
+                                            uint64_t before_tsc) const {
+  if (vt < 0) return std::nullopt;
+  const auto t = static_cast<uint32_t>(vt);
+  const RingIndex::TscEvents& sets = index_->irr_sets(t);
+  for (size_t k = index_->FirstIrrSetAfter(t, after_tsc);
+       k < sets.size() && sets[k].first < before_tsc; ++k)
+    if (sets[k].second == vector) return sets[k].first;
+  return std::nullopt;
 }
 
 std::string Tracker::LowerVectorChosen(const Ring& hv_s, uint32_t irr_pos, const Ring& hv_t,
@@ -959,14 +961,8 @@ void Tracker::FollowUnobserved(const Ring& t_ring, const ipt_record& q, uint64_t
     // on T may be that later IPI's: this one's arrival is unproven, and the
     // request was served by a later IPI (or a flush), not shown by its own.
     const uint64_t entry_tsc = t_ring.records[irqs[i]].tsc;
-    const auto vt = static_cast<uint32_t>(req->target_vcpu);
-    bool later_ipi = false;
-    if (snap_->hv.source.Observes(IPT_HV_STAGE_IRR) && req->target_vcpu >= 0) {
-      const RingIndex::TscEvents& sets = index_->irr_sets(vt);
-      for (size_t k = index_->FirstIrrSetAfter(vt, from_tsc);
-           k < sets.size() && sets[k].first < entry_tsc && !later_ipi; ++k)
-        later_ipi = sets[k].second == req->vector;
-    }
+    const bool later_ipi = snap_->hv.source.Observes(IPT_HV_STAGE_IRR) &&
+                           LaterIrrSet(req->target_vcpu, req->vector, from_tsc, entry_tsc);
     ConcludeEntered(t_ring, req->target_vcpu, q, irqs[i], service, nullptr, req);
     if (later_ipi && req->verdict == Verdict::kServedByIpi) {
       req->verdict = Verdict::kServedWithoutIpi;

@@ -535,6 +535,10 @@ class Tracker {
   // samples (null when a stage was not observed).
   void ConcludeEntered(const Ring& t_ring, int32_t vt, const ipt_record& q, uint32_t irq_pos,
                        const Service* service, const uint64_t* chain, Request* req);
+  // The TSC of the first IRR set (non-coalesced H_IRR) of 'vector' on vCPU
+  // vt after after_tsc and before before_tsc, if any.
+  std::optional<uint64_t> LaterIrrSet(int32_t vt, uint8_t vector, uint64_t after_tsc,
+                                      uint64_t before_tsc) const;
   // Proof that the IRR set at irr_pos of hv_s (for vCPU vt, 'vector') was
   // gone before any acknowledge of it: vt was given a lower LAPIC vector,
   // chosen after the set had completed and before until_tsc.  Empty if the
