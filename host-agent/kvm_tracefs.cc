@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -99,16 +100,20 @@ struct KvmTracefs::Decoder {
 };
 
 std::span<const KvmTracefs::EventSpec> KvmTracefs::Events() {
+  using K = KvmEvent::Kind;
   static constexpr EventSpec k[] = {
-      {"kvm_apic_ipi", true, nullptr, false},
-      {"kvm_apic_accept_irq", true, nullptr, false},
-      {"kvm_inj_virq", true, nullptr, false},
-      {"kvm_eoi", true, nullptr, false},
-      {"kvm_vcpu_wakeup", true, nullptr, false},
-      {"kvm_write_tsc_offset", true, nullptr, false},
-      {"kvm_entry", true, nullptr, true},
-      {"kvm_hypercall", false, "nr == 10", false},  // KVM_HC_SEND_IPI only
-      {"kvm_apicv_accept_irq", false, nullptr, false},
+      {"kvm_apic_ipi", true, nullptr, false, K::kApicIpi, {"icr_low", "dest_id"}},
+      {"kvm_apic_accept_irq", true, nullptr, false, K::kAcceptIrq, {"apicid", "dm", "tm", "vec"}},
+      {"kvm_inj_virq", true, nullptr, false, K::kInjVirq, {"vector", "soft", "reinjected"}},
+      {"kvm_eoi", true, nullptr, false, K::kEoi, {"apicid", "vector"}},
+      {"kvm_vcpu_wakeup", true, nullptr, false, K::kWakeup, {"ns", "waited", "valid"}},
+      {"kvm_write_tsc_offset", true, nullptr, false, K::kWriteTscOffset,
+       {"vcpu_id", "previous_tsc_offset", "next_tsc_offset"}},
+      {"kvm_entry", true, nullptr, true, K::kEntry, {"vcpu_id"}},
+      // KVM_HC_SEND_IPI only
+      {"kvm_hypercall", false, "nr == 10", false, K::kHypercall, {"nr", "a0", "a1", "a2", "a3"}},
+      {"kvm_apicv_accept_irq", false, nullptr, false, K::kApicvAcceptIrq,
+       {"apicid", "dm", "tm", "vec"}},
   };
   return k;
 }
@@ -172,48 +177,26 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
                            top));
   }
   t->dec_ = std::make_unique<Decoder>();
-  auto add = [&](const std::string& name, bool required) -> Status {
-    tep_event* ev = tep_find_event_by_name(t->tep_, kSystem, name.c_str());
+  for (const EventSpec& m : Events()) {
+    tep_event* ev = tep_find_event_by_name(t->tep_, kSystem, m.name);
     if (!ev) {
-      if (!required) return Status::Ok();
-      return Err(ErrorCode::kNoTracefs, fmt::format("tracepoint kvm:{} missing", name));
+      if (!m.required) continue;
+      return Err(ErrorCode::kNoTracefs, fmt::format("tracepoint kvm:{} missing", m.name));
     }
-    static const struct {
-      const char* name;
-      KvmEvent::Kind kind;
-      std::array<const char*, 5> f;
-    } kMap[] = {
-        {"kvm_apic_ipi", KvmEvent::Kind::kApicIpi, {"icr_low", "dest_id"}},
-        {"kvm_hypercall", KvmEvent::Kind::kHypercall, {"nr", "a0", "a1", "a2", "a3"}},
-        {"kvm_apic_accept_irq", KvmEvent::Kind::kAcceptIrq, {"apicid", "dm", "tm", "vec"}},
-        {"kvm_apicv_accept_irq", KvmEvent::Kind::kApicvAcceptIrq, {"apicid", "dm", "tm", "vec"}},
-        {"kvm_vcpu_wakeup", KvmEvent::Kind::kWakeup, {"ns", "waited", "valid"}},
-        {"kvm_inj_virq", KvmEvent::Kind::kInjVirq, {"vector", "soft", "reinjected"}},
-        {"kvm_eoi", KvmEvent::Kind::kEoi, {"apicid", "vector"}},
-        {"kvm_write_tsc_offset", KvmEvent::Kind::kWriteTscOffset,
-         {"vcpu_id", "previous_tsc_offset", "next_tsc_offset"}},
-        {"kvm_entry", KvmEvent::Kind::kEntry, {"vcpu_id"}},
-    };
-    for (const auto& m : kMap) {
-      if (name != m.name) continue;
-      Decoder::Entry e{m.kind, {}, {}};
-      e.pid = Decoder::Field::Of(tep_find_common_field(ev, "common_pid"));
-      for (size_t i = 0; i < 5; ++i) {
-        if (!m.f[i]) continue;
-        tep_format_field* f = tep_find_field(ev, m.f[i]);
-        // Linux before 6.2 names kvm_inj_virq's vector 'irq'.
-        if (!f && m.kind == KvmEvent::Kind::kInjVirq && i == 0) f = tep_find_field(ev, "irq");
-        e.f[i] = Decoder::Field::Of(f);
-        if (e.f[i].size == 0 && i == 0)
-          return Err(ErrorCode::kNoTracefs,
-                     fmt::format("tracepoint kvm:{} has no number field {}", name, m.f[i]));
-      }
-      t->dec_->by_id.push_back({ev->id, e});
+    Decoder::Entry e{m.kind, {}, {}};
+    e.pid = Decoder::Field::Of(tep_find_common_field(ev, "common_pid"));
+    for (size_t i = 0; i < 5; ++i) {
+      if (!m.fields[i]) continue;
+      tep_format_field* f = tep_find_field(ev, m.fields[i]);
+      // Linux before 6.2 names kvm_inj_virq's vector 'irq'.
+      if (!f && m.kind == KvmEvent::Kind::kInjVirq && i == 0) f = tep_find_field(ev, "irq");
+      e.f[i] = Decoder::Field::Of(f);
+      if (e.f[i].size == 0 && i == 0)
+        return Err(ErrorCode::kNoTracefs,
+                   fmt::format("tracepoint kvm:{} has no number field {}", m.name, m.fields[i]));
     }
-    return Status::Ok();
-  };
-  for (const EventSpec& e : Events())
-    if (Status s = add(e.name, e.required); !s.ok()) return s;
+    t->dec_->by_id.push_back({ev->id, e});
+  }
 
   t->inst_ = tracefs_instance_create(o.instance.c_str());
   if (!t->inst_) {
@@ -362,15 +345,18 @@ void KvmTracefs::Release(uint64_t upto, std::vector<KvmEvent>* out) {
 Status KvmTracefs::Poll(uint64_t now_tsc, uint64_t margin_ticks, std::vector<KvmEvent>* out) {
   // Each CPU's events are in order, as are the ones held back: a stable
   // merge of each CPU's run into them keeps the whole in order (and a loss
-  // marker before the events of its page).
+  // marker before the events of its page).  The buffers are kept between
+  // polls: no allocation once they have grown.
   auto earlier = [](const KvmEvent& a, const KvmEvent& b) { return a.host_tsc < b.host_tsc; };
   for (size_t k = 0; k < cpus_.size(); ++k) {
-    const size_t mid = held_.size();
-    if (Status s = ReadCpu(k, &held_); !s.ok()) return s;
-    if (!std::is_sorted(held_.begin() + static_cast<ptrdiff_t>(mid), held_.end(), earlier))
-      std::stable_sort(held_.begin() + static_cast<ptrdiff_t>(mid), held_.end(), earlier);
-    std::inplace_merge(held_.begin(), held_.begin() + static_cast<ptrdiff_t>(mid), held_.end(),
-                       earlier);
+    fresh_.clear();
+    if (Status s = ReadCpu(k, &fresh_); !s.ok()) return s;
+    if (!std::is_sorted(fresh_.begin(), fresh_.end(), earlier))
+      std::stable_sort(fresh_.begin(), fresh_.end(), earlier);
+    merged_.clear();
+    std::merge(held_.begin(), held_.end(), fresh_.begin(), fresh_.end(),
+               std::back_inserter(merged_), earlier);
+    held_.swap(merged_);
   }
   Release(now_tsc > margin_ticks ? now_tsc - margin_ticks : 0, out);
   return Status::Ok();

@@ -2,6 +2,7 @@
 #ifndef IPITRACE_HOST_AGENT_KVM_TRACEFS_H_
 #define IPITRACE_HOST_AGENT_KVM_TRACEFS_H_
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -53,6 +54,8 @@ class KvmTracefs {
     bool required;
     const char* filter;  // kernel-side filter, or null
     bool start_only;
+    KvmEvent::Kind kind;                   // what Decode() makes of it
+    std::array<const char*, 5> fields;     // into KvmEvent::f (null: 0)
   };
   static std::span<const EventSpec> Events();
 
@@ -91,6 +94,7 @@ class KvmTracefs {
   std::vector<Cpu> cpus_;
   std::vector<uint8_t> page_;
   std::vector<KvmEvent> held_;  // read, not released yet (sorted)
+  std::vector<KvmEvent> fresh_, merged_;  // Poll()'s buffers
   std::string dir_;
   bool entry_on_ = false;
 };

@@ -25,8 +25,10 @@ KvmTranslator::KvmTranslator(HvRegionWriter* out, KvmVmInfo vm)
     : out_(out), vm_(std::move(vm)) {
   index_of_small_id_.fill(kNoVcpu);
   for (uint32_t i = 0; i < vm_.vcpu_id.size(); ++i) {
-    index_of_id_[vm_.vcpu_id[i]] = i;
-    if (vm_.vcpu_id[i] < IPT_MAX_CPUS) index_of_small_id_[vm_.vcpu_id[i]] = i;
+    if (vm_.vcpu_id[i] < IPT_MAX_CPUS)
+      index_of_small_id_[vm_.vcpu_id[i]] = i;
+    else
+      index_of_id_[vm_.vcpu_id[i]] = i;
   }
   vm_.tsc_offset.resize(vm_.vcpu_id.size(), 0);
   checked_.assign(vm_.vcpu_id.size(), false);
@@ -328,14 +330,9 @@ void KvmTranslator::OnEntry(const KvmEvent& ev) {
   } else if (it->second != v) {
     it->second = v;
     ++counts_.map_fixed;
-  } else {
-    return MarkChecked(v);
   }
+  // The cached entry may hold the old answer.
   thread_cache_[static_cast<uint32_t>(ev.tid) % thread_cache_.size()] = {};
-  MarkChecked(v);
-}
-
-void KvmTranslator::MarkChecked(uint32_t v) {
   if (!checked_[v]) {
     checked_[v] = true;
     ++checked_count_;

@@ -136,7 +136,6 @@ class KvmTranslator {
   };
 
   uint32_t VcpuOfThread(int32_t tid) const;
-  void MarkChecked(uint32_t v);  // kvm_entry seen on vCPU v's thread
   uint32_t VcpuOfId(uint64_t vcpu_id) const;
   void Emit(uint32_t ring_vcpu, uint32_t clock_vcpu, uint64_t host_tsc, ipt_record rec);
   void OnApicIpi(const KvmEvent& ev, uint32_t self);
@@ -150,10 +149,10 @@ class KvmTranslator {
 
   HvRegionWriter* out_;
   KvmVmInfo vm_;
+  // vCPU index by KVM vcpu_id: an array below IPT_MAX_CPUS (every event
+  // looks one up), a map above.  And a direct-mapped cache of the thread
+  // map (refilled from vm_.thread_vcpu on a miss, dropped at kvm_entry).
   std::unordered_map<uint64_t, uint32_t> index_of_id_;
-  // The hot lookups without hashing: vCPU index by KVM vcpu_id below
-  // IPT_MAX_CPUS, and a direct-mapped cache of the thread map (refilled
-  // from vm_.thread_vcpu on a miss, dropped when kvm_entry changes it).
   std::array<uint32_t, IPT_MAX_CPUS> index_of_small_id_;
   struct ThreadSlot {
     int32_t tid = -1;
