@@ -135,18 +135,13 @@ def start(config, a, work):
         return None
     if config == "floor":
         return Floor(a.qemu_pid, a.buffer_kb)
-    if config in ("ipitrace", "ipitrace-idle"):
+    if config == "ipitrace":
         ready = f"{work}/kvm-source.ready"
         if os.path.exists(ready):
             os.unlink(ready)
         argv = [a.agent, "kvm-source", "--pid", str(a.qemu_pid),
                 "--out", "/dev/shm/ipt-bench-hv", "--capacity", str(a.capacity),
                 "--buffer-kb", str(a.buffer_kb), "--ready-file", ready]
-        if config == "ipitrace-idle":
-            # The collector under SCHED_IDLE: it runs only where a CPU
-            # would otherwise idle (experiment: does its preemption of
-            # vCPU threads, not its CPU, cost the guest?)
-            argv = ["chrt", "--idle", "0"] + argv
         if a.perf_out:
             # A profile of the collector (not a measured phase: perf's own
             # sampling costs CPU too).

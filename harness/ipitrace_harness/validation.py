@@ -34,11 +34,6 @@ def expected_text(stage):
     return "/".join(want if isinstance(want, tuple) else (want,))
 
 
-def _row_expected(r):
-    # Rows written before expected_text() said "None" for the kick stage.
-    return "no loss (served late)" if r["expected"] in (None, "None") else r["expected"]
-
-
 def stage_row(res):
     """right / wrong / missed per injected line, matched one to one with the
     reported losses (scenario.match_truth); extra: losses no line took."""
@@ -143,8 +138,7 @@ def run(workdir, soak_vms=1, soak_seconds=None, min_requests=1_000_000, log=prin
                "clean": {
         "requests": total, "losses": sum(s["losses"] for s in soaks),
         "verdict_counts": verdicts, "soaks": len(soaks), "vms_per_soak": soak_vms,
-        "generated": datetime.datetime.now(datetime.timezone.utc).strftime(
-            "%Y-%m-%d %H:%M UTC"),
+        "generated": now(),
         "vms": sum(s["vms"] for s in soaks), "outcomes": [s["outcomes"] for s in soaks],
         "seconds_per_vm": soak_seconds}}
     return save(summary)
@@ -197,7 +191,7 @@ def _row(r):
     outcome = r["outcome"]
     if len(r.get("attempts", [])) > 1:
         outcome += f" (boots: {', '.join(r['attempts'])})"
-    return (f"| {r['stage']} | {_row_expected(r)} | {r['injected']} | {r['right']} | "
+    return (f"| {r['stage']} | {r['expected']} | {r['injected']} | {r['right']} | "
             f"{r['wrong']} | {r['missed']} | {r['extra']} | {r['requests']:,} | {outcome} |")
 
 
