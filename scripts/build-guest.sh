@@ -28,9 +28,7 @@ guest_kernel
 # 3. Cache key over every input.
 KEY=$({
 	echo "$KVER"
-	(cd "$KMOD" && find . -maxdepth 1 -type f \
-		\( -name '*.c' -o -name '*.h' -o -name Kbuild -o -name Makefile \) \
-		-print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+	module_sources_sha "$KMOD"
 	sha256sum <"$ABI"
 	sha256sum <"$INIT"
 	sha256sum <"$SELF"

@@ -57,9 +57,7 @@ KEY=$({
 	echo "${MODULES[*]}"
 	for m in "${!MODPARAMS[@]}"; do echo "$m=${MODPARAMS[$m]}"; done | LC_ALL=C sort
 	echo "${APPLETS[*]}"
-	(cd "$FAULT_SRC" && find . -maxdepth 1 -type f \
-		\( -name '*.c' -o -name '*.h' -o -name Kbuild -o -name Makefile \) \
-		-print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+	module_sources_sha "$FAULT_SRC"
 	sha256sum <"$INIT"
 	sha256sum <"$SELF"
 	sha256sum <"$ROOT/scripts/guest-kernel.sh"

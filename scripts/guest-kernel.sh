@@ -9,6 +9,9 @@
 #                       BUSYBOX
 #   guest_kernel_deb    prints the linux-image-$KVER .deb in $CACHE/debs,
 #                       downloading it first when missing
+#   module_sources_sha DIR
+#                       prints the sha256sum of each source and build file
+#                       of the kernel module in DIR (for cache keys)
 
 guest_kernel() {
 	local stamp=/var/lib/ipitrace/deps-stamp wait_s=${IPITRACE_DEPS_WAIT:-3600}
@@ -30,6 +33,12 @@ guest_kernel() {
 	BUSYBOX=/bin/busybox
 	[[ -x $BUSYBOX ]] || die "$BUSYBOX missing (busybox-static)"
 	log "kernel $KVER"
+}
+
+module_sources_sha() {
+	(cd "$1" && find . -maxdepth 1 -type f \
+		\( -name '*.c' -o -name '*.h' -o -name Kbuild -o -name Makefile \) \
+		-print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
 }
 
 guest_kernel_deb() {
