@@ -222,6 +222,13 @@ Analysis Analyzer::Analyze(Snapshot snapshot, std::shared_ptr<const RingIndex> i
     if (a.tsc_khz == 0 || !r.served() || r.served_tsc < r.queue_tsc) continue;
     if (static_cast<double>(r.served_tsc - r.queue_tsc) > limit_ticks) a.slow.push_back(i);
   }
+  // Slowest first: a report that lists only the first few lists the worst.
+  auto latency = [&a](size_t i) {
+    const RequestTable::Row& r = a.requests.row(i);
+    return r.served_tsc - r.queue_tsc;
+  };
+  std::stable_sort(a.slow.begin(), a.slow.end(),
+                   [&](size_t x, size_t y) { return latency(x) > latency(y); });
   return a;
 }
 

@@ -61,7 +61,7 @@ struct Analysis {
   std::array<uint64_t, kNumVerdicts> verdict_counts{};
   std::vector<CpuSummary> per_cpu;
   uint64_t tsc_khz = 0;
-  std::vector<size_t> slow;  // indexes of served requests above threshold
+  std::vector<size_t> slow;  // served requests above threshold, slowest first
   std::vector<StageLatency> latency;  // empty when nothing was served by IPI
 };
 

@@ -253,6 +253,34 @@ TEST_CASE("cli - analyze --json on a synthetic snapshot") {
   CHECK(j["window"]["hv"]["rings"].size() == 5);
   CHECK(j["manifest"]["format"] == 1);
   CHECK(j["unresolved"].size() == 1);
+
+  // Each request served without its own IPI, with the reason.
+  REQUIRE(j["served_without_ipi"].size() == 2);
+  CHECK(j["served_without_ipi_truncated"] == false);
+  for (const auto& x : j["served_without_ipi"]) {
+    CHECK(x["verdict"] == "served-without-ipi");
+    CHECK(x["served_tsc"].is_number());
+    CHECK(!x["reason"].get<std::string>().empty());
+  }
+}
+
+TEST_CASE("cli - analyze lists the slowest requests first") {
+  const std::string dir = MakeSnapshot("mixed");
+  Run r = Exec(Agent() + " analyze " + dir + " --json --threshold-ms 0");
+  REQUIRE(r.rc == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  const auto& slow = j["slow"];
+  // Every request with a service time: 15 served, 1 lost IPI served late.
+  CHECK(slow["count"] == 16);
+  CHECK(slow["listed"] == 16);
+  REQUIRE(slow["requests"].size() == 16);
+  bool ascending_somewhere = false;
+  for (size_t i = 1; i < slow["requests"].size(); ++i)
+    ascending_somewhere |= slow["requests"][i]["latency_ms"].get<double>() >
+                           slow["requests"][i - 1]["latency_ms"].get<double>();
+  CHECK(!ascending_somewhere);
+  CHECK(slow["requests"][0]["latency_ms"].get<double>() >
+        slow["requests"][15]["latency_ms"].get<double>());
 }
 
 TEST_CASE("cli - analyze text report and dump") {

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "json_report.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace ipitrace {
@@ -138,11 +140,20 @@ Json JsonReport::Build() const {
 
   Json losses = Json::array();
   Json unresolved = Json::array();
+  Json without_ipi = Json::array();
   bool truncated = false;
+  bool without_ipi_truncated = false;
   for (size_t i = 0; i < a.requests.size(); ++i) {
     const Verdict v = a.requests.row(i).verdict;
     if (IsLoss(v)) {
       losses.push_back(RequestJson(a.requests[i]));
+    } else if (v == Verdict::kServedWithoutIpi) {
+      // Served, but not by its own IPI: the evidence says why (an elided
+      // send, an idle flush, a later IPI over one whose delivery is unseen).
+      if (without_ipi.size() < kMaxListed)
+        without_ipi.push_back(RequestJson(a.requests[i]));
+      else
+        without_ipi_truncated = true;
     } else if (v == Verdict::kInconclusiveGap || v == Verdict::kInFlight ||
                v == Verdict::kQueuedBehindLoss) {
       if (unresolved.size() < kMaxListed)
@@ -154,10 +165,13 @@ Json JsonReport::Build() const {
   out["losses"] = std::move(losses);
   out["unresolved"] = std::move(unresolved);
   out["unresolved_truncated"] = truncated;
+  out["served_without_ipi"] = std::move(without_ipi);
+  out["served_without_ipi_truncated"] = without_ipi_truncated;
 
   Json slow;
   slow["threshold_ms"] = a.options.threshold_ms;
   slow["count"] = a.slow.size();
+  slow["listed"] = std::min(a.slow.size(), kMaxListed);  // the slowest
   Json slow_list = Json::array();
   for (size_t i = 0; i < a.slow.size() && i < kMaxListed; ++i) {
     const RequestTable::Row& r = a.requests.row(a.slow[i]);

@@ -216,7 +216,7 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
         stop_event=None, uri=None, on_start=None, accel_sim=None, bench=None):
     """Boot L1, run the traced guest under its KVM, snapshot.  Returns the
     manifest dict; raises vm.HarnessError (infra-failed, vm-crashed,
-    hung-unexplained, interrupted) when there is no snapshot.
+    interrupted) when there is no snapshot.
 
     The hypervisor rings default to 2^17 records (TCG runs: 2^19): the
     regions are copied out of L1 through 9p and the live watch copies them
@@ -369,7 +369,7 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
                 raise vm.HarnessError("infra-failed", f"L1 kernel panicked (see {l1_console})")
             if now > deadline:
                 dump_l1(l1_qmp, os.path.join(out, "l1-registers.txt"))
-                raise vm.HarnessError("hung-unexplained",
+                raise vm.HarnessError("infra-failed",
                                       f"the nested run did not end in {deadline - t0:.0f} s; "
                                       "L1 killed (its vCPUs in l1-registers.txt)")
             time.sleep(0.5)

@@ -26,6 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY = os.path.join(os.path.dirname(HERE), "scenarios")
 
 OUTCOMES = ("passed", "lost-ipi", "hung-unexplained", "vm-crashed", "infra-failed")
+# Outcomes where the test bed itself failed (a VM or L1 that died, did not
+# boot, stalled or never ended) and nothing was judged: worth running again.
+BED_FAILURES = ("vm-crashed", "infra-failed")
 
 
 def _loss_verdicts():

@@ -16,10 +16,8 @@ import os
 from . import abi, runner, scenario, soak
 
 OUT = os.path.join(abi.REPO, "results", "validation.md")
-# Outcomes where the test bed itself failed (a VM or L1 that died, did not
-# boot or stalled) and nothing was judged: the run is tried again, at most
-# BED_RETRIES more times, and the report lists every attempt.
-BED_FAILURES = ("vm-crashed", "infra-failed")
+# A run whose test bed failed (scenario.BED_FAILURES) is tried again, at
+# most BED_RETRIES more times, and the report lists every attempt.
 BED_RETRIES = 2
 
 
@@ -87,7 +85,7 @@ def run(workdir, soak_vms=1, soak_seconds=None, min_requests=1_000_000, log=prin
             res = runner.run_scenario(sc, os.path.join(workdir, sc["name"] + (
                 f".{attempt + 1}" if attempt else "")), keep_regions=False, log=log)
             attempts.append(res["outcome"])
-            if res["outcome"] not in BED_FAILURES:
+            if res["outcome"] not in scenario.BED_FAILURES:
                 break
         stages = sorted({t["stage"] for t in res["truth"]}) or \
             sorted({f.split(":")[0] for f in sc["faults"]})
@@ -111,7 +109,7 @@ def run(workdir, soak_vms=1, soak_seconds=None, min_requests=1_000_000, log=prin
         total += s["requests"]
         log(f"validate: clean soak {len(soaks)}: {s['requests']:,} requests "
             f"({total:,} of {min_requests:,}), outcomes {s['outcomes']}")
-        if s["losses"] or s["partial"] or not set(s["outcomes"]) <= {"passed", *BED_FAILURES}:
+        if s["losses"] or s["partial"] or not set(s["outcomes"]) <= {"passed", *scenario.BED_FAILURES}:
             break
         # A test bed that died (its VMs judged nothing) is tried again, a
         # few times: every attempt stays in the outcomes of the report.

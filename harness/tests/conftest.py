@@ -13,9 +13,9 @@ from ipitrace_harness import abi, artifacts, vm  # noqa: E402
 from ipitrace_harness.scenario import LOSS_VERDICTS  # noqa: E402,F401
 
 
-def analyze(snapdir):
+def analyze(snapdir, *args):
     agent = artifacts.agent()
-    p = subprocess.run([agent, "analyze", snapdir, "--json"], stdout=subprocess.PIPE,
+    p = subprocess.run([agent, "analyze", snapdir, "--json", *args], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)
     assert p.returncode == 0, f"agent failed ({p.returncode}): {p.stderr}"
     return json.loads(p.stdout)

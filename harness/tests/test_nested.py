@@ -15,10 +15,9 @@ import sys
 import pytest
 
 from conftest import IN_FLIGHT_SLACK, LOSS_VERDICTS, analyze, independent_counts
-from ipitrace_harness import abi, artifacts, clockorder, nested, vm
+from ipitrace_harness import abi, artifacts, clockorder, nested, scenario, vm
 
 # Failures of the test bed (L1 under TCG), not of what runs in it.
-FLAKES = ("reset itself", "L1 stalled", "L1 killed")
 
 # The manifest keys of a TCG run (vm.run()) a nested run keeps.
 TCG_KEYS = ("name", "uri", "vcpus", "seconds", "mode", "wait", "threads", "x2apic",
@@ -171,7 +170,7 @@ def runs(nested_env, tmp_path_factory):
                     # SVM resets the nested guest (a triple fault) or wedges
                     # L1 (a few runs in a hundred here).  Once is the test
                     # bed; twice in a row is worth a look.
-                    if attempt == 2 or not any(m in str(e) for m in FLAKES):
+                    if attempt == 2 or e.outcome not in scenario.BED_FAILURES:
                         raise
                     print(f"nested {key}: {e}; see {out}; running it again",
                           file=sys.stderr)
@@ -338,16 +337,20 @@ def test_a_stage_the_source_cannot_see_is_never_blamed(runs):
     assert counts["lost-in-injection"] == 0 and counts["target-blocked"] == 0, counts
     stats = {x["name"]: x["count"] for x in report["stats"]}
     assert stats["hv_stage_unobserved"] == 1
-    # The withdrawn IPI's request was served late (the target's idle flush
-    # or a later IPI), and is not claimed as served by its own IPI.
+    # The withdrawn IPI's request was either served by something other than
+    # its own IPI (an idle flush or a later IPI, soon or seconds later), or
+    # the guest still waited for it at the snapshot (with two busy vCPUs the
+    # target may never go idle) and the interval the source cannot see is
+    # named, not blamed.
     t = truth[0]
-    mine = [x for x in report["slow"]["requests"]
-            if (x["source_cpu"], x["target_cpu"]) == (t["source"], t["target"])
-            and x["queue_tsc"] <= t["tsc"] and x["served_tsc"] > t["tsc"]]
-    assert len(mine) == 1, report["slow"]
-    assert mine[0]["verdict"] == "served-without-ipi", mine[0]
-    # Unless the guest was still waiting at the snapshot (then the interval
-    # is named), nothing is blamed at all.
+
+    def mine(x):
+        return x["owns_ipi"] and (x["source_cpu"], x["target_cpu"]) == (t["source"], t["target"]) \
+            and x["queue_tsc"] <= t["tsc"] and (x["served_tsc"] or t["tsc"] + 1) > t["tsc"]
+    assert not report["served_without_ipi_truncated"]
+    served = [x for x in report["served_without_ipi"] if mine(x)]
+    waiting = [x for x in report["losses"] if mine(x)]
+    assert len(served) + len(waiting) == 1, (served, waiting)
     for x in report["losses"]:
         assert x["verdict"] == "lost-in-unobserved-stage", x
         assert "ACK" in x["reason"] and "enable_apicv=0" in x["reason"], x
