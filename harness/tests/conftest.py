@@ -54,12 +54,24 @@ def vcpu_of(guest, hv):
     return {c: by_apic.get(guest.apic_id[c], c) for c in range(guest.h["cpu_count"])}
 
 
+# User marks the guest's init writes around its last /proc/interrupts read.
+MARK_INTR_BEGIN, MARK_INTR_END = 0x204, 0x205
+
+
 def independent_counts(snapdir):
+    """Per guest CPU: call-function IRQ entries in the guest's window, and
+    the hypervisor's injections of those vectors (in the window, in all,
+    and before/while the guest read /proc/interrupts, when it marked it)."""
     guest = abi.Region(os.path.join(snapdir, "guest.region"))
     hv = abi.Region(os.path.join(snapdir, "hv.region"))
     vecs = callfunc_vectors(guest)
     start = guest.h["start_tsc"]
     m = vcpu_of(guest, hv)
+    marks = {}
+    for c in range(guest.h["cpu_count"]):
+        for r in guest.records(c):
+            if r["type"] == "G_MARK" and r["arg0"] in (MARK_INTR_BEGIN, MARK_INTR_END):
+                marks[r["arg0"]] = r["tsc"]
     out = {}
     for c in range(guest.h["cpu_count"]):
         v = m[c]
@@ -72,4 +84,22 @@ def independent_counts(snapdir):
                   "hv_ack_total": len(acks),
                   "hv_overwritten": hv.overwritten(v),
                   "guest_overwritten": guest.overwritten(c)}
+        if len(marks) == 2:
+            out[c]["hv_ack_before_read"] = sum(1 for r in acks
+                                               if r["tsc"] < marks[MARK_INTR_BEGIN])
+            out[c]["hv_ack_by_read_end"] = sum(1 for r in acks
+                                               if r["tsc"] <= marks[MARK_INTR_END])
     return out
+
+
+def check_acks_match_proc_interrupts(cal, ind):
+    """The guest's /proc/interrupts (CAL) counts, per CPU, every call-
+    function IPI the hypervisor injected before the read ended, and every
+    one injected before the read began but those still in flight; the guest
+    marked both instants on its own clock (MARK_INTR_BEGIN/END)."""
+    assert cal and len(cal) == len(ind), (cal, ind)
+    for c, n in enumerate(cal):
+        mine = ind[c]
+        assert "hv_ack_by_read_end" in mine, "the guest marks its /proc/interrupts read"
+        assert mine["hv_ack_before_read"] - IN_FLIGHT_SLACK <= n <= mine["hv_ack_by_read_end"], \
+            (c, n, mine)
