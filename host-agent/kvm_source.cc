@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "hv_region_writer.h"
+#include "kvm_bpf.h"
 #include "kvm_tracefs.h"
 #include "kvm_translator.h"
 
@@ -75,6 +76,29 @@ void Log(const KvmSourceOptions& o, const std::string& s) {
   if (!o.quiet) std::fprintf(stderr, "kvm-source: %s\n", s.c_str());
 }
 
+// The reader o.backend asks for; "auto": BPF, else tracefs (saying why).
+Result<std::unique_ptr<KvmEventReader>> OpenReader(const KvmSourceOptions& o, const KvmVm& vm,
+                                                   uint32_t host_khz) {
+  if (o.backend != "tracefs") {
+    KvmBpf::Options bo;
+    bo.pid = o.pid;
+    const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    bo.ring_kb = o.buffer_kb * static_cast<uint32_t>(cpus > 0 ? cpus : 1);
+    bo.tsc_khz = host_khz;
+    auto b = KvmBpf::Open(bo);
+    if (b.ok()) return std::unique_ptr<KvmEventReader>(std::move(b).value());
+    if (o.backend == "bpf") return b.status();
+    Log(o, fmt::format("BPF unavailable ({}); reading tracefs instead", b.status().message()));
+  }
+  KvmTracefs::Options to;
+  to.instance = fmt::format("ipitrace-kvm-{}-{}", ::getpid(), o.pid);
+  to.tids = vm.tids;
+  to.buffer_kb = o.buffer_kb;
+  auto t = KvmTracefs::Open(to);
+  if (!t.ok()) return t.status();
+  return std::unique_ptr<KvmEventReader>(std::move(t).value());
+}
+
 }  // namespace
 
 Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop) {
@@ -108,23 +132,19 @@ Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop)
 
   // The window starts before tracing is on: no event precedes it.
   const uint64_t start_host_tsc = ReadTsc();
-  KvmTracefs::Options to;
-  to.instance = fmt::format("ipitrace-kvm-{}-{}", ::getpid(), o.pid);
-  to.tids = vm.tids;
-  to.buffer_kb = o.buffer_kb;
-  auto tr = KvmTracefs::Open(to);
-  if (!tr.ok()) return tr.status();
-  std::unique_ptr<KvmTracefs> tracefs = std::move(tr).value();
+  auto rr = OpenReader(o, vm, host_khz);
+  if (!rr.ok()) return rr.status();
+  std::unique_ptr<KvmEventReader> reader = std::move(rr).value();
 
   KvmVmInfo info = vm.info;
   HvRegionWriter writer(region.bytes(), layout, GuestTscOf(vm.info, 0, start_host_tsc));
-  writer.SetSource(accel.stages, 0, accel.accel, "kvm-tracefs");
+  writer.SetSource(accel.stages, 0, accel.accel, reader->name());
   KvmTranslator translator(&writer, std::move(info));
   Log(o, fmt::format("VM pid {}: {} vCPUs (KVM ids {}), {} named vCPU threads, debugfs {}, "
-                     "TSC {} kHz, {}; instance {}",
+                     "TSC {} kHz, {}; {}",
                      o.pid, n, fmt::join(vm.info.vcpu_id, ","), vm.named_threads, vm.debugfs_dir,
                      layout.tsc_khz, accel.notes.empty() ? "no KVM vendor module settings" :
-                     fmt::format("{}", fmt::join(accel.notes, ", ")), tracefs->dir()));
+                     fmt::format("{}", fmt::join(accel.notes, ", ")), reader->where()));
   if (!o.ready_file.empty()) {
     const int fd = ::open(o.ready_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd >= 0) ::close(fd);
@@ -137,7 +157,7 @@ Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop)
   bool vm_exited = false;
   while (!*stop) {
     batch.clear();
-    if (Status s = tracefs->Poll(ReadTsc(), margin, &batch); !s.ok()) return s;
+    if (Status s = reader->Poll(ReadTsc(), margin, &batch); !s.ok()) return s;
     for (const KvmEvent& ev : batch) translator.Push(ev);
     if (!Alive(o.pid, o.paths.proc)) {
       vm_exited = true;
@@ -148,19 +168,19 @@ Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop)
     // a vCPU that never runs).
     if (entry_on && (translator.ThreadMapChecked() ||
                      std::chrono::steady_clock::now() - start > std::chrono::seconds(10))) {
-      tracefs->StopEntryEvents();
+      reader->StopEntryEvents();
       entry_on = false;
     }
     std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(o.poll_ms * 1000)));
   }
   batch.clear();
-  const Status drained = tracefs->Drain(&batch);
+  const Status drained = reader->Drain(&batch);
   for (const KvmEvent& ev : batch) translator.Push(ev);
-  const uint64_t overruns = tracefs->KernelOverruns();
-  tracefs.reset();  // disables and removes the instance
+  const uint64_t overruns = reader->KernelDropped();
+  reader.reset();  // detaches the programs, or disables and removes the instance
   writer.Stop(translator.GuestTsc(0, ReadTsc()));
   const KvmTranslator::Counts& c = translator.counts();
-  Log(o, fmt::format("{}: {} events -> {} records; lost {} (kernel overruns {}, {} gaps), "
+  Log(o, fmt::format("{}: {} events -> {} records; lost {} (kernel side {}, {} gaps), "
                      "unmapped thread {}, unknown vCPU {}, re-injections {}, thread map "
                      "learned {} fixed {}; {} events of hidden stages not written",
                      vm_exited ? "VM exited" : "stopped", c.events, c.records, c.lost, overruns,

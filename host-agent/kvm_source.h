@@ -23,17 +23,20 @@ struct KvmSourceOptions {
   // acceleration parameters (tests: simulate APICv on a host without it).
   std::string accel_from;
   bool quiet = false;
+  // How the tracepoints are read: "bpf", "tracefs", or "auto" (BPF, else
+  // tracefs, saying why).
+  std::string backend = "auto";
 };
 
 // The KVM source: for one VM (its QEMU pid), reads the host's KVM
-// tracepoints (KvmTracefs), turns them into hypervisor records
+// tracepoints (KvmBpf, or KvmTracefs), turns them into hypervisor records
 // (KvmTranslator) and writes them into a hypervisor region file
 // (HvRegionWriter) that analyze, watch and snapshots read like QEMU's.
 // Runs until the VM's process exits or *stop becomes non-zero; then it
-// drains the trace buffers, marks the region stopped and removes its
-// tracefs instance (so no KVM event stays enabled).  Everything collected
+// drains the trace buffers, marks the region stopped and detaches its
+// programs or removes its tracefs instance (so no KVM event stays enabled).  Everything collected
 // stays in the region file.  Errors: ErrorCode kPermission, kNoTracefs,
-// kNoDebugfs, kNotKvmVm, kIo (the region file), kUsage.
+// kNoDebugfs, kNotKvmVm, kNoBpf (backend "bpf"), kIo (the region file), kUsage.
 Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop);
 
 }  // namespace ipitrace

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <iterator>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -99,25 +98,6 @@ struct KvmTracefs::Decoder {
   }
 };
 
-std::span<const KvmTracefs::EventSpec> KvmTracefs::Events() {
-  using K = KvmEvent::Kind;
-  static constexpr EventSpec k[] = {
-      {"kvm_apic_ipi", true, nullptr, false, K::kApicIpi, {"icr_low", "dest_id"}},
-      {"kvm_apic_accept_irq", true, nullptr, false, K::kAcceptIrq, {"apicid", "dm", "tm", "vec"}},
-      {"kvm_inj_virq", true, nullptr, false, K::kInjVirq, {"vector", "soft", "reinjected"}},
-      {"kvm_eoi", true, nullptr, false, K::kEoi, {"apicid", "vector"}},
-      {"kvm_vcpu_wakeup", true, nullptr, false, K::kWakeup, {"ns", "waited", "valid"}},
-      {"kvm_write_tsc_offset", true, nullptr, false, K::kWriteTscOffset,
-       {"vcpu_id", "previous_tsc_offset", "next_tsc_offset"}},
-      {"kvm_entry", true, nullptr, true, K::kEntry, {"vcpu_id"}},
-      // KVM_HC_SEND_IPI only
-      {"kvm_hypercall", false, "nr == 10", false, K::kHypercall, {"nr", "a0", "a1", "a2", "a3"}},
-      {"kvm_apicv_accept_irq", false, nullptr, false, K::kApicvAcceptIrq,
-       {"apicid", "dm", "tm", "vec"}},
-  };
-  return k;
-}
-
 int KvmTracefs::CleanStale() {
   char** names = tracefs_instances(nullptr);
   if (!names) return 0;
@@ -166,7 +146,7 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
         tep_parse_header_page(t->tep_, page.data(), page.size(), static_cast<int>(sizeof(long))))
       return Err(ErrorCode::kNoTracefs, fmt::format("cannot read {}/events/header_page", top));
   }
-  for (const EventSpec& e : Events()) {
+  for (const KvmEventSpec& e : KvmEventSpecs()) {
     const std::string fmt_text = ReadFile(fmt::format("{}/events/{}/{}/format", top, kSystem, e.name));
     if (!fmt_text.empty()) tep_parse_event(t->tep_, fmt_text.data(), fmt_text.size(), kSystem);
   }
@@ -177,7 +157,7 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
                            top));
   }
   t->dec_ = std::make_unique<Decoder>();
-  for (const EventSpec& m : Events()) {
+  for (const KvmEventSpec& m : KvmEventSpecs()) {
     tep_event* ev = tep_find_event_by_name(t->tep_, kSystem, m.name);
     if (!ev) {
       if (!m.required) continue;
@@ -219,7 +199,7 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
   for (int32_t tid : o.tids) pids += std::to_string(tid) + " ";
   if (!pids.empty() && !WriteFile(file("set_event_pid"), pids))
     return Err(ErrorCode::kNotKvmVm, "cannot filter events to the VM's threads (gone?)");
-  for (const EventSpec& e : Events())
+  for (const KvmEventSpec& e : KvmEventSpecs())
     if (e.filter) WriteFile(fmt::format("{}/events/{}/{}/filter", t->dir_, kSystem, e.name), e.filter);
   for (const auto& [id, e] : t->dec_->by_id) {
     (void)e;
@@ -276,7 +256,7 @@ void KvmTracefs::StopEntryEvents() {
   entry_on_ = false;
 }
 
-uint64_t KvmTracefs::KernelOverruns() const {
+uint64_t KvmTracefs::KernelDropped() const {
   uint64_t total = 0;
   for (const Cpu& c : cpus_) {
     const std::string s = ReadFile(fmt::format("{}/per_cpu/cpu{}/stats", dir_, c.cpu));
@@ -335,38 +315,18 @@ Status KvmTracefs::ReadCpu(size_t k, std::vector<KvmEvent>* out) {
   return Status::Ok();
 }
 
-void KvmTracefs::Release(uint64_t upto, std::vector<KvmEvent>* out) {
-  auto cut = std::partition_point(held_.begin(), held_.end(),
-                                  [&](const KvmEvent& e) { return e.host_tsc <= upto; });
-  out->insert(out->end(), held_.begin(), cut);
-  held_.erase(held_.begin(), cut);
-}
-
 Status KvmTracefs::Poll(uint64_t now_tsc, uint64_t margin_ticks, std::vector<KvmEvent>* out) {
-  // Each CPU's events are in order, as are the ones held back: a stable
-  // merge of each CPU's run into them keeps the whole in order (and a loss
-  // marker before the events of its page).  The buffers are kept between
-  // polls: no allocation once they have grown.
-  auto earlier = [](const KvmEvent& a, const KvmEvent& b) { return a.host_tsc < b.host_tsc; };
   for (size_t k = 0; k < cpus_.size(); ++k) {
-    fresh_.clear();
     if (Status s = ReadCpu(k, &fresh_); !s.ok()) return s;
-    if (!std::is_sorted(fresh_.begin(), fresh_.end(), earlier))
-      std::stable_sort(fresh_.begin(), fresh_.end(), earlier);
-    merged_.clear();
-    std::merge(held_.begin(), held_.end(), fresh_.begin(), fresh_.end(),
-               std::back_inserter(merged_), earlier);
-    held_.swap(merged_);
+    order_.Add(&fresh_);
   }
-  Release(now_tsc > margin_ticks ? now_tsc - margin_ticks : 0, out);
+  order_.Release(now_tsc > margin_ticks ? now_tsc - margin_ticks : 0, out);
   return Status::Ok();
 }
 
 Status KvmTracefs::Drain(std::vector<KvmEvent>* out) {
   WriteFile(dir_ + "/tracing_on", "0");
-  Status s = Poll(std::numeric_limits<uint64_t>::max(), 0, out);
-  Release(std::numeric_limits<uint64_t>::max(), out);
-  return s;
+  return Poll(std::numeric_limits<uint64_t>::max(), 0, out);
 }
 
 }  // namespace ipitrace

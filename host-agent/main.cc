@@ -27,7 +27,7 @@
 #include "analyzer.h"
 #include "json_report.h"
 #include "kvm_source.h"
-#include "kvm_tracefs.h"
+#include "kvm_events.h"
 #include "merger.h"
 #include "snapshot.h"
 #include "text_report.h"
@@ -266,20 +266,26 @@ int Main(int argc, char** argv) {
   auto* kvm = app.add_subcommand(
       "kvm-source",
       "Be the hypervisor stream of one KVM VM: read the host's KVM tracepoints "
-      "(own tracefs instance, x86-tsc clock) for the VM's QEMU process and write "
+      "(BPF programs on them, or its own tracefs instance with the x86-tsc "
+      "clock) for the VM's QEMU process and write "
       "them, stamped with each vCPU's guest TSC, into a hypervisor region file "
       "that analyze and watch read like the patched QEMU's.  Runs until the VM "
-      "exits or SIGINT/SIGTERM; removes its tracefs instance at exit.  Exit "
-      "codes: 0 done, 2 usage, 3 region file, 5 permission (run as root), "
-      "6 tracefs or KVM tracepoints missing, 7 debugfs missing, 8 not a KVM VM");
+      "exits or SIGINT/SIGTERM; leaves no program or tracefs instance behind.  "
+      "Exit codes: 0 done, 2 usage, 3 region file, 5 permission (run as root), "
+      "6 tracefs or KVM tracepoints missing, 7 debugfs missing, 8 not a KVM VM, "
+      "9 --backend bpf and the BPF programs would not load or attach");
   kvm->add_option("--pid", kopts.pid, "the VM's QEMU process id")->required();
   kvm->add_option("--out", kopts.out, "hypervisor region file to write (e.g. /dev/shm/ipt-hv-NAME)")
       ->required();
   kvm->add_option("--capacity", kopts.capacity, "records per vCPU ring, a power of two (default 2^19)");
-  kvm->add_option("--buffer-kb", kopts.buffer_kb, "host trace buffer per CPU, KiB (default 4096)")
+  kvm->add_option("--buffer-kb", kopts.buffer_kb, "host trace buffer per CPU, KiB (default 4096; the BPF ring holds this times the CPUs)")
       ->check(CLI::Range(4u, 1u << 20));
   kvm->add_option("--poll-ms", kopts.poll_ms, "how often the trace buffers are read (default 100)")
       ->check(CLI::Range(1.0, 1000.0));
+  kvm->add_option("--backend", kopts.backend,
+                  "how to read the tracepoints: bpf, tracefs, or auto (bpf, else tracefs)")
+      ->check(CLI::IsMember({"auto", "bpf", "tracefs"}))
+      ->default_str(kopts.backend);
   kvm->add_option("--ready-file", kopts.ready_file, "create this file once tracing is armed");
   kvm->add_option("--accel-from", kopts.accel_from,
                   "read the KVM modules' acceleration parameters from this tree "
@@ -306,7 +312,7 @@ int Main(int argc, char** argv) {
   if (kvm->parsed()) return RunKvmSource(kopts);
   if (verdicts->parsed()) return RunVerdicts(verdicts_json);
   if (kvm_events->parsed()) {
-    for (const ipitrace::KvmTracefs::EventSpec& e : ipitrace::KvmTracefs::Events())
+    for (const ipitrace::KvmEventSpec& e : ipitrace::KvmEventSpecs())
       fmt::print("{}\t{}\t{}\t{}\n", e.name, e.required ? "required" : "optional",
                  e.filter ? e.filter : "-", e.start_only ? "start" : "always");
     return 0;

@@ -30,6 +30,7 @@ enum class ErrorCode : int {
   kNoTracefs = 6,   // tracefs not mounted, or KVM tracepoints missing
   kNoDebugfs = 7,   // debugfs (KVM's per-vCPU TSC offsets) not mounted
   kNotKvmVm = 8,    // no such process, or it holds no KVM VM
+  kNoBpf = 9,       // --backend bpf: the BPF programs would not load or attach
 };
 
 // A recoverable error as a value: a code and a one-line message.

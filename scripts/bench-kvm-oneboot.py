@@ -7,8 +7,11 @@ One traced guest runs its IPI load generator without pause under L1's KVM
 is switched phase by phase (scripts/bench-kvm-phases.py):
 
   off        nothing collects
-  ipitrace   `ipitrace kvm-source` (its own tracefs instance, region in
-             /dev/shm)
+  ipitrace   `ipitrace kvm-source` as shipped (BPF programs on the
+             tracepoints, region in /dev/shm)
+  ipitrace-tracefs
+             the same with --backend tracefs (its own tracefs instance):
+             the fallback, side by side with what chose BPF
   trace-cmd  `trace-cmd record` of the same KVM events, same threads, same
              clock, to a file
   floor      the same events enabled into a buffer nothing reads: the cost
@@ -18,7 +21,8 @@ Per phase: guest records per second (the guest module traces in every
 phase: its records count IPI operations) and the collector's CPU time.
 Per round, each configuration's rate over that round's off phase.  The
 report gives medians of the per-round ratios (95 % bootstrap interval),
-the margin of ipitrace over the floor, and the collectors' CPU per event.
+the margin of each ipitrace reader over the floor, and the collectors' CPU
+per event.
 
   scripts/bench-kvm-oneboot.py [--rounds 6] [--phase-s 5] [--vcpus 2]
       [--out results/kvm-bench.json] [--md results/kvm-bench.md]
@@ -37,7 +41,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "harness"))
 from benchlib import median_ci  # noqa: E402
 from ipitrace_harness import nested, vm  # noqa: E402
 
-CONFIGS = ("off", "ipitrace", "trace-cmd", "floor")
+CONFIGS = ("off", "ipitrace", "ipitrace-tracefs", "trace-cmd", "floor")
+READERS = ("ipitrace", "ipitrace-tracefs")
 BOOTS = 3
 
 
@@ -59,7 +64,7 @@ def summarize(rows):
                       "cost_pct": 100 * (1 - statistics.median(ratios))})
         cpu = [r["collector_cpu_s"] for r in rows if r["config"] == c]
         ev = [r.get("events") for r in rows if r["config"] == c]
-        if c in ("ipitrace", "trace-cmd") and all(ev) and sum(ev) > 0:
+        if c in (*READERS, "trace-cmd") and all(ev) and sum(ev) > 0:
             s["cpu_ns_per_event"] = 1e9 * sum(cpu) / sum(ev)
             # Over the measured window only (no start-up or exit), per
             # event of the window's share of the phase's events.
@@ -71,14 +76,15 @@ def summarize(rows):
         if cpu:
             s["cpu_s_per_phase"] = statistics.median(cpu)
         out[c] = s
-    # ipitrace over the floor, round by round.
-    margins = [rd["ipitrace"]["rate"] / rd["floor"]["rate"] for rd in by_round.values()
-               if "ipitrace" in rd and "floor" in rd and rd["floor"]["rate"] > 0]
-    if margins:
-        lo, hi = median_ci(margins)
-        out["ipitrace_over_floor"] = {"ratio_median": statistics.median(margins),
-                                      "ratio_ci": [lo, hi],
-                                      "cost_pct": 100 * (1 - statistics.median(margins))}
+    # Each reader over the floor, and ipitrace over trace-cmd, round by round.
+    for c, base in [(c, "floor") for c in READERS] + [("ipitrace", "trace-cmd")]:
+        margins = [rd[c]["rate"] / rd[base]["rate"] for rd in by_round.values()
+                   if c in rd and base in rd and rd[base]["rate"] > 0]
+        if margins:
+            lo, hi = median_ci(margins)
+            out[f"{c}_over_{base}"] = {"ratio_median": statistics.median(margins),
+                                       "ratio_ci": [lo, hi],
+                                       "cost_pct": 100 * (1 - statistics.median(margins))}
     return out
 
 
@@ -107,18 +113,25 @@ def markdown(summary, meta):
             if "window_cpu_s_per_s" in x else "-"
         L.append(f"| {c} | {x['ratio_median']:.3f} ({x['ratio_ci'][0]:.3f}-"
                  f"{x['ratio_ci'][1]:.3f}) | {x['cost_pct']:.1f} % | {cpe} | {win} |")
-    f = s.get("ipitrace_over_floor")
-    if f:
-        L += ["", f"ipitrace over the floor (the same events into a buffer nothing reads), "
-              f"round by round: {f['ratio_median']:.3f} ({f['ratio_ci'][0]:.3f}-"
-              f"{f['ratio_ci'][1]:.3f}), i.e. {f['cost_pct']:.1f} % on top of what enabling "
-              "the tracepoints costs by itself."]
+    L += ["", "Round by round (each phase over another of the same round):", ""]
+    for key, what in (("ipitrace_over_floor", "ipitrace (BPF) over the floor"),
+                      ("ipitrace-tracefs_over_floor", "ipitrace-tracefs over the floor"),
+                      ("ipitrace_over_trace-cmd", "ipitrace (BPF) over trace-cmd")):
+        f = s.get(key)
+        if f:
+            L.append(f"- {what}: {f['ratio_median']:.3f} ({f['ratio_ci'][0]:.3f}-"
+                     f"{f['ratio_ci'][1]:.3f}), a cost of {f['cost_pct']:.1f} %")
+    L += ["", "The floor is the same events enabled into an ftrace buffer nothing reads: "
+          "what the tracefs readers cannot go below. The BPF reader does not write that "
+          "buffer (its programs run on the tracepoints instead), so it can cost less than "
+          "the floor."]
     L += ["", "Collector CPU per event: the collector's whole CPU time (start-up and exit "
           "included) over the events of its phases. Steady-state CPU: its processes' CPU "
           "over the measured window only (/proc/PID/stat of the process tree)."]
-    ip = s.get("ipitrace", {})
-    if "events_per_s" in ip:
-        L += ["", f"The KVM source read {ip['events_per_s']:.0f} events/s during its phases."]
+    for c in READERS:
+        ip = s.get(c, {})
+        if "events_per_s" in ip:
+            L += ["", f"{c} read {ip['events_per_s']:.0f} events/s during its phases."]
     L += ["", "Phases per configuration: " + ", ".join(
         f"{c} {s[c]['phases']}" for c in CONFIGS if c in s) + ".", ""]
     return "\n".join(L)

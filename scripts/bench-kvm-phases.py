@@ -8,8 +8,12 @@ harness/nested/l1-run.sh when the run is a benchmark
 Per phase (--phase-s of running guest), one configuration of the host:
 
   off       nothing collects
-  ipitrace  `ipitrace kvm-source` on the guest's QEMU (its own tracefs
-            instance; the region in /dev/shm), stopped at the phase end
+  ipitrace  `ipitrace kvm-source` on the guest's QEMU, as shipped (BPF
+            programs on the tracepoints; the region in /dev/shm), stopped
+            at the phase end
+  ipitrace-tracefs
+            the same with --backend tracefs (its own tracefs instance): the
+            fallback, and the measurement that chose BPF
   trace-cmd `trace-cmd record` of the same KVM events for the same
             threads, with the same clock, to a file in L1's tmpfs
   floor     the same events enabled into a tracefs instance that nothing
@@ -123,7 +127,7 @@ class Proc:
             if m:
                 info["events"] = int(m.group(1))
                 info["records"] = int(m.group(2))
-            m = re.search(r"lost (\d+) \(kernel overruns (\d+)", text)
+            m = re.search(r"lost (\d+) \(kernel side (\d+)", text)
             if m:
                 info["lost"] = int(m.group(1))
             info["log_tail"] = text.strip().splitlines()[-1:] if text.strip() else []
@@ -135,13 +139,14 @@ def start(config, a, work):
         return None
     if config == "floor":
         return Floor(a.qemu_pid, a.buffer_kb)
-    if config == "ipitrace":
+    if config in ("ipitrace", "ipitrace-tracefs"):
         ready = f"{work}/kvm-source.ready"
         if os.path.exists(ready):
             os.unlink(ready)
         argv = [a.agent, "kvm-source", "--pid", str(a.qemu_pid),
                 "--out", "/dev/shm/ipt-bench-hv", "--capacity", str(a.capacity),
-                "--buffer-kb", str(a.buffer_kb), "--ready-file", ready]
+                "--buffer-kb", str(a.buffer_kb), "--ready-file", ready,
+                "--backend", "tracefs" if config == "ipitrace-tracefs" else "bpf"]
         if a.perf_out:
             # A profile of the collector (not a measured phase: perf's own
             # sampling costs CPU too).
@@ -198,7 +203,7 @@ def main():
     ap.add_argument("--qemu-pid", type=int, required=True)
     ap.add_argument("--guest-region", required=True)
     ap.add_argument("--agent", required=True)
-    ap.add_argument("--configs", default="off,ipitrace,trace-cmd,floor")
+    ap.add_argument("--configs", default="off,ipitrace,ipitrace-tracefs,trace-cmd,floor")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--phase-s", type=float, default=5)
     ap.add_argument("--buffer-kb", type=int, default=4096)

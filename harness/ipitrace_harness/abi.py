@@ -166,3 +166,14 @@ class LiveRegion:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def hv_source(region):
+    """The hypervisor region's source name from its header extension
+    ("kvm-bpf", "kvm-tracefs"), or None (the patched QEMU writes none)."""
+    off = CONSTS["IPT_HHDR_EXT_OFFSET"]
+    if len(region.data) < off + 112:
+        return None
+    if struct.unpack_from("<I", region.data, off)[0] != CONSTS["IPT_HHDR_EXT_MAGIC"]:
+        return None
+    return region.data[off + 80:off + 112].split(b"\0", 1)[0].decode(errors="replace") or None

@@ -34,7 +34,7 @@ import subprocess
 import time
 import uuid
 
-from . import artifacts, vm
+from . import abi, artifacts, vm
 from .abi import REPO
 
 QEMU = "/usr/bin/qemu-system-x86_64"
@@ -213,7 +213,8 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
         mem_mb=768, shm_mb=256, hv_capacity=1 << 17, timeout=None, threads=None,
         hang_grace=25, extra_cmdline="", log=print, watch_hang_ms=None,
         watch_poll_ms=1000, l1_vcpus=2, l1_mem_mb=3072, collector=True,
-        stop_event=None, uri=None, on_start=None, accel_sim=None, bench=None):
+        stop_event=None, uri=None, on_start=None, accel_sim=None, bench=None,
+        kvm_backend="auto"):
     """Boot L1, run the traced guest under its KVM, snapshot.  Returns the
     manifest dict; raises vm.HarnessError (infra-failed, vm-crashed,
     interrupted) when there is no snapshot.
@@ -224,6 +225,9 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
     a hang the waiting CPU keeps serving the other CPU's requests (about
     12,000 records a second), and a 64 MiB region wrapped within a 35 s
     console deadline, leaving the loss outside the analysable window.
+
+    kvm_backend: how the collector reads KVM's tracepoints (auto: BPF,
+    else tracefs); the manifest's hv_reader names the one it used.
 
     accel_sim="apicv" has the collector read an L1 host with Intel APICv
     on (tests: a source that cannot see the acknowledge stage).  bench:
@@ -290,6 +294,7 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
         "IPT_HV_CAPACITY": hv_capacity, "IPT_WATCH_HANG_MS": watch_hang_ms or 0,
         "IPT_WATCH_POLL_MS": watch_poll_ms, "IPT_REPO": repo,
         "IPT_ACCEL_SIM": accel_sim or "", "IPT_BENCH": bench or "",
+        "IPT_KVM_BACKEND": kvm_backend,
     }
     with open(os.path.join(out, "params.env"), "w") as f:
         for k, v in params.items():
@@ -304,7 +309,8 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
         "vcpus": vcpus, "seconds": seconds, "mode": mode, "wait": wait,
         "threads": threads, "x2apic": bool(x2apic), "faults": faults,
         "extra_cmdline": extra_cmdline, "qemu": QEMU, "kernel": kernel, "initrd": initrd,
-        "hv_capacity": hv_capacity, "shm_mb": shm_mb, "accel_sim": accel_sim, "l1": {
+        "hv_capacity": hv_capacity, "shm_mb": shm_mb, "accel_sim": accel_sim,
+        "kvm_backend": kvm_backend, "l1": {
             "qemu": QEMU, "kernel": l1["KERNEL"], "initrd": l1["INITRD"],
             "fault_module": fault_module, "vcpus": l1_vcpus, "mem_mb": l1_mem_mb,
             "argv": argv},
@@ -430,6 +436,9 @@ def run(out, vcpus=2, seconds=5, faults=(), mode="single", wait=1, x2apic=False,
             manifest["hv_source"] = None
             log(f"[{name}] no hypervisor region (collector {res.get('COLLECTOR')})")
         else:
+            # The reader the collector used (--kvm-backend auto: BPF, else
+            # tracefs), from the region it wrote.
+            manifest["hv_reader"] = abi.hv_source(abi.Region(os.path.join(out, "hv.region")))
             manifest["complete"] = True
         log(f"[{name}] snapshot in {out}: L1 boot {timings.get('l1_boot_s')} s, "
             f"L2 boot {timings.get('l2_boot_s')} s, whole run {timings.get('run_s')} s")

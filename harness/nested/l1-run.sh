@@ -196,7 +196,7 @@ if ((IPT_COLLECTOR)); then
 		echo N >"$W/sysmod/kvm_intel/parameters/enable_ipiv"
 		accel=(--accel-from "$W/sysmod")
 	fi
-	"$IPT_AGENT" kvm-source --pid "$QPID" --out "$HV" \
+	"$IPT_AGENT" kvm-source --pid "$QPID" --out "$HV" --backend "${IPT_KVM_BACKEND:-auto}" \
 		--capacity "$IPT_HV_CAPACITY" --ready-file "$W/ready" "${accel[@]}" \
 		>"$W/collector.log" 2>&1 &
 	CPID=$!

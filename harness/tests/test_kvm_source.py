@@ -1,11 +1,13 @@
 """The KVM source (`ipitrace kvm-source`) on this host, against a paused
-KVM VM: discovery, the region it writes, its tracefs instance's life, and
-its error paths (each with its own exit code).
+KVM VM: discovery, the region it writes, the life of its BPF programs and
+of its tracefs instance (the two readers), the fallback from one to the
+other, and its error paths (each with its own exit code).
 
 This host's /dev/kvm cannot run a guest, but it can hold one paused
 (QEMU -S with a plain CPU model): enough for everything here except
 events, which the nested tests (test_nested.py) cover.
 """
+import json
 import os
 import shutil
 import signal
@@ -86,7 +88,7 @@ def _ours(proc):
 
 def test_region_and_instance_lifecycle(host_ready, paused_vm, tmp_path):
     out = str(tmp_path / "hv.region")
-    proc = _start(host_ready, paused_vm, out)
+    proc = _start(host_ready, paused_vm, out, "--backend", "tracefs")
     inst = _ours(proc)
     assert len(inst) == 1, os.listdir(INSTANCES)
     idir = os.path.join(INSTANCES, inst[0])
@@ -122,6 +124,94 @@ def test_region_and_instance_lifecycle(host_ready, paused_vm, tmp_path):
     # event the source could have read to its stop.
     assert 0 < r.h["start_tsc"] <= r.h["stop_tsc"]
     assert "3 vCPUs" in err and "3 named vCPU threads" in err
+    assert abi.hv_source(r) == "kvm-tracefs"
+
+
+BPF_PROGRAMS = ("kvm_apic_ipi", "kvm_apic_accept_irq", "kvm_inj_virq", "kvm_eoi",
+                "kvm_vcpu_wakeup", "kvm_write_tsc_offset", "kvm_entry", "kvm_hypercall",
+                "kvm_apicv_accept_irq")
+
+
+def _our_programs():
+    """Loaded BPF programs named like the KVM source's (bpftool's view)."""
+    p = subprocess.run(["bpftool", "-j", "prog", "show"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    # Kernel program names are cut at 15 characters (bpftool may print the
+    # whole name, from the program's BTF).
+    names = set(BPF_PROGRAMS) | {n[:15] for n in BPF_PROGRAMS}
+    return sorted(x.get("name", "") for x in json.loads(p.stdout) if x.get("name", "") in names)
+
+
+def _programs_back_to(before):
+    """The kernel frees a program once its last reference goes, after an
+    RCU grace period: wait a little for it."""
+    deadline = time.time() + 10
+    while _our_programs() != before and time.time() < deadline:
+        time.sleep(0.2)
+    return _our_programs() == before
+
+
+@pytest.fixture
+def bpf_ready(host_ready):
+    if not shutil.which("bpftool"):
+        pytest.skip("no bpftool")
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        pytest.skip("no kernel BTF on this host")
+    return host_ready
+
+
+def test_bpf_programs_live_as_long_as_the_source(bpf_ready, paused_vm, tmp_path):
+    """The default reader: BPF programs on KVM's tracepoints while it runs
+    (no tracefs instance), none left after it stops."""
+    before = _our_programs()
+    out = str(tmp_path / "hv.region")
+    proc = _start(bpf_ready, paused_vm, out, "--backend", "bpf")
+    during = _our_programs()
+    assert not _ours(proc), "the BPF reader makes no tracefs instance"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert len(during) - len(before) == len(BPF_PROGRAMS), (before, during)
+    assert _programs_back_to(before), "programs left behind"
+    r = abi.Region(out)
+    assert abi.hv_source(r) == "kvm-bpf"
+    assert r.h["flags"] & (1 << 2), "STOPPED"
+    assert 0 < r.h["start_tsc"] <= r.h["stop_tsc"]
+    assert "BPF ring buffer" in err
+
+
+def test_a_killed_bpf_source_leaves_no_program(bpf_ready, paused_vm, tmp_path):
+    before = _our_programs()
+    out = str(tmp_path / "hv.region")
+    proc = _start(bpf_ready, paused_vm, out, "--backend", "bpf")
+    proc.kill()  # kill -9: the kernel releases the programs with its fds
+    proc.communicate(timeout=30)
+    assert _programs_back_to(before)
+    assert abi.Region(out).h["producer"] == abi.CONSTS["IPT_PRODUCER_KVM"]
+
+
+def test_without_bpf_auto_falls_back_to_tracefs(bpf_ready, paused_vm, tmp_path):
+    """Root without CAP_BPF/CAP_SYS_ADMIN cannot load programs: --backend
+    bpf fails with its own exit code, auto says why and reads tracefs."""
+    nobpf = ["setpriv", "--bounding-set", "-bpf,-sys_admin,-perfmon", "--"]
+    out = str(tmp_path / "hv.region")
+    p = subprocess.run([*nobpf, bpf_ready, "kvm-source", "--pid", str(paused_vm),
+                        "--out", out, "--backend", "bpf"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert p.returncode == 9 and "BPF" in p.stderr, p.stderr
+    ready = out + ".ready"
+    proc = subprocess.Popen([*nobpf, bpf_ready, "kvm-source", "--pid", str(paused_vm),
+                             "--out", out, "--capacity", "1024", "--ready-file", ready],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not os.path.exists(ready) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "BPF unavailable" in err and "reading tracefs instead" in err, err
+    assert abi.hv_source(abi.Region(out)) == "kvm-tracefs"
 
 
 def test_accel_settings_hide_stages(host_ready, paused_vm, tmp_path):
@@ -144,9 +234,10 @@ def test_accel_settings_hide_stages(host_ready, paused_vm, tmp_path):
     assert stages & C["IPT_HV_STAGE_ICR"] and stages & C["IPT_HV_STAGE_IRR"]
 
 
-def test_vm_exit_mid_run_keeps_the_region(host_ready, paused_vm, tmp_path):
+@pytest.mark.parametrize("backend", ["bpf", "tracefs"])
+def test_vm_exit_mid_run_keeps_the_region(host_ready, paused_vm, tmp_path, backend):
     out = str(tmp_path / "hv.region")
-    proc = _start(host_ready, paused_vm, out)
+    proc = _start(host_ready, paused_vm, out, "--backend", backend)
     os.kill(paused_vm, signal.SIGKILL)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -158,14 +249,14 @@ def test_vm_exit_mid_run_keeps_the_region(host_ready, paused_vm, tmp_path):
 
 def test_stale_instance_of_a_killed_collector_is_cleaned(host_ready, paused_vm, tmp_path):
     out = str(tmp_path / "hv.region")
-    proc = _start(host_ready, paused_vm, out)
+    proc = _start(host_ready, paused_vm, out, "--backend", "tracefs")
     stale = _ours(proc)
     proc.kill()  # kill -9: no chance to clean up
     proc.communicate(timeout=30)
     assert stale and os.path.isdir(os.path.join(INSTANCES, stale[0]))
     # What it wrote so far is still a readable region.
     assert abi.Region(out).h["producer"] == abi.CONSTS["IPT_PRODUCER_KVM"]
-    proc2 = _start(host_ready, paused_vm, str(tmp_path / "hv2.region"))
+    proc2 = _start(host_ready, paused_vm, str(tmp_path / "hv2.region"), "--backend", "tracefs")
     try:
         assert not os.path.isdir(os.path.join(INSTANCES, stale[0]))
     finally:
