@@ -1,6 +1,7 @@
 """Nightly reproducer job: run a scenario matrix and write a report set.
 
-results/runs/<id>/
+The run's full output goes to a work directory outside the repository,
+$IPITRACE_NIGHTLY_DIR/<id>/ (default /var/tmp/ipitrace-nightly/<id>/):
   manifest.json   exact inputs: QEMU binary and series hash, kernel, module,
                   agent version, repo commit, every scenario's full text
   <scenario>/     per-run snapshot metadata: report.json (verdicts),
@@ -10,8 +11,13 @@ results/runs/<id>/
   junit.xml       one testcase per scenario
   report.html     tables plus plots: per-stage latency, injected-vs-found
                   confusion matrix, trend across nights
+Into the repository goes only results/runs/<id>.json, small enough to
+commit: the manifest (inputs, scenario texts), one row per scenario
+(outcome, pass/fail, failures, requests, verdict counts, injected and found
+losses, per-stage latency count/p50/p99/max in microseconds), the
+confusion matrix and where the full output was written.
 A past run is re-run by id (`nightly --rerun ID`): the same scenario texts,
-recorded in its manifest, are run again under a new id.
+recorded in results/runs/ID.json, are run again under a new id.
 """
 import datetime
 import hashlib
@@ -24,6 +30,7 @@ import xml.etree.ElementTree as ET
 from . import abi, artifacts, runner, scenario
 
 RUNS = os.path.join(abi.REPO, "results", "runs")
+WORK = os.environ.get("IPITRACE_NIGHTLY_DIR", "/var/tmp/ipitrace-nightly")
 STAGES = ("icr", "route", "inject", "kick", "entry")
 
 
@@ -61,9 +68,12 @@ def new_id():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def run_matrix(scenarios, run_id=None, runs_dir=RUNS, log=print, rerun_of=None):
+def run_matrix(scenarios, run_id=None, runs_dir=RUNS, work_dir=None, log=print,
+               rerun_of=None):
     run_id = run_id or new_id()
-    out = os.path.join(runs_dir, run_id)
+    out = os.path.join(work_dir or WORK, run_id)
+    if os.path.exists(summary_path(runs_dir, run_id)):
+        raise FileExistsError(summary_path(runs_dir, run_id))
     os.makedirs(out, exist_ok=False)
     manifest = {"id": run_id, "rerun_of": rerun_of, "started": new_id(),
                 "inputs": inputs(),
@@ -85,14 +95,15 @@ def run_matrix(scenarios, run_id=None, runs_dir=RUNS, log=print, rerun_of=None):
         partial = True
         log(f"nightly: cannot write results ({e}); partial results kept")
     summary = write_reports(out, manifest, results, partial, runs_dir)
+    log(f"nightly {run_id}: full reports in {out}, summary in "
+        f"{summary_path(runs_dir, run_id)}")
     return out, summary
 
 
-def rerun(run_id, runs_dir=RUNS, log=print):
-    src = os.path.join(runs_dir, run_id, "manifest.json")
-    manifest = json.load(open(src))
+def rerun(run_id, runs_dir=RUNS, work_dir=None, log=print):
+    manifest = json.load(open(summary_path(runs_dir, run_id)))
     new = new_id()
-    scen_dir = os.path.join(runs_dir, new + "-scenarios")
+    scen_dir = os.path.join(work_dir or WORK, new + "-scenarios")
     os.makedirs(scen_dir)
     scs = []
     for s in manifest["scenarios"]:
@@ -100,7 +111,8 @@ def rerun(run_id, runs_dir=RUNS, log=print):
         with open(p, "w") as f:
             f.write(s["text"])
         scs.append(scenario.load(p))
-    return run_matrix(scs, run_id=new, runs_dir=runs_dir, log=log, rerun_of=run_id)
+    return run_matrix(scs, run_id=new, runs_dir=runs_dir, work_dir=work_dir, log=log,
+                      rerun_of=run_id)
 
 
 def confusion(results):
@@ -228,23 +240,57 @@ def _plots(out, results, conf, trend):
     return pngs
 
 
+def summary_path(runs_dir, run_id):
+    return os.path.join(runs_dir, run_id + ".json")
+
+
+def _us(x):
+    return round(x, 2) if isinstance(x, (int, float)) else x
+
+
+def run_summary(manifest, summary, full_output):
+    """What results/runs/<id>.json keeps of a run: no plots, no per-scenario
+    files, no histograms; enough to judge the night and to re-run it."""
+    rows = []
+    for r in summary["results"]:
+        rows.append({
+            "scenario": r["scenario"], "outcome": r["outcome"], "detail": r.get("detail", ""),
+            "passed": r["passed"], "failures": r["failures"],
+            "duration_s": round(r.get("duration", 0.0), 1), "requests": r["requests"],
+            "verdict_counts": r.get("verdict_counts", {}),
+            "injected": len(r.get("truth") or []), "losses_found": len(r.get("losses") or []),
+            "latency_us": {e["stage"]: {"count": e.get("count"), "p50": _us(e.get("p50_us")),
+                                        "p99": _us(e.get("p99_us")), "max": _us(e.get("max_us"))}
+                           for e in (r.get("latency") or []) if isinstance(e, dict)},
+            "partial": bool(r.get("partial")),
+        })
+    return {"id": manifest["id"], "rerun_of": manifest.get("rerun_of"),
+            "started": manifest.get("started"), "partial": summary["partial"],
+            "passed": summary["passed"], "failed": summary["failed"],
+            "full_output": full_output, "inputs": manifest.get("inputs", {}),
+            "scenarios": manifest.get("scenarios", []), "results": rows,
+            "confusion": summary["confusion"]}
+
+
 def trend_of(runs_dir):
     out = []
     if not os.path.isdir(runs_dir):
         return out
-    for d in sorted(os.listdir(runs_dir)):
-        p = os.path.join(runs_dir, d, "summary.json")
-        if os.path.exists(p):
-            try:
-                s = json.load(open(p))
-            except (OSError, ValueError):
-                continue
-            n = len(s.get("results", []))
-            out.append({"id": d, "pass_rate": (s.get("passed", 0) / n) if n else 0.0})
+    for fn in sorted(os.listdir(runs_dir)):
+        if not fn.endswith(".json"):
+            continue
+        try:
+            s = json.load(open(os.path.join(runs_dir, fn)))
+        except (OSError, ValueError):
+            continue
+        n = len(s.get("results", []))
+        out.append({"id": fn[:-5], "pass_rate": (s.get("passed", 0) / n) if n else 0.0})
     return out
 
 
 def write_reports(out, manifest, results, partial, runs_dir):
+    """The full report set into out (outside the repository) and the run's
+    summary into runs_dir/<id>.json."""
     summary = {"id": manifest["id"], "partial": partial, "passed":
                sum(1 for r in results if r["passed"]), "failed":
                sum(1 for r in results if not r["passed"]), "results": results,
@@ -252,6 +298,10 @@ def write_reports(out, manifest, results, partial, runs_dir):
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     write_junit(os.path.join(out, "junit.xml"), manifest["id"], results)
+    os.makedirs(runs_dir, exist_ok=True)
+    with open(summary_path(runs_dir, manifest["id"]), "w") as f:
+        json.dump(run_summary(manifest, summary, out), f, indent=1)
+        f.write("\n")
     trend = trend_of(runs_dir)
     pngs = _plots(out, results, summary["confusion"], trend)
     rows = "\n".join(

@@ -85,14 +85,14 @@ def _fake_results():
 
 def test_nightly_reports(tmp_path):
     runs = tmp_path / "runs"
-    prev = runs / "20260101-000000"
-    prev.mkdir(parents=True)
-    (prev / "summary.json").write_text(json.dumps({"passed": 1, "results": [{}]}))
-    out = runs / "20260102-000000"
-    out.mkdir()
+    runs.mkdir()
+    (runs / "20260101-000000.json").write_text(json.dumps({"passed": 1, "results": [{}]}))
+    out = tmp_path / "work" / "20260102-000000"
+    out.mkdir(parents=True)
     manifest = {"id": "20260102-000000", "inputs": {
         "qemu": {"sha256": "ab" * 32}, "kernel": {"version": "6.12"},
-        "agent": {"version": "ipitrace 0.1"}, "repo_commit": "c0ffee"}}
+        "agent": {"version": "ipitrace 0.1"}, "repo_commit": "c0ffee"},
+        "scenarios": [{"name": "route-single", "text": "timeout=200\n"}]}
     s = nightly.write_reports(str(out), manifest, _fake_results(), False, str(runs))
     assert (s["passed"], s["failed"]) == (1, 1)
     assert s["confusion"] == {"route": {"lost-in-routing": 1}, "none": {"none": 1}}
@@ -105,6 +105,21 @@ def test_nightly_reports(tmp_path):
     assert (out / "confusion.png").stat().st_size > 1000
     assert "latency.png" in page and (out / "latency.png").stat().st_size > 1000
     assert (out / "latency-percentiles.png").stat().st_size > 1000
+    # the repository gets one small summary per run: no HTML, images or
+    # per-scenario files
+    assert sorted(p.name for p in runs.iterdir()) == ["20260101-000000.json",
+                                                      "20260102-000000.json"]
+    kept = json.loads((runs / "20260102-000000.json").read_text())
+    assert (kept["passed"], kept["failed"], kept["full_output"]) == (1, 1, str(out))
+    assert kept["scenarios"] == manifest["scenarios"]
+    assert kept["confusion"] == s["confusion"]
+    row = kept["results"][0]
+    assert (row["scenario"], row["injected"], row["losses_found"]) == ("route-single", 1, 1)
+    assert row["latency_us"]["IRR->ACK"] == {"count": 9000, "p50": 25.3, "p99": 506.0,
+                                             "max": 22770.0}
+    assert kept["results"][1]["latency_us"] == {}
+    assert [t["id"] for t in nightly.trend_of(str(runs))] == ["20260101-000000",
+                                                              "20260102-000000"]
 
 
 def _synthetic_region(path, rings=2, cap=8, heads=(5, 11), torn=None):
