@@ -165,23 +165,17 @@ void HangScreen::OnGuestRecord(const ipt_record& r, uint32_t ring_cpu, const Lay
   switch (r.type) {
     case IPT_G_QUEUE: {
       if (r.target >= IPT_MAX_CPUS || !cpu_has_ring_[r.target]) return;  // as the tracker
-      Key key{r.target, kCsd, r.a[1]};
-      if (r.flags == IPT_CSD_IRQ_WORK)
-        key = {r.target, kIrqWork, 0};
-      else if (r.flags == IPT_CSD_TTWU || r.a[1] == 0)
-        key = {r.target, kFunc, r.a[0]};
+      const Key key{r.target, ServedKeyOf(r)};
       if (auto it = latest_.find(key); it != latest_.end() && it->second >= r.tsc) return;
       Queue(key, {cpu, r.target, r.tsc});
       break;
     }
     case IPT_G_FUNC_ENTRY:
-      Serve({cpu, kCsd, r.a[1]}, r.tsc);
-      Serve({cpu, kFunc, r.a[0]}, r.tsc);
-      Serve({cpu, kIrqWork, 0}, r.tsc);
+    case IPT_G_IRQ_ENTRY: {
+      const ServedKeys k = KeysServedBy(r, l.vcf, l.vcfs);
+      for (size_t i = 0; i < k.size; ++i) Serve({cpu, k.keys[i]}, r.tsc);
       break;
-    case IPT_G_IRQ_ENTRY:
-      if (r.vector == l.vcf || r.vector == l.vcfs) Serve({cpu, kIrqWork, 0}, r.tsc);
-      break;
+    }
     default:
       break;
   }

@@ -13,6 +13,7 @@
 #include "file_bytes.h"
 #include "ipitrace_abi.h"
 #include "records.h"
+#include "served_rule.h"
 #include "stats.h"
 
 namespace ipitrace {
@@ -30,11 +31,9 @@ namespace ipitrace {
 // only if its seq is the index expected), and from each hv ring only its
 // header and newest record (for stream time).
 //
-// "Served" is the full analysis's rule (Tracker::FindService): a request is
-// served by the target's first function entry at or after its queue TSC
-// with the same csd (csd-less and ttwu requests: the same function), and an
-// irq_work request by the target's first call-function IRQ entry or
-// function entry.  Records arrive ring by ring, so an entry can be read
+// "Served" is the full analysis's rule, the one in served_rule.h (a
+// request is served by the target's first record at or after its queue TSC
+// that carries its key).  Records arrive ring by ring, so an entry can be read
 // before the queue it serves: per key, the newest entry TSC is kept, and a
 // queue with an entry at or after it is served on arrival.
 //
@@ -95,16 +94,15 @@ class HangScreen {
   const Stats& stats() const { return stats_; }
 
  private:
-  enum KeyKind : uint8_t { kCsd, kFunc, kIrqWork };
   struct Key {
     uint16_t target;
-    KeyKind kind;
-    uint64_t value;
+    ServedKey served;
     bool operator==(const Key&) const = default;
   };
   struct KeyHash {
     size_t operator()(const Key& k) const {
-      return (k.value * 0x9E3779B97F4A7C15ull) ^ (uint64_t{k.target} << 8) ^ k.kind;
+      return (k.served.value * 0x9E3779B97F4A7C15ull) ^ (uint64_t{k.target} << 8) ^
+             static_cast<uint8_t>(k.served.by);
     }
   };
   struct Layout {

@@ -137,7 +137,23 @@ Json JsonReport::Build() const {
   for (size_t v = 0; v < kNumVerdicts; ++v)
     counts[std::string(VerdictName(static_cast<Verdict>(v)))] = a.verdict_counts[v];
   out["verdict_counts"] = std::move(counts);
+  AddRequestLists(&out);
+  out["slow"] = SlowJson(a);
+  out["latency"] = LatencyJson(a);
+  out["per_cpu"] = PerCpuJson(a);
+  out["stats"] = StatsTableJson(*a.stats);
 
+  Json window;
+  window["tsc_khz"] = a.tsc_khz;
+  window["guest"] = RegionWindow(a.snapshot.guest);
+  window["hv"] = RegionWindow(a.snapshot.hv);
+  out["window"] = std::move(window);
+  out["manifest"] = a.snapshot.manifest;
+  return out;
+}
+
+void JsonReport::AddRequestLists(Json* out) const {
+  const Analysis& a = *a_;
   Json losses = Json::array();
   Json unresolved = Json::array();
   Json without_ipi = Json::array();
@@ -162,12 +178,14 @@ Json JsonReport::Build() const {
         truncated = true;
     }
   }
-  out["losses"] = std::move(losses);
-  out["unresolved"] = std::move(unresolved);
-  out["unresolved_truncated"] = truncated;
-  out["served_without_ipi"] = std::move(without_ipi);
-  out["served_without_ipi_truncated"] = without_ipi_truncated;
+  (*out)["losses"] = std::move(losses);
+  (*out)["unresolved"] = std::move(unresolved);
+  (*out)["unresolved_truncated"] = truncated;
+  (*out)["served_without_ipi"] = std::move(without_ipi);
+  (*out)["served_without_ipi_truncated"] = without_ipi_truncated;
+}
 
+Json JsonReport::SlowJson(const Analysis& a) {
   Json slow;
   slow["threshold_ms"] = a.options.threshold_ms;
   slow["count"] = a.slow.size();
@@ -187,8 +205,10 @@ Json JsonReport::Build() const {
     slow_list.push_back(std::move(sj));
   }
   slow["requests"] = std::move(slow_list);
-  out["slow"] = std::move(slow);
+  return slow;
+}
 
+Json JsonReport::LatencyJson(const Analysis& a) {
   Json lat = Json::array();
   for (const StageLatency& l : a.latency) {
     Json lj;
@@ -213,8 +233,10 @@ Json JsonReport::Build() const {
                        {"counts", std::move(counts)}};
     lat.push_back(std::move(lj));
   }
-  out["latency"] = std::move(lat);
+  return lat;
+}
 
+Json JsonReport::PerCpuJson(const Analysis& a) {
   Json per_cpu = Json::array();
   for (const CpuSummary& c : a.per_cpu) {
     Json cj;
@@ -227,17 +249,7 @@ Json JsonReport::Build() const {
     cj["guest_irq_callfunc"] = c.guest_irq_callfunc;
     per_cpu.push_back(std::move(cj));
   }
-  out["per_cpu"] = std::move(per_cpu);
-
-  out["stats"] = StatsTableJson(*a.stats);
-
-  Json window;
-  window["tsc_khz"] = a.tsc_khz;
-  window["guest"] = RegionWindow(a.snapshot.guest);
-  window["hv"] = RegionWindow(a.snapshot.hv);
-  out["window"] = std::move(window);
-  out["manifest"] = a.snapshot.manifest;
-  return out;
+  return per_cpu;
 }
 
 }  // namespace ipitrace

@@ -17,6 +17,9 @@ namespace ipitrace {
 // description), as every report and watch's hang events carry it.
 nlohmann::ordered_json StatsTableJson(const Stats& stats);
 
+// JsonReport renders an Analysis as one JSON object (what `analyze --json`
+// prints and watch writes beside a hang): it reads the analysis' results
+// and decides nothing itself.
 class JsonReport {
  public:
   explicit JsonReport(const Analysis* analysis) : a_(analysis) {}
@@ -25,6 +28,13 @@ class JsonReport {
 
  private:
   nlohmann::ordered_json RequestJson(const Request& r) const;
+  // The parts of Build(): losses, unresolved and served-without-IPI
+  // requests (with their evidence); the slowest served; the per-stage
+  // latencies; the per-CPU counts.
+  void AddRequestLists(nlohmann::ordered_json* out) const;
+  static nlohmann::ordered_json SlowJson(const Analysis& a);
+  static nlohmann::ordered_json LatencyJson(const Analysis& a);
+  static nlohmann::ordered_json PerCpuJson(const Analysis& a);
   const Analysis* a_;
 };
 

@@ -130,35 +130,44 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
                fmt::format("cannot write {}: {} (run as root)", top, std::strerror(errno)));
   }
   std::unique_ptr<KvmTracefs> t(new KvmTracefs());
+  if (Status st = t->LoadFormats(top); !st.ok()) return st;
+  if (Status st = t->CreateInstance(o); !st.ok()) return st;
+  if (Status st = t->OpenCpuBuffers(); !st.ok()) return st;
+  if (!WriteFile(t->dir_ + "/tracing_on", "1"))
+    return Err(ErrorCode::kNoTracefs, "cannot turn tracing on in the instance");
+  return t;
+}
+
+Status KvmTracefs::LoadFormats(const char* top) {
   // Only the formats of the events read here: libtracefs' loader would
   // also parse kallsyms and every printk format of the kernel, seconds of
   // CPU on a busy host for nothing this source decodes.
-  t->tep_ = tep_alloc();
-  if (!t->tep_) return Err(ErrorCode::kInternal, "cannot allocate the event parser");
+  tep_ = tep_alloc();
+  if (!tep_) return Err(ErrorCode::kInternal, "cannot allocate the event parser");
   const tep_endian endian = tep_is_bigendian() ? TEP_BIG_ENDIAN : TEP_LITTLE_ENDIAN;
-  tep_set_file_bigendian(t->tep_, endian);
-  tep_set_local_bigendian(t->tep_, endian);
-  tep_set_long_size(t->tep_, static_cast<int>(sizeof(long)));
-  tep_set_page_size(t->tep_, ::getpagesize());
+  tep_set_file_bigendian(tep_, endian);
+  tep_set_local_bigendian(tep_, endian);
+  tep_set_long_size(tep_, static_cast<int>(sizeof(long)));
+  tep_set_page_size(tep_, ::getpagesize());
   {
     std::string page = ReadFile(fmt::format("{}/events/header_page", top));
     if (page.empty() ||
-        tep_parse_header_page(t->tep_, page.data(), page.size(), static_cast<int>(sizeof(long))))
+        tep_parse_header_page(tep_, page.data(), page.size(), static_cast<int>(sizeof(long))))
       return Err(ErrorCode::kNoTracefs, fmt::format("cannot read {}/events/header_page", top));
   }
   for (const KvmEventSpec& e : KvmEventSpecs()) {
     const std::string fmt_text = ReadFile(fmt::format("{}/events/{}/{}/format", top, kSystem, e.name));
-    if (!fmt_text.empty()) tep_parse_event(t->tep_, fmt_text.data(), fmt_text.size(), kSystem);
+    if (!fmt_text.empty()) tep_parse_event(tep_, fmt_text.data(), fmt_text.size(), kSystem);
   }
-  if (!tep_find_event_by_name(t->tep_, kSystem, "kvm_entry")) {
+  if (!tep_find_event_by_name(tep_, kSystem, "kvm_entry")) {
     return Err(ErrorCode::kNoTracefs,
                fmt::format("no KVM tracepoints under {}/events/kvm (is the kvm module "
                            "loaded?)",
                            top));
   }
-  t->dec_ = std::make_unique<Decoder>();
+  dec_ = std::make_unique<Decoder>();
   for (const KvmEventSpec& m : KvmEventSpecs()) {
-    tep_event* ev = tep_find_event_by_name(t->tep_, kSystem, m.name);
+    tep_event* ev = tep_find_event_by_name(tep_, kSystem, m.name);
     if (!ev) {
       if (!m.required) continue;
       return Err(ErrorCode::kNoTracefs, fmt::format("tracepoint kvm:{} missing", m.name));
@@ -175,19 +184,23 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
         return Err(ErrorCode::kNoTracefs,
                    fmt::format("tracepoint kvm:{} has no number field {}", m.name, m.fields[i]));
     }
-    t->dec_->by_id.push_back({ev->id, e});
+    dec_->by_id.push_back({ev->id, e});
   }
 
-  t->inst_ = tracefs_instance_create(o.instance.c_str());
-  if (!t->inst_) {
+  return Status::Ok();
+}
+
+Status KvmTracefs::CreateInstance(const Options& o) {
+  inst_ = tracefs_instance_create(o.instance.c_str());
+  if (!inst_) {
     const int e = errno;
     return Err(CodeOfErrno(e), fmt::format("cannot create tracefs instance {}: {}",
                                            o.instance, std::strerror(e)));
   }
-  char* dir = tracefs_instance_get_dir(t->inst_);
-  t->dir_ = dir ? dir : "";
+  char* dir = tracefs_instance_get_dir(inst_);
+  dir_ = dir ? dir : "";
   free(dir);
-  auto file = [&](const char* f) { return t->dir_ + "/" + f; };
+  auto file = [&](const char* f) { return dir_ + "/" + f; };
   if (!WriteFile(file("trace_clock"), "x86-tsc"))
     return Err(ErrorCode::kNoTracefs, "the x86-tsc trace clock is not available");
   WriteFile(file("tracing_on"), "0");
@@ -200,40 +213,43 @@ Result<std::unique_ptr<KvmTracefs>> KvmTracefs::Open(const Options& o) {
   if (!pids.empty() && !WriteFile(file("set_event_pid"), pids))
     return Err(ErrorCode::kNotKvmVm, "cannot filter events to the VM's threads (gone?)");
   for (const KvmEventSpec& e : KvmEventSpecs())
-    if (e.filter) WriteFile(fmt::format("{}/events/{}/{}/filter", t->dir_, kSystem, e.name), e.filter);
-  for (const auto& [id, e] : t->dec_->by_id) {
+    if (e.filter) WriteFile(fmt::format("{}/events/{}/{}/filter", dir_, kSystem, e.name), e.filter);
+  for (const auto& [id, e] : dec_->by_id) {
     (void)e;
-    tep_event* ev = tep_find_event(t->tep_, id);
+    tep_event* ev = tep_find_event(tep_, id);
     if (!o.trace_entry && std::string_view(ev->name) == "kvm_entry") continue;
-    if (tracefs_event_enable(t->inst_, kSystem, ev->name) != 0)
+    if (tracefs_event_enable(inst_, kSystem, ev->name) != 0)
       return Err(ErrorCode::kNoTracefs, fmt::format("cannot enable kvm:{}", ev->name));
   }
-  t->entry_on_ = o.trace_entry;
+  entry_on_ = o.trace_entry;
 
+  return Status::Ok();
+}
+
+Status KvmTracefs::OpenCpuBuffers() {
+  auto file = [&](const char* f) { return dir_ + "/" + f; };
   // One reader per CPU buffer of the instance.
   if (DIR* d = ::opendir(file("per_cpu").c_str())) {
     while (dirent* de = ::readdir(d)) {
       int cpu = -1;
       if (std::sscanf(de->d_name, "cpu%d", &cpu) != 1) continue;
-      const std::string p = fmt::format("{}/per_cpu/cpu{}/trace_pipe_raw", t->dir_, cpu);
+      const std::string p = fmt::format("{}/per_cpu/cpu{}/trace_pipe_raw", dir_, cpu);
       const int fd = ::open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
       if (fd < 0) continue;  // offline CPU
-      t->cpus_.push_back({cpu, fd, 0});
+      cpus_.push_back({cpu, fd, 0});
     }
     ::closedir(d);
   }
-  if (t->cpus_.empty()) return Err(ErrorCode::kNoTracefs, "no per-CPU trace buffers to read");
-  std::sort(t->cpus_.begin(), t->cpus_.end(),
+  if (cpus_.empty()) return Err(ErrorCode::kNoTracefs, "no per-CPU trace buffers to read");
+  std::sort(cpus_.begin(), cpus_.end(),
             [](const Cpu& a, const Cpu& b) { return a.cpu < b.cpu; });
-  t->kbuf_ = tep_kbuffer(t->tep_);
-  if (!t->kbuf_) return Err(ErrorCode::kInternal, "cannot set up the trace page decoder");
+  kbuf_ = tep_kbuffer(tep_);
+  if (!kbuf_) return Err(ErrorCode::kInternal, "cannot set up the trace page decoder");
   long sub = 0;
   const std::string subbuf = ReadFile(file("buffer_subbuf_size_kb"));
   if (!subbuf.empty()) sub = std::strtol(subbuf.c_str(), nullptr, 10) * 1024;
-  t->page_.resize(static_cast<size_t>(std::max<long>(sub, ::getpagesize())));
-  if (!WriteFile(file("tracing_on"), "1"))
-    return Err(ErrorCode::kNoTracefs, "cannot turn tracing on in the instance");
-  return t;
+  page_.resize(static_cast<size_t>(std::max<long>(sub, ::getpagesize())));
+  return Status::Ok();
 }
 
 KvmTracefs::~KvmTracefs() {

@@ -57,6 +57,12 @@ class KvmTracefs : public KvmEventReader {
 
  private:
   KvmTracefs() = default;
+  // Open()'s steps: the formats of the events read (only those: no
+  // kallsyms or printk formats) and their decoders; the instance, its
+  // clock, buffer, filters and events; a reader per CPU buffer.
+  Status LoadFormats(const char* top);
+  Status CreateInstance(const Options& o);
+  Status OpenCpuBuffers();
   Status ReadCpu(size_t k, std::vector<KvmEvent>* cpu_events);
   bool Decode(const void* data, size_t len, uint64_t ts, KvmEvent* ev) const;
 

@@ -94,6 +94,9 @@ struct KvmVmInfo {
 // + offset, as KVM computes it (kvm_read_l1_tsc).
 uint64_t GuestTscOf(const KvmVmInfo& vm, uint32_t vcpu, uint64_t host_tsc);
 
+// KvmTranslator: the KVM events -> hypervisor records mapping described
+// above, with the per-thread ICR context it needs to pair an accept with
+// the ICR write that caused it, and the thread map kvm_entry checks.
 class KvmTranslator {
  public:
   struct Counts {

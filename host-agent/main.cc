@@ -185,44 +185,45 @@ int RunKvmSource(const ipitrace::KvmSourceOptions& o) {
   return 0;
 }
 
-int Main(int argc, char** argv) {
-  CLI::App app{"ipitrace: find where a lost inter-processor interrupt vanished "
-               "in a QEMU/TCG guest"};
-  app.set_version_flag("--version", kVersion);
-  app.require_subcommand(1);
-
+// Every command's options, filled by the parser.
+struct Args {
   std::string dir;
   bool json = false;
   double threshold_ms = 10.0;
-  auto* analyze = app.add_subcommand(
-      "analyze", "Join the hypervisor and guest streams of a snapshot and name "
-                 "the stage where each lost IPI vanished");
-  analyze->add_option("SNAPSHOT_DIR", dir,
-                      "snapshot directory (manifest.json, hv.region, "
-                      "guest.region)")
-      ->required();
-  analyze->add_flag("--json", json, "print a JSON object instead of text");
-  analyze->add_option("--threshold-ms", threshold_ms,
-                      "list served requests slower than this (default 10)")
-      ->check(CLI::NonNegativeNumber);
   double settle_ms = ipitrace::AnalyzerOptions::kDefaultSettleMs;
-  constexpr const char* kSettleHelp =
-      "a request whose next stage is asynchronous and missing (the target's "
-      "acknowledge, the APIC write after a send, the send after a queue, the "
-      "service after an elision) is lost only once the trace went on this "
-      "long past the stage it reached, in-flight before (default 500)";
-  analyze->add_option("--settle-ms", settle_ms, kSettleHelp)->check(CLI::PositiveNumber);
-
   uint64_t limit = 0;
-  auto* dump = app.add_subcommand(
-      "dump", "Print the merged timeline of both streams (TSC order)");
-  dump->add_option("SNAPSHOT_DIR", dir, "snapshot directory")->required();
-  dump->add_option("--limit", limit, "print at most N records (0: all)");
-
   std::vector<std::string> specs;
   ipitrace::WatchOptions wopts;
   double poll_ms = 200;
   double duration_s = 0;
+  std::string timeline_out;
+  bool verdicts_json = false;
+  ipitrace::KvmSourceOptions kopts;
+};
+
+constexpr const char* kSettleHelp =
+    "a request whose next stage is asynchronous and missing (the target's "
+    "acknowledge, the APIC write after a send, the send after a queue, the "
+    "service after an elision) is lost only once the trace went on this "
+    "long past the stage it reached, in-flight before (default 500)";
+
+CLI::App* AddAnalyze(CLI::App& app, Args* g) {
+  auto* analyze = app.add_subcommand(
+      "analyze", "Join the hypervisor and guest streams of a snapshot and name "
+                 "the stage where each lost IPI vanished");
+  analyze->add_option("SNAPSHOT_DIR", g->dir,
+                      "snapshot directory (manifest.json, hv.region, "
+                      "guest.region)")
+      ->required();
+  analyze->add_flag("--json", g->json, "print a JSON object instead of text");
+  analyze->add_option("--threshold-ms", g->threshold_ms,
+                      "list served requests slower than this (default 10)")
+      ->check(CLI::NonNegativeNumber);
+  analyze->add_option("--settle-ms", g->settle_ms, kSettleHelp)->check(CLI::PositiveNumber);
+  return analyze;
+}
+
+CLI::App* AddWatch(CLI::App& app, Args* g) {
   auto* watch = app.add_subcommand(
       "watch", "Follow the live regions of one or more VMs, detect a hang "
                "(a request outstanding longer than --hang-ms) and write a "
@@ -231,38 +232,26 @@ int Main(int argc, char** argv) {
                "Each poll reads only the records written since the last one "
                "and keeps only the outstanding requests; the regions are "
                "copied and analysed only for a hang");
-  watch->add_option("VM", specs,
+  watch->add_option("VM", g->specs,
                     "a directory holding hv.region and guest.region, or "
                     "HV_FILE:GUEST_FILE (e.g. /dev/shm files)")
       ->required();
-  watch->add_option("--hang-ms", wopts.hang_ms,
+  watch->add_option("--hang-ms", g->wopts.hang_ms,
                     "outstanding time that counts as a hang (default 1000)")
       ->check(CLI::PositiveNumber);
-  watch->add_option("--settle-ms", wopts.settle_ms, kSettleHelp)->check(CLI::PositiveNumber);
-  watch->add_option("--out", wopts.out_dir,
+  watch->add_option("--settle-ms", g->wopts.settle_ms, kSettleHelp)->check(CLI::PositiveNumber);
+  watch->add_option("--out", g->wopts.out_dir,
                     "directory for hang snapshots (default .)");
-  watch->add_option("--poll-ms", poll_ms, "poll interval (default 200)")
+  watch->add_option("--poll-ms", g->poll_ms, "poll interval (default 200)")
       ->check(CLI::Range(1.0, 1000.0));
-  watch->add_option("--duration-s", duration_s,
+  watch->add_option("--duration-s", g->duration_s,
                     "stop after this many seconds (default 0: until SIGINT/SIGTERM)")
       ->check(CLI::NonNegativeNumber);
+  return watch;
+}
 
-  std::string timeline_out;
-  auto* exportc = app.add_subcommand(
-      "export", "Export a snapshot for other tools (Chrome trace-event timeline)");
-  exportc->add_option("--timeline", timeline_out,
-                      "write a Chrome trace-event JSON (chrome://tracing, "
-                      "Perfetto UI) to this file")
-      ->required();
-  exportc->add_option("SNAPSHOT_DIR", dir, "snapshot directory")->required();
-
-  bool verdicts_json = false;
-  auto* verdicts =
-      app.add_subcommand("verdicts", "List the verdicts: name, loss or not, the stage it names, meaning");
-  verdicts->add_flag("--json", verdicts_json,
-                     "as JSON: {schema_version, verdicts: [{name, loss, normal, stage, meaning}]}");
-
-  ipitrace::KvmSourceOptions kopts;
+CLI::App* AddKvmSource(CLI::App& app, Args* g) {
+  ipitrace::KvmSourceOptions& kopts = g->kopts;
   auto* kvm = app.add_subcommand(
       "kvm-source",
       "Be the hypervisor stream of one KVM VM: read the host's KVM tracepoints "
@@ -293,6 +282,33 @@ int Main(int argc, char** argv) {
   kvm->add_option("--debugfs-kvm", kopts.paths.debugfs_kvm, "KVM's debugfs directory")
       ->default_str(kopts.paths.debugfs_kvm);
 
+  return kvm;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"ipitrace: find where a lost inter-processor interrupt vanished "
+               "in a QEMU/TCG guest"};
+  app.set_version_flag("--version", kVersion);
+  app.require_subcommand(1);
+  Args g;
+  auto* analyze = AddAnalyze(app, &g);
+  auto* dump = app.add_subcommand(
+      "dump", "Print the merged timeline of both streams (TSC order)");
+  dump->add_option("SNAPSHOT_DIR", g.dir, "snapshot directory")->required();
+  dump->add_option("--limit", g.limit, "print at most N records (0: all)");
+  auto* watch = AddWatch(app, &g);
+  auto* exportc = app.add_subcommand(
+      "export", "Export a snapshot for other tools (Chrome trace-event timeline)");
+  exportc->add_option("--timeline", g.timeline_out,
+                      "write a Chrome trace-event JSON (chrome://tracing, "
+                      "Perfetto UI) to this file")
+      ->required();
+  exportc->add_option("SNAPSHOT_DIR", g.dir, "snapshot directory")->required();
+  auto* verdicts =
+      app.add_subcommand("verdicts", "List the verdicts: name, loss or not, the stage it names, meaning");
+  verdicts->add_flag("--json", g.verdicts_json,
+                     "as JSON: {schema_version, verdicts: [{name, loss, normal, stage, meaning}]}");
+  auto* kvm = AddKvmSource(app, &g);
   auto* kvm_events = app.add_subcommand(
       "kvm-events",
       "List the KVM tracepoints the KVM source reads, one per line: name, "
@@ -305,12 +321,12 @@ int Main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : static_cast<int>(ipitrace::ErrorCode::kUsage);
   }
-  if (analyze->parsed()) return RunAnalyze(dir, json, threshold_ms, settle_ms);
-  if (dump->parsed()) return RunDump(dir, limit);
-  if (watch->parsed()) return RunWatch(specs, wopts, poll_ms, duration_s);
-  if (exportc->parsed()) return RunExport(dir, timeline_out);
-  if (kvm->parsed()) return RunKvmSource(kopts);
-  if (verdicts->parsed()) return RunVerdicts(verdicts_json);
+  if (analyze->parsed()) return RunAnalyze(g.dir, g.json, g.threshold_ms, g.settle_ms);
+  if (dump->parsed()) return RunDump(g.dir, g.limit);
+  if (watch->parsed()) return RunWatch(g.specs, g.wopts, g.poll_ms, g.duration_s);
+  if (exportc->parsed()) return RunExport(g.dir, g.timeline_out);
+  if (kvm->parsed()) return RunKvmSource(g.kopts);
+  if (verdicts->parsed()) return RunVerdicts(g.verdicts_json);
   if (kvm_events->parsed()) {
     for (const ipitrace::KvmEventSpec& e : ipitrace::KvmEventSpecs())
       fmt::print("{}\t{}\t{}\t{}\n", e.name, e.required ? "required" : "optional",

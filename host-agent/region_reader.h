@@ -202,7 +202,7 @@ namespace internal {
 // prefetchers stop at page boundaries: the loop asks for the record
 // kScanPrefetch slots (two pages) ahead itself, which cut the CPU time of
 // `analyze` on make_snapshot's "large" by 5-7 % (scripts/ab-agent.py,
-// results/agent-issue5.md).
+// docs/notes/agent-ab.md).
 inline constexpr size_t kScanPrefetch = 128;
 template <typename Visit>
 inline bool ScanInPlace(const InPlaceWindow& w, uint32_t ring_cpu, InPlaceCounts* counts,

@@ -109,6 +109,17 @@ std::string TextReport::Render() const {
                    a.verdict_counts[v]);
   }
 
+  AppendLosses(&out);
+  AppendUnresolved(&out);
+  AppendLatencyAndSlow(&out);
+  AppendCpusAndQuality(&out);
+  return out;
+}
+
+void TextReport::AppendLosses(std::string* out_p) const {
+  const Analysis& a = *a_;
+  auto w = std::back_inserter(*out_p);
+  std::string& out = *out_p;
   size_t n = 0;
   for (size_t i = 0; i < a.requests.size(); ++i) {
     if (!IsLoss(a.requests.row(i).verdict)) continue;
@@ -134,6 +145,12 @@ std::string TextReport::Render() const {
   }
   if (n == 0) out += "\nlosses: none\n";
 
+}
+
+void TextReport::AppendUnresolved(std::string* out_p) const {
+  const Analysis& a = *a_;
+  auto w = std::back_inserter(*out_p);
+  std::string& out = *out_p;
   size_t u = 0, u_total = 0;
   for (size_t i = 0; i < a.requests.size(); ++i) {
     const Verdict v = a.requests.row(i).verdict;
@@ -147,8 +164,11 @@ std::string TextReport::Render() const {
                    FuncName(r.func), r.reason);
     AppendActivity(&out, r, a.tsc_khz);
   }
-  if (u_total > u) fmt::format_to(w, "  ... {} more\n", u_total - u);
+  if (u_total > u) fmt::format_to(w, "  ... {} more\n", u_total - u);}
 
+void TextReport::AppendLatencyAndSlow(std::string* out_p) const {
+  const Analysis& a = *a_;
+  auto w = std::back_inserter(*out_p);
   if (!a.latency.empty()) {
     fmt::format_to(w, "\nstage latency (served-by-ipi, {}):\n  {:<14} {:>8} {:>12} {:>12} {:>12}\n",
                    a.tsc_khz ? "us" : "ticks", "stage", "count", "p50", "p99", "max");
@@ -173,6 +193,12 @@ std::string TextReport::Render() const {
     }
   }
 
+}
+
+void TextReport::AppendCpusAndQuality(std::string* out_p) const {
+  const Analysis& a = *a_;
+  auto w = std::back_inserter(*out_p);
+  std::string& out = *out_p;
   out += "\nper CPU:\n  cpu  vcpu  apic_id  hv_ack_callfunc  (total)  "
          "guest_irq_callfunc\n";
   for (const CpuSummary& c : a.per_cpu) {
@@ -199,7 +225,6 @@ std::string TextReport::Render() const {
                    Stats::Description(id));
   }
   if (!any) out += "  (all zero)\n";
-  return out;
 }
 
 }  // namespace ipitrace

@@ -20,6 +20,14 @@ class TextReport {
 
  private:
   std::string FuncName(uint64_t func) const;
+  // The parts of Render(), in order: each loss with its evidence and the
+  // target's rings around it; the first unresolved requests; the stage
+  // latencies and slowest requests; per-CPU counts, ring windows and the
+  // data-problem table.
+  void AppendLosses(std::string* out) const;
+  void AppendUnresolved(std::string* out) const;
+  void AppendLatencyAndSlow(std::string* out) const;
+  void AppendCpusAndQuality(std::string* out) const;
   const Analysis* a_;
 };
 

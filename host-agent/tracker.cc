@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "result.h"
+#include "served_rule.h"
 
 namespace ipitrace {
 namespace {
@@ -169,17 +170,117 @@ void Tracker::FollowNoting(const Ring& s_ring, uint32_t k, uint32_t pos, const i
 }
 
 namespace {
+
 constexpr uint32_t kQueuePrefetch = 16;  // uint32_t entries: one cache line
+
+// A source ring and its G_QUEUE positions.
+struct Source {
+  const Ring* ring;
+  const std::vector<uint32_t>* queues;
+};
+
+// Calls f(source index, k) for every queue, in report order: queue TSC (one
+// clock), ties by source CPU.  Every source ring has its own CPU and its
+// queues in TSC order, so a k-way merge on (tsc, cpu) gives exactly that
+// order (and the requests are followed as they come out of it): a binary
+// min-heap whose top is replaced in place by its ring's next queue and
+// sifted down (one pass instead of pop + push).
+template <typename F>
+void MergeByQueueTsc(const std::vector<Source>& sources, const RingIndex& index, F&& f) {
+  struct Head {
+    uint64_t tsc;
+    uint32_t cpu;
+    uint32_t src;
+    uint32_t k;
+  };
+  auto later = [](const Head& a, const Head& b) {
+    return a.tsc != b.tsc ? a.tsc > b.tsc : a.cpu > b.cpu;
+  };
+  std::vector<Head> heap;
+  for (uint32_t i = 0; i < sources.size(); ++i) {
+    const Source& src = sources[i];
+    heap.push_back({src.ring->records[(*src.queues)[0]].tsc, src.ring->cpu, i, 0});
+  }
+  std::make_heap(heap.begin(), heap.end(), later);
+  while (!heap.empty()) {
+    Head& top = heap.front();
+    const Source& src = sources[top.src];
+    f(top.src, top.k);
+    const std::vector<uint32_t>& queues = *src.queues;
+    if (++top.k < queues.size()) {
+      top.tsc = src.ring->records[queues[top.k]].tsc;
+      if (top.k + 1 < queues.size()) __builtin_prefetch(&src.ring->records[queues[top.k + 1]]);
+      // The per-ring queue arrays are read in order, one entry per request
+      // of this ring, among more streams than the hardware prefetchers
+      // track: ask for them a cache line ahead.
+      if (top.k + kQueuePrefetch < queues.size()) {
+        const RingIndex::Guest& gi = index.guest(src.ring->index);
+        __builtin_prefetch(&queues[top.k + kQueuePrefetch]);
+        __builtin_prefetch(&gi.next_decision[top.k + kQueuePrefetch]);
+        __builtin_prefetch(&gi.decision_send[top.k + kQueuePrefetch]);
+      }
+    } else {
+      top = heap.back();
+      heap.pop_back();
+      if (heap.empty()) break;
+    }
+    // Sift the top down.
+    size_t i = 0;
+    const Head h = heap[0];
+    for (;;) {
+      size_t c = 2 * i + 1;
+      if (c >= heap.size()) break;
+      if (c + 1 < heap.size() && later(heap[c], heap[c + 1])) ++c;
+      if (!later(h, heap[c])) break;
+      heap[i] = heap[c];
+      i = c;
+    }
+    heap[i] = h;
+  }
+}
+
+// The same order where some ring's queues went back in TSC: a sort on
+// (tsc, cpu, ring order then position).
+template <typename F>
+void SortByQueueTsc(const std::vector<Source>& sources, size_t total, F&& f) {
+  struct Key {
+    uint64_t tsc;
+    uint32_t cpu;
+    uint32_t seq;  // enumeration order: ring order, then position
+    uint32_t src;
+    uint32_t k;
+  };
+  std::vector<Key> keys;
+  keys.reserve(total);
+  for (uint32_t i = 0; i < sources.size(); ++i)
+    for (uint32_t k = 0; k < sources[i].queues->size(); ++k)
+      keys.push_back({sources[i].ring->records[(*sources[i].queues)[k]].tsc,
+                      sources[i].ring->cpu, static_cast<uint32_t>(keys.size()), i, k});
+  std::sort(keys.begin(), keys.end(), [](const Key& a, const Key& b) {
+    return std::tie(a.tsc, a.cpu, a.seq) < std::tie(b.tsc, b.cpu, b.seq);
+  });
+  for (const Key& key : keys) f(key.src, key.k);
+}
+
+// Clears what following one request sets, for the next (the scratch
+// Request is reused: a normal request leaves only its row behind).
+void ResetScratch(Request* req) {
+  req->vector = 0;
+  req->owns_ipi = false;
+  req->elided = false;
+  req->verdict = Verdict::kInFlight;
+  req->served_tsc.reset();
+  req->served_late = false;
+  req->rode_on = -1;
+  req->reason.clear();
+}
+
 }  // namespace
 
 RequestTable Tracker::Run() {
   for (auto& v : latency_samples_) v.clear();
   // Source rings: guest rings named by their CPU id (RegionReader keeps a
   // ring with a duplicate or out-of-range id as an empty slot).
-  struct Source {
-    const Ring* ring;
-    const std::vector<uint32_t>* queues;  // G_QUEUE positions
-  };
   std::vector<Source> sources;
   size_t total = 0;
   bool sorted = true;  // every source ring's queues in TSC order
@@ -202,120 +303,15 @@ RequestTable Tracker::Run() {
   table.inputs_ = inputs_;
   table.rows_.reserve(total);
   for (auto& v : latency_samples_) v.small.reserve(total);
-  // One scratch Request, reset for each: a normal request leaves only its
-  // row behind (no allocation), others are copied into the table's details.
   Request req;
   req.evidence = EvidenceChain(store_);
-  auto follow = [&](const Source& src, uint32_t k) {
-    const Ring& s_ring = *src.ring;
-    const uint32_t pos = (*src.queues)[k];
-    const ipt_record q = s_ring.records[pos];
-    const Ring* t_ring = snap_->guest.RingForCpu(q.target);
-    if (!t_ring) {
-      stats_->Increment(StatId::request_bad_target);
-      return;
-    }
-    auto reset = [&] {
-      req.vector = 0;
-      req.owns_ipi = false;
-      req.elided = false;
-      req.verdict = Verdict::kInFlight;
-      req.served_tsc.reset();
-      req.served_late = false;
-      req.rode_on = -1;
-      req.reason.clear();
-      reason_ = NormalReason::kNone;
-    };
-    reset();
-    Follow(s_ring, k, pos, q, *t_ring, &req);
-    if (!RequestTable::RowSuffices(req, reason_)) {
-      // The table keeps this request whole (a verdict other than
-      // served-by-ipi / served-without-ipi, mostly): follow it again, the
-      // same way, now noting its evidence.  It counted in Stats and the
-      // latency samples the first time.
-      reset();
-      req.evidence.clear();
-      FollowNoting(s_ring, k, pos, q, *t_ring, &req);
-    }
-    table.Add(req, static_cast<uint16_t>(s_ring.index), k, reason_);
+  auto follow = [&](uint32_t src, uint32_t k) {
+    FollowInto(*sources[src].ring, k, (*sources[src].queues)[k], &req, &table);
   };
-
-  // Report order: queue TSC (one clock), ties by source CPU, then ring
-  // order.  Every source ring has its own CPU, so when each ring's queues
-  // are in TSC order a k-way merge on (tsc, cpu) gives exactly that order
-  // (and the requests are followed as they come out of it); otherwise sort.
-  if (sorted) {
-    struct Head {
-      uint64_t tsc;
-      uint32_t cpu;
-      uint32_t src;
-      uint32_t k;
-    };
-    auto later = [](const Head& a, const Head& b) {
-      return a.tsc != b.tsc ? a.tsc > b.tsc : a.cpu > b.cpu;
-    };
-    // A binary min-heap on (tsc, cpu); the top is replaced in place by its
-    // ring's next queue and sifted down (one pass instead of pop + push).
-    std::vector<Head> heap;
-    for (uint32_t i = 0; i < sources.size(); ++i) {
-      const Source& src = sources[i];
-      heap.push_back({src.ring->records[(*src.queues)[0]].tsc, src.ring->cpu, i, 0});
-    }
-    std::make_heap(heap.begin(), heap.end(), later);
-    while (!heap.empty()) {
-      Head& top = heap.front();
-      const Source& src = sources[top.src];
-      follow(src, top.k);
-      const std::vector<uint32_t>& queues = *src.queues;
-      if (++top.k < queues.size()) {
-        top.tsc = src.ring->records[queues[top.k]].tsc;
-        if (top.k + 1 < queues.size()) __builtin_prefetch(&src.ring->records[queues[top.k + 1]]);
-        // The per-ring queue arrays are read in order, one entry per request
-        // of this ring, among more streams than the hardware prefetchers
-        // track: ask for them a cache line ahead.
-        if (top.k + kQueuePrefetch < queues.size()) {
-          const RingIndex::Guest& gi = index_->guest(src.ring->index);
-          __builtin_prefetch(&queues[top.k + kQueuePrefetch]);
-          __builtin_prefetch(&gi.next_decision[top.k + kQueuePrefetch]);
-          __builtin_prefetch(&gi.decision_send[top.k + kQueuePrefetch]);
-        }
-      } else {
-        top = heap.back();
-        heap.pop_back();
-        if (heap.empty()) break;
-      }
-      // Sift the top down.
-      size_t i = 0;
-      const Head h = heap[0];
-      for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= heap.size()) break;
-        if (c + 1 < heap.size() && later(heap[c], heap[c + 1])) ++c;
-        if (!later(h, heap[c])) break;
-        heap[i] = heap[c];
-        i = c;
-      }
-      heap[i] = h;
-    }
-  } else {
-    struct Key {
-      uint64_t tsc;
-      uint32_t cpu;
-      uint32_t seq;  // enumeration order: ring order, then position
-      uint32_t src;
-      uint32_t k;
-    };
-    std::vector<Key> keys;
-    keys.reserve(total);
-    for (uint32_t i = 0; i < sources.size(); ++i)
-      for (uint32_t k = 0; k < sources[i].queues->size(); ++k)
-        keys.push_back({sources[i].ring->records[(*sources[i].queues)[k]].tsc,
-                        sources[i].ring->cpu, static_cast<uint32_t>(keys.size()), i, k});
-    std::sort(keys.begin(), keys.end(), [](const Key& a, const Key& b) {
-      return std::tie(a.tsc, a.cpu, a.seq) < std::tie(b.tsc, b.cpu, b.seq);
-    });
-    for (const Key& key : keys) follow(sources[key.src], key.k);
-  }
+  if (sorted)
+    MergeByQueueTsc(sources, *index_, follow);
+  else
+    SortByQueueTsc(sources, total, follow);
   ResolveRiders(&table);
   ResolveBeforeSend(&table);
   for (size_t i = 0; i < table.details_.size(); ++i) {
@@ -327,6 +323,30 @@ RequestTable Tracker::Run() {
   return table;
 }
 
+void Tracker::FollowInto(const Ring& s_ring, uint32_t k, uint32_t pos, Request* req,
+                         RequestTable* table) {
+  const ipt_record q = s_ring.records[pos];
+  const Ring* t_ring = snap_->guest.RingForCpu(q.target);
+  if (!t_ring) {
+    stats_->Increment(StatId::request_bad_target);
+    return;
+  }
+  ResetScratch(req);
+  reason_ = NormalReason::kNone;
+  Follow(s_ring, k, pos, q, *t_ring, req);
+  if (!RequestTable::RowSuffices(*req, reason_)) {
+    // The table keeps this request whole (a verdict other than
+    // served-by-ipi / served-without-ipi, mostly): follow it again, the
+    // same way, now noting its evidence.  It counted in Stats and the
+    // latency samples the first time.
+    ResetScratch(req);
+    reason_ = NormalReason::kNone;
+    req->evidence.clear();
+    FollowNoting(s_ring, k, pos, q, *t_ring, req);
+  }
+  table->Add(*req, static_cast<uint16_t>(s_ring.index), k, reason_);
+}
+
 void Tracker::CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
                                 const Service& service, Request* req) {
   if (!IsNormal(req->verdict)) return;
@@ -336,7 +356,7 @@ void Tracker::CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
   // the first exit of its csd (or function) after it, provided the next
   // entry of that key does not come first (csd reuse: that exit ends a
   // later run).
-  const bool by_func = queue.flags == IPT_CSD_TTWU || queue.a[1] == 0;
+  const bool by_func = ServedKeyOf(queue).by == ServedBy::kFunc;
   const uint64_t key = by_func ? svc.func : svc.csd;
   EntryLists::List list = service.list;
   size_t i = service.index;
@@ -505,16 +525,21 @@ void Tracker::ComputeActivity(Request* req) const {
 }
 
 bool Tracker::FindService(const Ring& t_ring, const ipt_record& queue, Service* svc) const {
+  // The served rule (served_rule.h), through the target's index: a list
+  // of the records that carry the request's key.
   const RingIndex::Guest& gi = index_->guest(t_ring.index);
-  if (queue.flags == IPT_CSD_IRQ_WORK) {
-    // irq_work has no function record: the first call-function IRQ or
-    // function entry on T after q serves it.
-    svc->list = {gi.CallfuncPoints(t_ring), nullptr};
-    svc->by_func = false;
-  } else {
-    svc->by_func = queue.flags == IPT_CSD_TTWU || queue.a[1] == 0;
-    svc->list = svc->by_func ? gi.FuncByFunc(t_ring).Get(queue.a[0])
-                             : gi.func_by_csd.Get(queue.a[1]);
+  const ServedKey key = ServedKeyOf(queue);
+  svc->by_func = key.by == ServedBy::kFunc;
+  switch (key.by) {
+    case ServedBy::kCallfunc:
+      svc->list = {gi.CallfuncPoints(t_ring), nullptr};
+      break;
+    case ServedBy::kFunc:
+      svc->list = gi.FuncByFunc(t_ring).Get(key.value);
+      break;
+    case ServedBy::kCsd:
+      svc->list = gi.func_by_csd.Get(key.value);
+      break;
   }
   const PositionList& p = svc->list.entries;
   const size_t i = p.FirstAtOrAfterTscIndex(t_ring, queue.tsc);
@@ -641,29 +666,96 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     return;
   }
 
-  // Stage 2: this send's H_ICR on vCPU(S): at/after the send, with the
-  // vector and vCPU(T) in its bitmap.  Later sends from S to T of the same
-  // kind (single or mask, i.e. the same vector; not batch mates of this
-  // send, not reschedules) pair with those ICRs as nested brackets: walking
-  // forward in TSC order, a send opens one, an ICR closes the innermost
-  // open one, and an ICR with none open is this send's.  Usually that is
-  // simply the first such ICR before the next such send.  A send can also
-  // come from an interrupt taken between this send's tracepoint and its
-  // APIC write, so its ICR lands first (seen in a fault run: a timer
-  // interrupt on S queued an async call to T); the brackets pair that too.
-  // Sequential sends whose ICR was lost never leave one over, so they stay
-  // lost.  A send of the other kind does not take part: an interrupt
-  // between a mask send's tracepoint and its APIC write may queue and send
-  // a single IPI to T (seen in a clean soak).  The walk is capped; past the
-  // cap the send counts as lost.
+  // Stage 2: this send's H_ICR on vCPU(S).
   const HvSource& src = snap_->hv.source;
   if (!src.Observes(IPT_HV_STAGE_ICR)) {
     FollowUnobserved(t_ring, q, send.tsc, "G_SEND", IPT_HV_STAGE_ICR | IPT_HV_STAGE_IRR | IPT_HV_STAGE_ACK,
                      service, req);
     return;
   }
+  const uint32_t icr_pos =
+      MatchIcr(s_ring, *hv_s, send, send_pos, send_index, vector, req->target_cpu, vt);
+  if (icr_pos == RingIndex::kNoPosition) {
+    // An interrupt may cut in between the send's tracepoint and its APIC
+    // write: the vCPU's ring goes on (its H_ACK) before the H_ICR.
+    Conclude(Absent(Verdict::kLostGuestToHypervisor, hv_s->last_tsc() > send.tsc, send.tsc,
+              fmt::format("G_SEND to CPU {} has no H_ICR (vector {:#x}, "
+                          "vCPU {} in bitmap) on vCPU {}'s ring",
+                          req->target_cpu, vector, vt, vs)),
+             service, req);
+    return;
+  }
+  Note(req, {StreamKind::kHv, hv_s->index, icr_pos});
+
+  // Stage 3: routing, the H_IRR that names that ICR.
+  const ipt_record& icr_rec = hv_s->records[icr_pos];
+  const uint32_t irr_pos = MatchIrr(*hv_s, icr_pos, vt);
+  if (irr_pos == RingIndex::kNoPosition &&
+      ((icr_rec.flags & IPT_ICR_F_UNRESOLVED) || !src.Observes(IPT_HV_STAGE_IRR))) {
+    // The source saw the ICR write but cannot say where it was routed.
+    FollowUnobserved(t_ring, q, icr_rec.tsc,
+                     (icr_rec.flags & IPT_ICR_F_UNRESOLVED) ? "H_ICR (destination not resolvable "
+                                                              "by the source)"
+                                                            : "H_ICR",
+                     IPT_HV_STAGE_IRR | IPT_HV_STAGE_ACK, service, req);
+    return;
+  }
+  if (irr_pos == RingIndex::kNoPosition) {
+    Conclude({Verdict::kLostInRouting, icr_pos + 1 < hv_s->records.size(),
+              fmt::format("H_ICR seq {} on vCPU {} has no H_IRR for vCPU {}",
+                          icr_rec.seq, vs, vt)},
+             service, req);
+    return;
+  }
+  Note(req, {StreamKind::kHv, hv_s->index, irr_pos});
+  const uint64_t irr_tsc = hv_s->records[irr_pos].tsc;
+
+  // Stage 4: the acknowledge of the vector on vCPU(T).
+  if (!src.Observes(IPT_HV_STAGE_ACK)) {
+    FollowUnobserved(t_ring, q, irr_tsc, "H_IRR", IPT_HV_STAGE_ACK, service, req);
+    return;
+  }
+  AckMatch ack;
+  if (!MatchAck(*hv_s, irr_pos, *hv_t, vt, vector, service, req, &ack)) return;
+  Note(req, {StreamKind::kHv, hv_t->index, ack.pos});
+
+  // Stage 5: the guest's IRQ entry of the vector on T.
+  const uint32_t irq_pos = MatchEntry(t_ring, *hv_t, ack, vector);
+  if (irq_pos == RingIndex::kNoPosition) {
+    Conclude({Verdict::kLostInGuestEntry, t_ring.last_tsc() > ack.tsc,
+              fmt::format("vCPU {} acknowledged vector {:#x} but CPU {} never "
+                          "entered its handler",
+                          vt, vector, req->target_cpu)},
+             service, req);
+    return;
+  }
+  const uint64_t chain[3] = {send.tsc, irr_tsc, ack.tsc};
+  ConcludeEntered(t_ring, vt, q, irq_pos, service, ack.later_set_unproven ? nullptr : chain, req);
+  if (ack.later_set_unproven && req->verdict == Verdict::kServedByIpi) {
+    req->verdict = Verdict::kServedWithoutIpi;
+    reason_ = NormalReason::kLaterIpiCoalesceUnobserved;
+  }
+}
+
+uint32_t Tracker::MatchIcr(const Ring& s_ring, const Ring& hv_s, const ipt_record& send,
+                           uint32_t send_pos, uint32_t send_index, uint8_t vector,
+                           uint32_t target_cpu, int32_t vt) const {
+  // At/after the send, with the vector and vCPU(T) in its bitmap.  Later
+  // sends from S to T of the same kind (single or mask, i.e. the same
+  // vector; not batch mates of this send, not reschedules) pair with those
+  // ICRs as nested brackets: walking forward in TSC order, a send opens
+  // one, an ICR closes the innermost open one, and an ICR with none open is
+  // this send's.  Usually that is simply the first such ICR before the next
+  // such send.  A send can also come from an interrupt taken between this
+  // send's tracepoint and its APIC write, so its ICR lands first (seen in a
+  // fault run: a timer interrupt on S queued an async call to T); the
+  // brackets pair that too.  Sequential sends whose ICR was lost never
+  // leave one over, so they stay lost.  A send of the other kind does not
+  // take part: an interrupt between a mask send's tracepoint and its APIC
+  // write may queue and send a single IPI to T (seen in a clean soak).  The
+  // walk is capped; past the cap the send counts as lost.
   const RingIndex::Guest& si = index_->guest(s_ring.index);
-  const PositionList sends = si.sends_by_target.Get(req->target_cpu);
+  const PositionList sends = si.sends_by_target.Get(target_cpu);
   // The send is entry send_index of this list (linked by the index); the
   // next sends follow it.
   size_t si_k;
@@ -673,13 +765,9 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     si_k = sends.FirstAfter(send_pos).value_or(sends.size());
   sends.Prefetch(s_ring, si_k + 1);
 
-  const RingIndex::Hv& hs = index_->hv(hv_s->index);
-  const PositionList icrs = hs.icr_by_vector.Get(vector);
-  constexpr uint32_t kNone = RingIndex::kNoPosition;
+  const PositionList icrs = index_->hv(hv_s.index).icr_by_vector.Get(vector);
   constexpr int kMaxNestingWalk = 256;
-  uint32_t icr_pos = kNone;
-  uint64_t icr_seq = 0;
-  size_t ic_k = icrs.FirstAtOrAfterTscIndex(*hv_s, send.tsc);
+  size_t ic_k = icrs.FirstAtOrAfterTscIndex(hv_s, send.tsc);
   // Every later send sits at a position after send_pos: on a ring in TSC
   // order none is stamped before the record right after the send (written
   // after the send's APIC write in the usual case), so an ICR stamped before
@@ -693,7 +781,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     // the next ICR of the vector with vCPU(T) in its bitmap
     uint64_t i_tsc = kNoTsc;
     for (; ic_k < icrs.size(); ++ic_k) {
-      const ipt_record& rec = hv_s->records[icrs[ic_k]];
+      const ipt_record& rec = hv_s.records[icrs[ic_k]];
       if (IcrTargets(rec, static_cast<uint32_t>(vt))) {
         i_tsc = rec.tsc;
         break;
@@ -717,122 +805,59 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
       ++si_k;
       continue;
     }
-    if (open == 0) {
-      icr_pos = icrs[ic_k];
-      icr_seq = hv_s->records[icr_pos].seq;
-      break;
-    }
+    if (open == 0) return icrs[ic_k];
     --open;
     ++ic_k;
   }
-  if (icr_pos == kNone) {
-    // An interrupt may cut in between the send's tracepoint and its APIC
-    // write: the vCPU's ring goes on (its H_ACK) before the H_ICR.
-    Conclude(Absent(Verdict::kLostGuestToHypervisor, hv_s->last_tsc() > send.tsc, send.tsc,
-              fmt::format("G_SEND to CPU {} has no H_ICR (vector {:#x}, "
-                          "vCPU {} in bitmap) on vCPU {}'s ring",
-                          req->target_cpu, vector, vt, vs)),
-             service, req);
-    return;
-  }
-  Note(req, {StreamKind::kHv, hv_s->index, icr_pos});
+  return RingIndex::kNoPosition;
+}
 
-  // Stage 3: the first H_IRR after that ICR on the same ring that names it
-  // (a[0] = its seq), for vCPU(T).  The vCPU writes an ICR's H_IRRs (and
-  // kicks) right after its H_ICR, so the records that follow are looked at
-  // first; the ring's index by ICR seq only when the H_IRR is not among
-  // them (a lost IPI, or a broadcast to many vCPUs).
-  uint32_t irr_pos = kNone;
-  uint64_t irr_tsc = 0;
-  {
-    constexpr size_t kIrrWalk = 16;
-    const size_t n = hv_s->records.size();
-    const size_t walk_end = std::min(n, size_t{icr_pos} + 1 + kIrrWalk);
-    auto names_ours = [&](const ipt_record& rec) {
-      return rec.type == IPT_H_IRR && rec.a[0] == icr_seq && icr_seq != IPT_SEQ_INVALID &&
-             rec.target == static_cast<uint32_t>(vt);
-    };
-    for (size_t p = size_t{icr_pos} + 1; p < walk_end; ++p) {
-      const ipt_record& rec = hv_s->records[p];
-      if (names_ours(rec)) {
-        irr_pos = static_cast<uint32_t>(p);
-        irr_tsc = rec.tsc;
-        break;
-      }
-    }
-    if (irr_pos == kNone && walk_end < n) {
-      for (uint32_t p : hs.IrrByIcrSeq(*hv_s).Get(icr_seq)) {
-        if (p < walk_end) continue;
-        const ipt_record& rec = hv_s->records[p];
-        if (names_ours(rec)) {
-          irr_pos = p;
-          irr_tsc = rec.tsc;
-          break;
-        }
-      }
-    }
+uint32_t Tracker::MatchIrr(const Ring& hv_s, uint32_t icr_pos, int32_t vt) const {
+  // The first H_IRR after the ICR on the same ring that names it (a[0] =
+  // its seq), for vCPU(T).  The vCPU writes an ICR's H_IRRs (and kicks)
+  // right after its H_ICR, so the records that follow are looked at first;
+  // the ring's index by ICR seq only when the H_IRR is not among them (a
+  // lost IPI, or a broadcast to many vCPUs).
+  const uint64_t icr_seq = hv_s.records[icr_pos].seq;
+  auto names_ours = [&](const ipt_record& rec) {
+    return rec.type == IPT_H_IRR && rec.a[0] == icr_seq && icr_seq != IPT_SEQ_INVALID &&
+           rec.target == static_cast<uint32_t>(vt);
+  };
+  constexpr size_t kIrrWalk = 16;
+  const size_t n = hv_s.records.size();
+  const size_t walk_end = std::min(n, size_t{icr_pos} + 1 + kIrrWalk);
+  for (size_t p = size_t{icr_pos} + 1; p < walk_end; ++p)
+    if (names_ours(hv_s.records[p])) return static_cast<uint32_t>(p);
+  if (walk_end < n) {
+    for (uint32_t p : index_->hv(hv_s.index).IrrByIcrSeq(hv_s).Get(icr_seq))
+      if (p >= walk_end && names_ours(hv_s.records[p])) return p;
   }
-  const ipt_record& icr_rec = hv_s->records[icr_pos];
-  if (irr_pos == kNone && ((icr_rec.flags & IPT_ICR_F_UNRESOLVED) || !src.Observes(IPT_HV_STAGE_IRR))) {
-    // The source saw the ICR write but cannot say where it was routed.
-    FollowUnobserved(t_ring, q, icr_rec.tsc,
-                     (icr_rec.flags & IPT_ICR_F_UNRESOLVED) ? "H_ICR (destination not resolvable "
-                                                              "by the source)"
-                                                            : "H_ICR",
-                     IPT_HV_STAGE_IRR | IPT_HV_STAGE_ACK, service, req);
-    return;
-  }
-  if (irr_pos == kNone) {
-    Conclude({Verdict::kLostInRouting, icr_pos + 1 < hv_s->records.size(),
-              fmt::format("H_ICR seq {} on vCPU {} has no H_IRR for vCPU {}",
-                          icr_seq, vs, vt)},
-             service, req);
-    return;
-  }
-  Note(req, {StreamKind::kHv, hv_s->index, irr_pos});
+  return RingIndex::kNoPosition;
+}
 
-  // Stage 4: H_ACK of the vector on vCPU(T) at/after the IRR.
-  if (!src.Observes(IPT_HV_STAGE_ACK)) {
-    FollowUnobserved(t_ring, q, irr_tsc, "H_IRR", IPT_HV_STAGE_ACK, service, req);
-    return;
-  }
-  const RingIndex::Hv& ht = index_->hv(hv_t->index);
-  const PositionList acks = ht.ack_by_vector.Get(vector);
-  const size_t ack_i = acks.FirstAtOrAfterTscIndex(*hv_t, irr_tsc);
+bool Tracker::MatchAck(const Ring& hv_s, uint32_t irr_pos, const Ring& hv_t, int32_t vt,
+                       uint8_t vector, const Service* service, Request* req, AckMatch* out) {
+  // The first H_ACK of the vector on vCPU(T) at/after the IRR set, unless
+  // the streams prove the set's bit was gone before it.
+  const HvSource& src = snap_->hv.source;
+  const uint64_t irr_tsc = hv_s.records[irr_pos].tsc;
+  const RingIndex::Hv& ht = index_->hv(hv_t.index);
+  out->acks = ht.ack_by_vector.Get(vector);
+  const PositionList& acks = out->acks;
+  out->index = acks.FirstAtOrAfterTscIndex(hv_t, irr_tsc);
   const uint64_t ack_tsc_or_end =
-      ack_i < acks.size() ? hv_t->records[acks[ack_i]].tsc : ~uint64_t{0};
-  if (std::string proof = LowerVectorChosen(*hv_s, irr_pos, *hv_t, vt, vector, ack_tsc_or_end);
+      out->index < acks.size() ? hv_t.records[acks[out->index]].tsc : ~uint64_t{0};
+  if (std::string proof = LowerVectorChosen(hv_s, irr_pos, hv_t, vt, vector, ack_tsc_or_end);
       !proof.empty()) {
     Conclude({Verdict::kLostInInjection, true, std::move(proof)}, service, req);
-    return;
+    return false;
   }
-  if (ack_i == acks.size()) {
-    const auto other = ht.Acks(*hv_t).FirstAtOrAfterTsc(*hv_t, irr_tsc + 1);
-    if (other) {
-      // Another vector acknowledged later is evidence only where the
-      // source shows coalescing (the bit's state is then known); otherwise
-      // it must have lasted the settle window (a higher vector may hold
-      // this one back for a while).
-      std::string why = fmt::format("IRR set on vCPU {} (vector {:#x}) never "
-                                    "acknowledged; it acknowledged other vectors later",
-                                    vt, vector);
-      if (src.Observes(IPT_HV_STAGE_COALESCE))
-        Conclude({Verdict::kLostInInjection, true, std::move(why)}, service, req);
-      else
-        Conclude(Absent(Verdict::kLostInInjection, true, irr_tsc, std::move(why)), service, req);
-    } else {
-      // Silence is the only evidence: it must have lasted the settle
-      // window, on the hypervisor's clock, to the end of the trace.
-      std::string why = fmt::format("IRR set on vCPU {} (vector {:#x}); vCPU "
-                                    "acknowledged nothing since",
-                                    vt, vector);
-      if (Settled(irr_tsc)) why += fmt::format(", {:.1f} ms to the end of the trace", MsAfter(irr_tsc));
-      Conclude(Absent(Verdict::kTargetBlocked, true, irr_tsc, std::move(why)), service, req);
-    }
-    return;
+  if (out->index == acks.size()) {
+    ConcludeNeverAcked(hv_t, vt, vector, irr_tsc, service, req);
+    return false;
   }
-  const uint32_t ack_pos = acks[ack_i];
-  const uint64_t ack_tsc = hv_t->records[ack_pos].tsc;
+  out->pos = acks[out->index];
+  out->tsc = hv_t.records[out->pos].tsc;
   // The first ACK after our IRR may belong to a later IPI: if a later IRR
   // set of this vector on vCPU(T) found the bit clear (not coalesced) before
   // that ACK, our pending bit vanished without being acknowledged.  Only a
@@ -841,53 +866,67 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   // ACK leaves two readings: our bit was still set (coalesced, and this
   // ACK serves both) or it vanished and the ACK is the later IPI's.  The
   // request is then served by that ACK, its own IPI's arrival unproven.
-  const std::optional<uint64_t> later_set = LaterIrrSet(vt, vector, irr_tsc, ack_tsc);
-  const bool later_set_unproven = later_set && !src.Observes(IPT_HV_STAGE_COALESCE);
-  if (later_set && !later_set_unproven) {
+  const std::optional<uint64_t> later_set = LaterIrrSet(vt, vector, irr_tsc, out->tsc);
+  out->later_set_unproven = later_set && !src.Observes(IPT_HV_STAGE_COALESCE);
+  if (later_set && !out->later_set_unproven) {
     Conclude({Verdict::kLostInInjection, true,
               fmt::format("IRR set on vCPU {} (vector {:#x}) at tsc {} was "
                           "never acknowledged: the next IRR set of that "
                           "vector at tsc {} found the bit clear, before any "
                           "H_ACK of it (at tsc {})",
-                          vt, vector, irr_tsc, *later_set, ack_tsc)},
+                          vt, vector, irr_tsc, *later_set, out->tsc)},
              service, req);
+    return false;
+  }
+  return true;
+}
+
+void Tracker::ConcludeNeverAcked(const Ring& hv_t, int32_t vt, uint8_t vector, uint64_t irr_tsc,
+                                 const Service* service, Request* req) {
+  if (index_->hv(hv_t.index).Acks(hv_t).FirstAtOrAfterTsc(hv_t, irr_tsc + 1)) {
+    // Another vector acknowledged later is evidence only where the source
+    // shows coalescing (the bit's state is then known); otherwise it must
+    // have lasted the settle window (a higher vector may hold this one back
+    // for a while).
+    std::string why = fmt::format("IRR set on vCPU {} (vector {:#x}) never "
+                                  "acknowledged; it acknowledged other vectors later",
+                                  vt, vector);
+    if (snap_->hv.source.Observes(IPT_HV_STAGE_COALESCE))
+      Conclude({Verdict::kLostInInjection, true, std::move(why)}, service, req);
+    else
+      Conclude(Absent(Verdict::kLostInInjection, true, irr_tsc, std::move(why)), service, req);
     return;
   }
-  Note(req, {StreamKind::kHv, hv_t->index, ack_pos});
+  // Silence is the only evidence: it must have lasted the settle window, on
+  // the hypervisor's clock, to the end of the trace.
+  std::string why = fmt::format("IRR set on vCPU {} (vector {:#x}); vCPU "
+                                "acknowledged nothing since",
+                                vt, vector);
+  if (Settled(irr_tsc)) why += fmt::format(", {:.1f} ms to the end of the trace", MsAfter(irr_tsc));
+  Conclude(Absent(Verdict::kTargetBlocked, true, irr_tsc, std::move(why)), service, req);
+}
 
-  // Stage 5: guest IRQ entry of the vector on T at/after the ACK and before
-  // the next ACK of that vector on vCPU(T).  The handler's entry record is
+uint32_t Tracker::MatchEntry(const Ring& t_ring, const Ring& hv_t, const AckMatch& ack,
+                             uint8_t vector) const {
+  // The guest IRQ entry of the vector on T at/after the ACK and before the
+  // next ACK of that vector on vCPU(T).  The handler's entry record is
   // written with interrupts off, before it returns, so a later ACK of the
   // vector cannot precede the entry of this one: an entry only after the
   // next ACK belongs to the next IPI, and this acknowledged one never
   // entered the guest.
-  const RingIndex::Guest& ti = index_->guest(t_ring.index);
-  const PositionList irqs = ti.irq_by_vector.Get(vector);
-  size_t irq_i = irqs.FirstAtOrAfterTscIndex(t_ring, ack_tsc);  // size(): none
-  if (irq_i < irqs.size() && ack_i + 1 < acks.size()) {
-    // The next ACK sits after ack_pos: on a ring in TSC order it is stamped
+  const PositionList irqs = index_->guest(t_ring.index).irq_by_vector.Get(vector);
+  const size_t irq_i = irqs.FirstAtOrAfterTscIndex(t_ring, ack.tsc);
+  if (irq_i == irqs.size()) return RingIndex::kNoPosition;
+  if (ack.index + 1 < ack.acks.size()) {
+    // The next ACK sits after ack.pos: on a ring in TSC order it is stamped
     // no earlier than the record right after this ACK (usually its EOI, in
     // cache), which spares loading the next ACK when that already settles it.
     const uint64_t irq_entry_tsc = t_ring.records[irqs[irq_i]].tsc;
-    if (!(hv_t->tsc_sorted && hv_t->records[ack_pos + 1].tsc > irq_entry_tsc) &&
-        irq_entry_tsc >= hv_t->records[acks[ack_i + 1]].tsc)
-      irq_i = irqs.size();
+    if (!(hv_t.tsc_sorted && hv_t.records[ack.pos + 1].tsc > irq_entry_tsc) &&
+        irq_entry_tsc >= hv_t.records[ack.acks[ack.index + 1]].tsc)
+      return RingIndex::kNoPosition;
   }
-  if (irq_i == irqs.size()) {
-    Conclude({Verdict::kLostInGuestEntry, t_ring.last_tsc() > ack_tsc,
-              fmt::format("vCPU {} acknowledged vector {:#x} but CPU {} never "
-                          "entered its handler",
-                          vt, vector, req->target_cpu)},
-             service, req);
-    return;
-  }
-  const uint32_t irq_pos = irqs[irq_i];
-  const uint64_t chain[3] = {send.tsc, irr_tsc, ack_tsc};
-  ConcludeEntered(t_ring, vt, q, irq_pos, service, later_set_unproven ? nullptr : chain, req);
-  if (later_set_unproven && req->verdict == Verdict::kServedByIpi) {
-    req->verdict = Verdict::kServedWithoutIpi;
-    reason_ = NormalReason::kLaterIpiCoalesceUnobserved;
-  }
+  return irqs[irq_i];
 }
 
 std::optional<uint64_t> Tracker::LaterIrrSet(int32_t vt, uint8_t vector, uint64_t after_tsc,

@@ -461,6 +461,17 @@ struct TrackerInputs {
   uint64_t settle_ticks;
 };
 
+// Tracker follows every request (G_QUEUE) of a snapshot through the stages
+// of docs/streams.md, "Following one request" -- send decision, ICR,
+// routing, acknowledge, guest entry, service -- with one matcher per stage
+// (MatchIcr, MatchIrr, MatchAck, MatchEntry; the served rule in
+// served_rule.h), and gives each its verdict: the first stage with no
+// match, once the settle window says the absence is not just the snapshot
+// cutting in.  Then the requests that depend on others (riders, sends
+// never made) are resolved against them.  Why one pass in queue order over
+// prebuilt indexes (RingIndex): 10^7 requests a snapshot, each followed in
+// a few cache misses; the result is a compact RequestTable, and a normal
+// request's evidence is rebuilt on demand by Replay.
 class Tracker {
  public:
   // 'stats' may be null: a tracker of its own (a replay) counts privately.
@@ -512,6 +523,11 @@ class Tracker {
     std::string reason;
   };
 
+  // Follows the request of queues[k] (at pos) of s_ring's index into the
+  // scratch *req, and adds it to *table (again with its evidence where the
+  // table keeps the whole request).
+  void FollowInto(const Ring& s_ring, uint32_t k, uint32_t pos, Request* req,
+                  RequestTable* table);
   // Follows the request of queues[k] (at pos) of s_ring's index.
   void Follow(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_record& q,
               const Ring& t_ring, Request* req);
@@ -519,9 +535,43 @@ class Tracker {
   // nothing counted in Stats (the first follow counted).
   void FollowNoting(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_record& q,
                     const Ring& t_ring, Request* req);
+  // A request that owns an IPI (its send decision was a G_SEND): one
+  // matcher per stage of docs/streams.md, "Following one request"; the
+  // first stage without a match is where the IPI vanished.
   void FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record& q,
                  const ipt_record& send, uint32_t send_pos, uint32_t send_index,
                  const Service* service, Request* req);
+  // Stage 2, send <-> ICR pairing: the position of the send's H_ICR on
+  // vCPU(S)'s ring hv_s, or RingIndex::kNoPosition.
+  uint32_t MatchIcr(const Ring& s_ring, const Ring& hv_s, const ipt_record& send,
+                    uint32_t send_pos, uint32_t send_index, uint8_t vector, uint32_t target_cpu,
+                    int32_t vt) const;
+  // Stage 3, ICR -> IRR matching: the H_IRR for vCPU vt naming the ICR at
+  // icr_pos, or RingIndex::kNoPosition.
+  uint32_t MatchIrr(const Ring& hv_s, uint32_t icr_pos, int32_t vt) const;
+  // Stage 4, the acknowledge: the H_ACK of 'vector' on vCPU vt that took
+  // the IRR set at irr_pos.  False once the request is concluded (the bit
+  // proven gone, or never acknowledged).
+  struct AckMatch {
+    PositionList acks;  // the vector's H_ACKs on vCPU(T)
+    size_t index = 0;   // of the match in acks
+    uint32_t pos = 0;
+    uint64_t tsc = 0;
+    // A later IRR set of the vector came before this ACK and the source
+    // cannot show coalescing: the ACK may be that later IPI's.
+    bool later_set_unproven = false;
+  };
+  bool MatchAck(const Ring& hv_s, uint32_t irr_pos, const Ring& hv_t, int32_t vt,
+                uint8_t vector, const Service* service, Request* req, AckMatch* out);
+  // No H_ACK of the vector after the IRR set: lost-in-injection (other
+  // vectors acknowledged) or target-blocked (nothing), after the settle
+  // window where the evidence is an absence.
+  void ConcludeNeverAcked(const Ring& hv_t, int32_t vt, uint8_t vector, uint64_t irr_tsc,
+                          const Service* service, Request* req);
+  // Stage 5, guest entry: the G_IRQ_ENTRY of the acknowledged IPI on T, or
+  // RingIndex::kNoPosition.
+  uint32_t MatchEntry(const Ring& t_ring, const Ring& hv_t, const AckMatch& ack,
+                      uint8_t vector) const;
   void Conclude(const Break& b, const Service* service, Request* req);
   // From the last stage the hypervisor source showed ('from', at from_tsc),
   // past the stages it cannot observe ('hidden', IPT_HV_STAGE_*), to the

@@ -35,7 +35,7 @@ bool Stat(const std::string& path, FileId* id) {
   return true;
 }
 
-bool WriteBytes(const std::string& path, const std::vector<std::byte>& b) {
+bool WriteBytes(const std::string& path, std::span<const std::byte> b) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
   return out.good();
@@ -219,82 +219,101 @@ void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
     }
   }
   Stats stats;
-  RegionReader reader(&stats);
-  auto hv = reader.Read(hv_copy, StreamKind::kHv, vm->target.hv_path);
-  auto guest = reader.Read(guest_copy, StreamKind::kGuest, vm->target.guest_path);
-  if (!hv.ok() || !guest.ok()) return;  // mid-reinit: the next poll starts over
+  std::optional<Snapshot> snap = ReadCopies(*vm, hv_copy, guest_copy, &stats);
+  if (!snap) return;  // mid-reinit: the next poll starts over
+  Analysis a = Analyzer(&stats, {options_.threshold_ms, options_.settle_ms}).Analyze(std::move(*snap));
+  double worst_ms = 0;
+  const std::optional<size_t> worst_i = Worst(*vm, a, newest, khz, idle_ms, &worst_ms);
+  if (!worst_i) return;
+  const Request worst = a.requests[*worst_i];
+  for (size_t i = 0; i < a.requests.size(); ++i) {
+    const RequestTable::Row& r = a.requests.row(i);
+    if (!r.served()) vm->reported.insert({r.source_cpu, r.queue_tsc});
+  }
+  const std::string dir =
+      fmt::format("{}/{}-hang-{}", options_.out_dir, vm->target.name, ++snapshots_);
+  const bool ok = WriteHangSnapshot(*vm, dir, hv_copy, guest_copy, &a);
+  ev->push_back({{"event", "hang_detected"},
+                 {"vm", vm->target.name},
+                 {"snapshot", dir},
+                 {"snapshot_ok", ok},
+                 {"verdict", std::string(VerdictName(worst.verdict))},
+                 {"source_cpu", worst.source_cpu},
+                 {"target_cpu", worst.target_cpu},
+                 {"queue_tsc", worst.queue_tsc},
+                 {"outstanding_ms", worst_ms},
+                 {"reason", worst.reason},
+                 {"stats", StatsTableJson(*a.stats)}});
+}
+
+std::optional<Snapshot> Watcher::ReadCopies(const Vm& vm, std::span<const std::byte> hv_copy,
+                                            std::span<const std::byte> guest_copy,
+                                            Stats* stats) const {
+  RegionReader reader(stats);
+  auto hv = reader.Read(hv_copy, StreamKind::kHv, vm.target.hv_path);
+  auto guest = reader.Read(guest_copy, StreamKind::kGuest, vm.target.guest_path);
+  if (!hv.ok() || !guest.ok()) return std::nullopt;
   Snapshot snap;
-  snap.dir = vm->target.name;
+  snap.dir = vm.target.name;
   snap.hv = std::move(hv).value();
   snap.guest = std::move(guest).value();
-  // The rings the screen latched corrupt: every request that needs one
-  // becomes inconclusive-gap.
   // The live screen's data problems (counted since attach: ring_head_backwards
   // among them) go into the hang's one table, in its report and its event.
-  stats.Add(vm->screen.stats());
+  stats->Add(vm.screen.stats());
+  // The rings the screen latched corrupt: every request that needs one
+  // becomes inconclusive-gap.
   for (Region* region : {&snap.hv, &snap.guest}) {
     for (Ring& ring : region->rings) {
-      if (!vm->screen.corrupt(region->kind, ring.index)) continue;
+      if (!vm.screen.corrupt(region->kind, ring.index)) continue;
       ring.records.clear();
       ring.gaps.assign(1, RingGap{ring.head, std::numeric_limits<uint64_t>::max()});
     }
   }
+  return snap;
+}
 
-  Analysis a = Analyzer(&stats, {options_.threshold_ms, options_.settle_ms}).Analyze(std::move(snap));
+std::optional<size_t> Watcher::Worst(const Vm& vm, const Analysis& a, uint64_t newest,
+                                     uint64_t khz, double idle_ms, double* worst_ms) const {
   const RequestTable::Row* worst_row = nullptr;
   size_t worst_i = 0;
-  double worst_ms = 0;
   for (size_t i = 0; i < a.requests.size(); ++i) {
     const RequestTable::Row& r = a.requests.row(i);
     if (r.served() || newest < r.queue_tsc) continue;
     const double ms = static_cast<double>(newest - r.queue_tsc) / static_cast<double>(khz) + idle_ms;
     if (ms <= options_.hang_ms) continue;
-    if (vm->reported.count({r.source_cpu, r.queue_tsc})) continue;
+    if (vm.reported.count({r.source_cpu, r.queue_tsc})) continue;
     // Prefer a loss verdict over its riders; then the oldest.
     if (!worst_row || (IsLoss(r.verdict) && !IsLoss(worst_row->verdict)) ||
-        (IsLoss(r.verdict) == IsLoss(worst_row->verdict) && ms > worst_ms)) {
+        (IsLoss(r.verdict) == IsLoss(worst_row->verdict) && ms > *worst_ms)) {
       worst_row = &r;
       worst_i = i;
-      worst_ms = ms;
+      *worst_ms = ms;
     }
   }
-  if (!worst_row) return;
-  const Request worst_req = a.requests[worst_i];
-  const Request* worst = &worst_req;
-  for (size_t i = 0; i < a.requests.size(); ++i) {
-    const RequestTable::Row& r = a.requests.row(i);
-    if (!r.served()) vm->reported.insert({r.source_cpu, r.queue_tsc});
-  }
+  if (!worst_row) return std::nullopt;
+  return worst_i;
+}
 
-  const std::string dir =
-      fmt::format("{}/{}-hang-{}", options_.out_dir, vm->target.name, ++snapshots_);
+bool Watcher::WriteHangSnapshot(const Vm& vm, const std::string& dir,
+                                std::span<const std::byte> hv_copy,
+                                std::span<const std::byte> guest_copy, Analysis* a) const {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   bool ok = !ec && WriteBytes(dir + "/hv.region", hv_copy) &&
             WriteBytes(dir + "/guest.region", guest_copy);
   Json manifest = {{"format", 1},
                    {"generator", "ipitrace watch"},
-                   {"name", vm->target.name},
-                   {"hv_source", vm->target.hv_path},
-                   {"guest_source", vm->target.guest_path},
+                   {"name", vm.target.name},
+                   {"hv_source", vm.target.hv_path},
+                   {"guest_source", vm.target.guest_path},
                    {"outcome", "hang-detected"},
                    {"hang_ms", options_.hang_ms}};
   std::ofstream(dir + "/manifest.json") << manifest.dump(2) << "\n";
-  a.snapshot.dir = dir;
-  a.snapshot.manifest = manifest;
-  std::ofstream(dir + "/report.txt") << TextReport(&a).Render();
-  std::ofstream(dir + "/report.json") << JsonReport(&a).Build().dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
-  ev->push_back({{"event", "hang_detected"},
-                 {"vm", vm->target.name},
-                 {"snapshot", dir},
-                 {"snapshot_ok", ok},
-                 {"verdict", std::string(VerdictName(worst->verdict))},
-                 {"source_cpu", worst->source_cpu},
-                 {"target_cpu", worst->target_cpu},
-                 {"queue_tsc", worst->queue_tsc},
-                 {"outstanding_ms", worst_ms},
-                 {"reason", worst->reason},
-                 {"stats", StatsTableJson(*a.stats)}});
+  a->snapshot.dir = dir;
+  a->snapshot.manifest = manifest;
+  std::ofstream(dir + "/report.txt") << TextReport(a).Render();
+  std::ofstream(dir + "/report.json") << JsonReport(a).Build().dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
+  return ok;
 }
 
 }  // namespace ipitrace

@@ -6,7 +6,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +19,8 @@
 #include "hang_screen.h"
 #include "mapped_file.h"
 #include "result.h"
+#include "snapshot.h"
+#include "stats.h"
 
 namespace ipitrace {
 
@@ -75,6 +79,17 @@ class Watcher {
   // outstanding longer than hang_ms, if any.
   void FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
                  std::vector<nlohmann::ordered_json>* ev);
+  // FullCheck's steps: the copies read as a snapshot (the rings the screen
+  // latched corrupt emptied, its counters in *stats); the request to report
+  // (unserved past hang_ms, not reported before; a loss before its riders,
+  // then the oldest); the hang's snapshot directory with its reports.
+  std::optional<Snapshot> ReadCopies(const Vm& vm, std::span<const std::byte> hv_copy,
+                                     std::span<const std::byte> guest_copy, Stats* stats) const;
+  std::optional<size_t> Worst(const Vm& vm, const Analysis& a, uint64_t newest, uint64_t khz,
+                              double idle_ms, double* worst_ms) const;
+  bool WriteHangSnapshot(const Vm& vm, const std::string& dir,
+                         std::span<const std::byte> hv_copy,
+                         std::span<const std::byte> guest_copy, Analysis* a) const;
   bool Attach(Vm* vm, std::vector<nlohmann::ordered_json>* ev);
   void Detach(Vm* vm, const std::string& reason,
               std::vector<nlohmann::ordered_json>* ev);

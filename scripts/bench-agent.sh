@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Agent benchmarks -> results/agent-bench.md (medians of 5 repetitions).
-#   * Google Benchmark (build/host-agent/agent_bench): streaming tracker on
-#     a synthetic stream, region decoding, batch analysis (records/s, CPU
-#     time);
-#   * the memory bound: build/host-agent/stream_rss (the streaming tracker)
-#     and build/host-agent/watch_rss (what `ipitrace watch` keeps while it
-#     follows a VM's live rings) over ${BENCH_STREAM_RECORDS:-1000000000}
-#     synthetic records (max RSS);
+#   * Google Benchmark (build/host-agent/agent_bench): region decoding,
+#     batch analysis (records/s, CPU time);
+#   * the memory bound: build/host-agent/watch_rss (what `ipitrace watch`
+#     keeps while it follows a VM's live rings) over
+#     ${BENCH_STREAM_RECORDS:-1000000000} synthetic records (max RSS);
 #   * end to end: `ipitrace analyze --json` on make_snapshot's "large"
 #     snapshot: records/s of CPU time (user + sys of the process, from
 #     wait4(2), microsecond resolution), median of 5 runs after one warm-up
@@ -26,7 +24,6 @@ ninja -C "$build" >/dev/null
 "$build/host-agent/agent_bench" --benchmark_repetitions=5 \
 	--benchmark_report_aggregates_only=true \
 	--benchmark_out="$tmp/bench.json" --benchmark_out_format=json >/dev/null
-"$build/host-agent/stream_rss" "$records" >"$tmp/rss.json"
 "$build/host-agent/watch_rss" "$records" >"$tmp/watch.json"
 "$build/host-agent/make_snapshot" "$tmp/large" large
 # Write the new files back first, so that writeback does not overlap the
@@ -53,7 +50,6 @@ run_analyze()  # warm-up (not counted)
 runs = [run_analyze() for _ in range(5)]
 
 b = json.load(open(f"{tmp}/bench.json"))
-rss = json.load(open(f"{tmp}/rss.json"))
 watch = json.load(open(f"{tmp}/watch.json"))
 rows = []
 for x in b["benchmarks"]:
@@ -74,12 +70,7 @@ with open(out, "w") as f:
     f.write("| benchmark | M records/s (CPU) | CPU time |\n|---|---:|---:|\n")
     for n, r, t, u in rows:
         f.write(f"| {n} | {r:.1f} | {t:.1f} {u} |\n")
-    f.write("\n## Streaming memory bound (`build/host-agent/stream_rss " + str(records) + "`)\n\n")
-    f.write(f"- records: {rss['records']:,}\n- CPU time: {rss['cpu_s']:.1f} s "
-            f"({rss['records_per_cpu_s']/1e6:.1f} M records/s), wall {rss['wall_s']:.1f} s\n")
-    f.write(f"- max RSS: {rss['max_rss_mib']:.1f} MiB (bound: 256 MiB); peak open requests: {rss['peak_open']}\n")
-    f.write(f"- verdicts: {json.dumps(rss['verdicts'])}\n\n")
-    f.write("## watch's memory bound (`build/host-agent/watch_rss " + str(records) + "`)\n\n")
+    f.write("\n## watch's memory bound (`build/host-agent/watch_rss " + str(records) + "`)\n\n")
     f.write("A producer writes requests into two live regions (8 CPUs, rings of 4096 records "
             "that wrap; one request in 100,000 lost); every 64 requests watch's HangScreen "
             "reads what the rings gained, and a request outstanding for over 1 ms of stream "

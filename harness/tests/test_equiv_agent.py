@@ -74,3 +74,23 @@ def test_a_build_that_judges_otherwise_is_named(agent, tmp_path):
 def test_usage_errors(tmp_path):
     r = _run("/nonexistent-a", "/nonexistent-b")
     assert r.returncode == 2 and "not an executable" in r.stdout
+
+
+def _equiv_base():
+    with open(os.path.join(REPO, "scripts", "equiv-base")) as f:
+        return [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")][0]
+
+
+def test_this_build_judges_as_the_base(agent):
+    """Byte-identical `analyze --json` with the pinned earlier build
+    (scripts/equiv-base) on every golden and 500 random snapshots: a
+    refactoring changes no verdict, reason or count."""
+    p = subprocess.run([os.path.join(REPO, "scripts", "build-agent-at.sh"), _equiv_base()],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode == 3:
+        pytest.skip(f"the base commit is not in this clone: {p.stderr.strip()}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    base = p.stdout.strip().splitlines()[-1]
+    r = _run(base, agent, "--random", "500")
+    assert r.returncode == 0, r.stdout
+    assert "506 snapshots (6 golden, 500 random): 506 alike, 0 differ" in r.stdout, r.stdout

@@ -7,7 +7,6 @@
 
 #include "analyzer.h"
 #include "region_reader.h"
-#include "streaming.h"
 #include "testing/scenario.h"
 
 namespace {
@@ -35,36 +34,6 @@ uint64_t Records(const ipitrace::Snapshot& s) {
     for (const auto& ring : r->rings) n += ring.records.size();
   return n;
 }
-
-void BM_StreamSynthetic(benchmark::State& state) {
-  const uint64_t requests = static_cast<uint64_t>(state.range(0));
-  uint64_t records = 0;
-  for (auto _ : state) {
-    ipitrace::SyntheticSource src(requests, 8, 100000);
-    ipitrace::StreamOptions o;
-    o.window_ticks = 10'000'000;
-    ipitrace::StreamTracker t(o);
-    ipitrace::StreamRecord r;
-    while (src.Next(&r)) t.Push(r);
-    t.Finish();
-    records += t.records();
-    benchmark::DoNotOptimize(t.counts());
-  }
-  state.SetItemsProcessed(static_cast<int64_t>(records));
-}
-BENCHMARK(BM_StreamSynthetic)->Arg(1 << 20)->Unit(benchmark::kMillisecond);
-
-void BM_SyntheticSourceOnly(benchmark::State& state) {
-  uint64_t records = 0;
-  for (auto _ : state) {
-    ipitrace::SyntheticSource src(static_cast<uint64_t>(state.range(0)), 8, 100000);
-    ipitrace::StreamRecord r;
-    while (src.Next(&r)) benchmark::DoNotOptimize(r);
-    records += src.records();
-  }
-  state.SetItemsProcessed(static_cast<int64_t>(records));
-}
-BENCHMARK(BM_SyntheticSourceOnly)->Arg(1 << 20)->Unit(benchmark::kMillisecond);
 
 void BM_RegionRead(benchmark::State& state) {
   Scenario& sc = BigScenario(static_cast<uint64_t>(state.range(0)));

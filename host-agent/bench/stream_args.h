@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The command line and CPU clock shared by stream_rss and watch_rss.
+// The command line and CPU clock of watch_rss.
 #ifndef IPITRACE_HOST_AGENT_BENCH_STREAM_ARGS_H_
 #define IPITRACE_HOST_AGENT_BENCH_STREAM_ARGS_H_
 
