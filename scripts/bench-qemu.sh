@@ -18,10 +18,11 @@
 # QEMU is booted directly (no libvirt), TCG, like harness/ipitrace_harness/
 # vm.py's domain: kernel + initramfs from scripts/build-guest.sh, the guest
 # module's ivshmem-plain device (present in every configuration).  Writes a
-# markdown report (default results/qemu-bench.md) and prints it.
+# markdown report (default $TMPDIR/ipitrace-qemu-bench.md: results/qemu-bench.md
+# holds the one-boot figures, scripts/bench-qemu-oneboot.py) and prints it.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ROUNDS=3 SECONDS_=10 VCPUS=2 OUT="$REPO/results/qemu-bench.md" TCG=multi
+ROUNDS=3 SECONDS_=10 VCPUS=2 OUT="${TMPDIR:-/tmp}/ipitrace-qemu-bench.md" TCG=multi
 while (($#)); do
 	case $1 in
 	--rounds) ROUNDS=$2; shift 2 ;;

@@ -166,12 +166,13 @@ def write(summary, path=OUT):
     lines += [_row(r) for r in summary["stages"]]
     c = summary["clean"]
     lines += ["", "## Clean soak", "",
-              f"Soaks of {c.get('vms_per_soak', '?')} VM(s) at a time, repeated until the "
+              f"Soaks of {_vms(c.get('vms_per_soak'))} at a time, repeated until the "
               f"total passed the minimum (run {c.get('generated', when)}; "
               "`harness/ipitrace-harness validate --part soak --soak-vms N` reruns this "
               "half alone).", "",
               f"{c['vms']} VMs x {c['seconds_per_vm']} s of load: **{c['requests']:,} CSD "
-              f"requests, {c['losses']} loss verdicts** (outcomes: {c['outcomes']}).", "",
+              f"requests, {c['losses']} loss verdicts** (VM outcomes: "
+              f"{_outcomes(c['outcomes'])}).", "",
               "Verdicts over the clean soak: " + ", ".join(
                   f"{v} {n:,}" for v, n in sorted(c.get("verdict_counts", {}).items()) if n)
               + ".", ""]
@@ -182,6 +183,19 @@ def write(summary, path=OUT):
         f.write("\n".join(lines))
     with open(os.path.splitext(path)[0] + ".json", "w") as f:
         json.dump(summary, f, indent=2)
+
+
+def _vms(n):
+    return "? VMs" if n is None else f"{n} VM" + ("" if n == 1 else "s")
+
+
+def _outcomes(outcomes):
+    """Soak outcomes (one {outcome: VMs} per soak) as text: "7 passed"."""
+    total = {}
+    for o in outcomes:
+        for k, n in (o.items() if isinstance(o, dict) else [(o, 1)]):
+            total[k] = total.get(k, 0) + n
+    return ", ".join(f"{n} {k}" for k, n in sorted(total.items())) or "none"
 
 
 def _row(r):
@@ -209,9 +223,10 @@ def _kvm_section(k):
     lines += [_row(r) for r in k.get("stages", [])]
     c = k.get("clean")
     if c:
-        lines += ["", f"Clean nested soak (run {c.get('generated', '?')}): {c['vms']} boot(s) "
+        boots = "one boot" if c["vms"] == 1 else f"{c['vms']} boots"
+        lines += ["", f"Clean nested soak (run {c.get('generated', '?')}): {boots} "
                   f"x {c['seconds_per_vm']} s of load: **{c['requests']:,} CSD requests, "
-                  f"{c['losses']} loss verdicts** (outcomes: {c['outcomes']}).", "",
+                  f"{c['losses']} loss verdicts** (outcomes: {_outcomes(c['outcomes'])}).", "",
                   "Verdicts over the clean nested soak: " + ", ".join(
                       f"{v} {n:,}" for v, n in sorted(c.get("verdict_counts", {}).items())
                       if n) + ".", ""]
