@@ -35,7 +35,7 @@ static_assert(static_cast<int>(K::kEntry) == IPT_KVM_BPF_ENTRY);
 static_assert(static_cast<int>(K::kLost) == IPT_KVM_BPF_LOST);
 static_assert(sizeof(ipt_kvm_bpf_event) == 56);
 
-__extension__ typedef __int128 I128;
+__extension__ typedef unsigned __int128 U128;
 
 // libbpf's warnings, kept for the error message instead of printed.
 std::string* g_libbpf_log = nullptr;
@@ -68,8 +68,14 @@ uint32_t RoundUpPow2(uint64_t v) {
 
 void MonoTscMap::Add(uint64_t ns, uint64_t tsc) {
   if (!pairs_.empty() && (ns <= pairs_.back().ns || tsc <= pairs_.back().tsc)) return;
-  pairs_.push_back({ns, tsc});
+  Pair p{ns, tsc, 0};
+  if (!pairs_.empty()) {
+    const Pair& prev = pairs_.back();
+    p.rate = static_cast<uint64_t>((static_cast<U128>(tsc - prev.tsc) << 32) / (ns - prev.ns));
+  }
+  pairs_.push_back(p);
   while (pairs_.size() > kKeep) pairs_.pop_front();
+  last_ = 0;
 }
 
 void MonoTscMap::Sample() {
@@ -88,25 +94,29 @@ void MonoTscMap::Sample() {
   Add(ns, tsc);
 }
 
+uint64_t MonoTscMap::Extrapolate(const Pair& p, uint64_t rate, uint64_t ns) const {
+  // p.tsc + (ns - p.ns) x rate, either side of p.
+  if (ns >= p.ns)
+    return p.tsc + static_cast<uint64_t>((static_cast<U128>(ns - p.ns) * rate) >> 32);
+  return p.tsc - static_cast<uint64_t>((static_cast<U128>(p.ns - ns) * rate) >> 32);
+}
+
 uint64_t MonoTscMap::Tsc(uint64_t ns) const {
-  if (pairs_.empty()) return static_cast<uint64_t>(static_cast<I128>(ns) * tsc_khz_ / 1000000);
-  if (pairs_.size() == 1) {
-    const Pair& p = pairs_.front();
-    return static_cast<uint64_t>(
-        static_cast<I128>(p.tsc) +
-        (static_cast<I128>(ns) - static_cast<I128>(p.ns)) * tsc_khz_ / 1000000);
+  if (pairs_.empty()) return static_cast<uint64_t>((static_cast<U128>(ns) * nominal_rate_) >> 32);
+  if (pairs_.size() == 1) return Extrapolate(pairs_.front(), nominal_rate_, ns);
+  // The segment (pairs_[i-1], pairs_[i]] around ns, or the nearest one
+  // outside the pairs.  Events come nearly in time order: try the previous
+  // event's segment first.
+  size_t i = last_;
+  if (!(i >= 1 && i < pairs_.size() && pairs_[i - 1].ns < ns && ns <= pairs_[i].ns)) {
+    auto it = std::lower_bound(pairs_.begin(), pairs_.end(), ns,
+                               [](const Pair& p, uint64_t v) { return p.ns < v; });
+    i = static_cast<size_t>(it - pairs_.begin());
+    if (i == 0) i = 1;
+    if (i == pairs_.size()) i = pairs_.size() - 1;
+    last_ = i;
   }
-  // The segment around ns, or the nearest one outside the pairs.
-  auto it = std::lower_bound(pairs_.begin(), pairs_.end(), ns,
-                             [](const Pair& p, uint64_t v) { return p.ns < v; });
-  if (it == pairs_.begin()) ++it;
-  if (it == pairs_.end()) --it;
-  const Pair& a = *(it - 1);
-  const Pair& b = *it;
-  const I128 d = static_cast<I128>(ns) - static_cast<I128>(a.ns);
-  return static_cast<uint64_t>(static_cast<I128>(a.tsc) +
-                               d * static_cast<I128>(b.tsc - a.tsc) /
-                                   static_cast<I128>(b.ns - a.ns));
+  return Extrapolate(pairs_[i - 1], pairs_[i].rate, ns);
 }
 
 Result<std::unique_ptr<KvmBpf>> KvmBpf::Open(const Options& o) {

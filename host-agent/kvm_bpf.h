@@ -28,7 +28,8 @@ namespace ipitrace {
 // an instant (extrapolating from the nearest segment outside them).
 class MonoTscMap {
  public:
-  explicit MonoTscMap(uint32_t tsc_khz) : tsc_khz_(tsc_khz) {}
+  explicit MonoTscMap(uint32_t tsc_khz)
+      : nominal_rate_((uint64_t{tsc_khz} << 32) / 1000000) {}
   // Samples the two clocks now (the closest of three tries).
   void Sample();
   // Adds a pair (tests; Sample() uses it).  Pairs come in time order.
@@ -39,11 +40,17 @@ class MonoTscMap {
   static constexpr size_t kKeep = 64;
 
  private:
+  // A pair, and the rate (TSC ticks per ns, 32.32 fixed point) of the
+  // segment that ends at it (from the previous pair): converting an event
+  // is a multiply, not a 128-bit division.
   struct Pair {
     uint64_t ns, tsc;
+    uint64_t rate = 0;
   };
+  uint64_t Extrapolate(const Pair& p, uint64_t rate, uint64_t ns) const;
   std::deque<Pair> pairs_;
-  uint32_t tsc_khz_;
+  uint64_t nominal_rate_;  // from tsc_khz, until two pairs give one
+  mutable size_t last_ = 0;  // the segment the previous event fell in
 };
 
 // KvmBpf reads the host's KVM tracepoints for one VM with BPF programs

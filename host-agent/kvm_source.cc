@@ -46,7 +46,11 @@ class MappedRegion {
       return Status::Error(ErrorCode::kIo, fmt::format("cannot size {} to {} bytes: {}", path,
                                                        size, std::strerror(e)));
     }
-    void* m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    // Every page allocated and mapped now, not at the first record that
+    // lands on it: a collector runs for days, and its steady state should
+    // not pay a page fault per 64 records while the rings first fill.
+    (void)::posix_fallocate(fd, 0, static_cast<off_t>(size));  // tmpfs: its pages
+    void* m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     ::close(fd);
     if (m == MAP_FAILED)
       return Status::Error(ErrorCode::kIo, fmt::format("cannot map {}: {}", path, std::strerror(errno)));
@@ -99,6 +103,47 @@ Result<std::unique_ptr<KvmEventReader>> OpenReader(const KvmSourceOptions& o, co
   return std::unique_ptr<KvmEventReader>(std::move(t).value());
 }
 
+// The region's layout for the VM: one ring per vCPU, its APIC IDs, its
+// TSC rate (the host's, scaled where KVM scales it).
+HvRegionWriter::Layout LayoutFor(const KvmSourceOptions& o, const KvmVm& vm, uint32_t host_khz) {
+  HvRegionWriter::Layout layout;
+  layout.vcpus = static_cast<uint32_t>(vm.info.vcpu_id.size());
+  layout.capacity = o.capacity;
+  layout.apic_id = vm.info.vcpu_id;
+  layout.tsc_khz = vm.info.tsc_ratio
+                       ? static_cast<uint32_t>((static_cast<U128>(host_khz) *
+                                                vm.info.tsc_ratio) >> vm.info.tsc_frac_bits)
+                       : host_khz;
+  utsname u{};
+  ::uname(&u);
+  layout.release = fmt::format("kvm {}", u.release);
+  return layout;
+}
+
+// Polls the reader into the translator until *stop or the VM exits;
+// returns whether the VM exited.  kvm_entry fires on every guest entry; it
+// is only needed to check the thread map: off once every vCPU was seen
+// entering (or after 10 s, for a vCPU that never runs).
+Result<bool> PollUntilDone(const KvmSourceOptions& o, uint64_t margin, KvmEventReader* reader,
+                           KvmTranslator* translator, volatile std::sig_atomic_t* stop) {
+  std::vector<KvmEvent> batch;
+  const auto start = std::chrono::steady_clock::now();
+  bool entry_on = true;
+  while (!*stop) {
+    batch.clear();
+    if (Status s = reader->Poll(ReadTsc(), margin, &batch); !s.ok()) return s;
+    for (const KvmEvent& ev : batch) translator->Push(ev);
+    if (!Alive(o.pid, o.paths.proc)) return true;
+    if (entry_on && (translator->ThreadMapChecked() ||
+                     std::chrono::steady_clock::now() - start > std::chrono::seconds(10))) {
+      reader->StopEntryEvents();
+      entry_on = false;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(o.poll_ms * 1000)));
+  }
+  return false;
+}
+
 }  // namespace
 
 Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop) {
@@ -109,23 +154,12 @@ Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop)
   KvmVm vm = std::move(vm_r).value();
   const KvmAccel accel = ReadKvmAccel(o.accel_from.empty() ? o.paths.sys_module : o.accel_from);
   vm.info.stages = accel.stages;
-  const uint32_t n = static_cast<uint32_t>(vm.info.vcpu_id.size());
 
   const int stale = KvmTracefs::CleanStale();
   if (stale > 0) Log(o, fmt::format("removed {} stale tracefs instance(s) of dead collectors", stale));
 
-  HvRegionWriter::Layout layout;
-  layout.vcpus = n;
-  layout.capacity = o.capacity;
-  layout.apic_id = vm.info.vcpu_id;
   const uint32_t host_khz = MeasureTscKhz();
-  layout.tsc_khz = vm.info.tsc_ratio
-                       ? static_cast<uint32_t>((static_cast<U128>(host_khz) *
-                                                vm.info.tsc_ratio) >> vm.info.tsc_frac_bits)
-                       : host_khz;
-  utsname u{};
-  ::uname(&u);
-  layout.release = fmt::format("kvm {}", u.release);
+  const HvRegionWriter::Layout layout = LayoutFor(o, vm, host_khz);
   if (Status s = HvRegionWriter::Check(layout); !s.ok()) return s;
   MappedRegion region;
   if (Status s = region.Create(o.out, HvRegionWriter::SizeFor(layout)); !s.ok()) return s;
@@ -136,44 +170,25 @@ Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop)
   if (!rr.ok()) return rr.status();
   std::unique_ptr<KvmEventReader> reader = std::move(rr).value();
 
-  KvmVmInfo info = vm.info;
   HvRegionWriter writer(region.bytes(), layout, GuestTscOf(vm.info, 0, start_host_tsc));
   writer.SetSource(accel.stages, 0, accel.accel, reader->name());
-  KvmTranslator translator(&writer, std::move(info));
+  KvmTranslator translator(&writer, vm.info);
   Log(o, fmt::format("VM pid {}: {} vCPUs (KVM ids {}), {} named vCPU threads, debugfs {}, "
                      "TSC {} kHz, {}; {}",
-                     o.pid, n, fmt::join(vm.info.vcpu_id, ","), vm.named_threads, vm.debugfs_dir,
-                     layout.tsc_khz, accel.notes.empty() ? "no KVM vendor module settings" :
-                     fmt::format("{}", fmt::join(accel.notes, ", ")), reader->where()));
+                     o.pid, layout.vcpus, fmt::join(vm.info.vcpu_id, ","), vm.named_threads,
+                     vm.debugfs_dir, layout.tsc_khz,
+                     accel.notes.empty() ? "no KVM vendor module settings"
+                                         : fmt::format("{}", fmt::join(accel.notes, ", ")),
+                     reader->where()));
   if (!o.ready_file.empty()) {
     const int fd = ::open(o.ready_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd >= 0) ::close(fd);
   }
 
   const uint64_t margin = uint64_t{host_khz} * 2;  // 2 ms
+  auto exited = PollUntilDone(o, margin, reader.get(), &translator, stop);
+  if (!exited.ok()) return exited.status();
   std::vector<KvmEvent> batch;
-  const auto start = std::chrono::steady_clock::now();
-  bool entry_on = true;
-  bool vm_exited = false;
-  while (!*stop) {
-    batch.clear();
-    if (Status s = reader->Poll(ReadTsc(), margin, &batch); !s.ok()) return s;
-    for (const KvmEvent& ev : batch) translator.Push(ev);
-    if (!Alive(o.pid, o.paths.proc)) {
-      vm_exited = true;
-      break;
-    }
-    // kvm_entry fires on every guest entry; it is only needed to check the
-    // thread map: off once every vCPU was seen entering (or after 10 s, for
-    // a vCPU that never runs).
-    if (entry_on && (translator.ThreadMapChecked() ||
-                     std::chrono::steady_clock::now() - start > std::chrono::seconds(10))) {
-      reader->StopEntryEvents();
-      entry_on = false;
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(o.poll_ms * 1000)));
-  }
-  batch.clear();
   const Status drained = reader->Drain(&batch);
   for (const KvmEvent& ev : batch) translator.Push(ev);
   const uint64_t overruns = reader->KernelDropped();
@@ -183,9 +198,9 @@ Status RunKvmSource(const KvmSourceOptions& o, volatile std::sig_atomic_t* stop)
   Log(o, fmt::format("{}: {} events -> {} records; lost {} (kernel side {}, {} gaps), "
                      "unmapped thread {}, unknown vCPU {}, re-injections {}, thread map "
                      "learned {} fixed {}; {} events of hidden stages not written",
-                     vm_exited ? "VM exited" : "stopped", c.events, c.records, c.lost, overruns,
-                     c.gaps, c.unmapped_thread, c.unknown_vcpu, c.reinjected, c.map_learned,
-                     c.map_fixed, c.hidden));
+                     exited.value() ? "VM exited" : "stopped", c.events, c.records, c.lost,
+                     overruns, c.gaps, c.unmapped_thread, c.unknown_vcpu, c.reinjected,
+                     c.map_learned, c.map_fixed, c.hidden));
   return drained;
 }
 
