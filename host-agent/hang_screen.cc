@@ -37,7 +37,7 @@ void HangScreen::Reset() {
     rings_[k].clear();
   }
   cpu_of_ring_.clear();
-  cpu_has_ring_.clear();
+  ring_of_cpu_.fill(-1);
   by_tsc_.clear();
   waiting_.clear();
   latest_.clear();
@@ -96,15 +96,14 @@ bool HangScreen::ReadRings(const SigbusGuard& guard, std::span<const std::byte> 
       return false;
   }
   if (kind == StreamKind::kGuest) {
-    // Ring -> CPU as RegionReader assigns it: the first ring naming a CPU.
+    // Ring -> CPU: the readers' one rule (records.h).
     cpu_of_ring_.assign(l.ring_count, -1);
-    cpu_has_ring_.assign(IPT_MAX_CPUS, false);
+    ring_of_cpu_.fill(-1);
+    int32_t misc = -1;
     for (uint32_t i = 0; i < l.ring_count; ++i) {
       const uint32_t cpu = headers[i].cpu;
-      if (cpu < IPT_MAX_CPUS && !cpu_has_ring_[cpu]) {
-        cpu_has_ring_[cpu] = true;
+      if (ClaimRing(StreamKind::kGuest, cpu, i, &ring_of_cpu_, &misc) == RingClaim::kCpu)
         cpu_of_ring_[i] = static_cast<int32_t>(cpu);
-      }
     }
   }
   const uint64_t cap = l.capacity;
@@ -141,13 +140,23 @@ bool HangScreen::ReadRings(const SigbusGuard& guard, std::span<const std::byte> 
         return false;
       for (uint64_t j = 0; j < n; ++j) {
         const ipt_record& r = buf_[j];
-        if (r.seq != from + j) {  // torn, overwritten, garbage
-          stats_.Increment(StatId::torn_record);
-          continue;
-        }
-        if (!IsKnownRecordType(r.type)) {
-          stats_.Increment(StatId::unknown_record_type);
-          continue;
+        // The readers' one acceptance rule (records.h), counted as
+        // RegionReader counts it.
+        switch (CheckRecord(r, from + j)) {
+          case RecordCheck::kOk:
+            break;
+          case RecordCheck::kTorn:
+            stats_.Increment(StatId::torn_record);
+            continue;
+          case RecordCheck::kGapMarker:
+            stats_.Increment(StatId::hv_source_gap);
+            continue;
+          case RecordCheck::kUnknownType:
+            stats_.Increment(StatId::unknown_record_type);
+            continue;
+          case RecordCheck::kCpuOutOfRange:
+            stats_.Increment(StatId::cpu_out_of_range);
+            continue;
         }
         ++records_;
         st.last_tsc = r.tsc;
@@ -164,7 +173,7 @@ void HangScreen::OnGuestRecord(const ipt_record& r, uint32_t ring_cpu, const Lay
   const auto cpu = static_cast<uint16_t>(ring_cpu);
   switch (r.type) {
     case IPT_G_QUEUE: {
-      if (r.target >= IPT_MAX_CPUS || !cpu_has_ring_[r.target]) return;  // as the tracker
+      if (r.target >= IPT_MAX_CPUS || ring_of_cpu_[r.target] < 0) return;  // as the tracker
       const Key key{r.target, ServedKeyOf(r)};
       if (auto it = latest_.find(key); it != latest_.end() && it->second >= r.tsc) return;
       Queue(key, {cpu, r.target, r.tsc});

@@ -2,6 +2,7 @@
 #ifndef IPITRACE_HOST_AGENT_HANG_SCREEN_H_
 #define IPITRACE_HOST_AGENT_HANG_SCREEN_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -135,7 +136,7 @@ class HangScreen {
   Layout layout_[2];                      // [0] hv, [1] guest
   std::vector<RingState> rings_[2];
   std::vector<int32_t> cpu_of_ring_;      // guest ring -> its CPU, -1 if none/duplicate
-  std::vector<bool> cpu_has_ring_;        // guest CPU -> has a ring
+  std::array<int32_t, IPT_MAX_CPUS> ring_of_cpu_{};  // guest CPU -> its ring, -1 if none
   ByTsc by_tsc_;
   std::unordered_map<Key, std::vector<ByTsc::iterator>, KeyHash> waiting_;
   std::unordered_map<Key, uint64_t, KeyHash> latest_;  // newest entry TSC per key

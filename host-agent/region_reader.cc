@@ -184,21 +184,18 @@ void RegionReader::ReadRing(std::span<const std::byte> bytes, uint64_t offset,
   if (rh.dropped) stats_->Increment(StatId::records_dropped, rh.dropped);
 
   bool usable = true;
-  if (rh.cpu == IPT_CPU_NONE && region->kind == StreamKind::kHv) {
-    if (region->misc_ring >= 0) {
+  switch (ClaimRing(region->kind, rh.cpu, index, &region->ring_of_cpu, &region->misc_ring)) {
+    case RingClaim::kCpu:
+    case RingClaim::kMisc:
+      break;
+    case RingClaim::kOutOfRange:
+      stats_->Increment(StatId::ring_cpu_out_of_range);
+      usable = false;
+      break;
+    case RingClaim::kDuplicate:
       stats_->Increment(StatId::ring_cpu_duplicate);
       usable = false;
-    } else {
-      region->misc_ring = static_cast<int32_t>(index);
-    }
-  } else if (rh.cpu >= IPT_MAX_CPUS) {
-    stats_->Increment(StatId::ring_cpu_out_of_range);
-    usable = false;
-  } else if (region->ring_of_cpu[rh.cpu] >= 0) {
-    stats_->Increment(StatId::ring_cpu_duplicate);
-    usable = false;
-  } else {
-    region->ring_of_cpu[rh.cpu] = static_cast<int32_t>(index);
+      break;
   }
   if (!usable) {
     ring.head = 0;  // keep the slot in rings[] so indexes stay positional
@@ -260,30 +257,26 @@ bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
   for (uint64_t i = first; i < head; ++i) {
     const auto rec =
         LoadAt<ipt_record>(bytes, slots + (i & (cap - 1)) * IPT_RECORD_SIZE);
-    if (rec.seq != i) {
-      ++torn;
-      pending_gaps.push_back(i);
-      continue;
-    }
-    if (IsGapMarker(rec.type)) {
-      // The producer lost records before this point: a gap bounded by it.
-      ++source_gaps;
-      gaps.push_back({i, rec.tsc});
-      continue;
-    }
-    if (!IsKnownRecordType(rec.type)) {
-      // Possibly a newer minor ABI: skip without declaring a gap.
-      ++unknown;
-      continue;
-    }
-    const bool cpu_ok = rec.cpu < IPT_MAX_CPUS || rec.cpu == IPT_CPU_NONE;
-    const bool target_ok = !RecordHasTarget(rec.type) ||
-                           rec.target < IPT_MAX_CPUS ||
-                           rec.target == IPT_CPU_NONE;
-    if (!cpu_ok || !target_ok) {
-      ++bad_cpu;
-      pending_gaps.push_back(i);
-      continue;
+    switch (CheckRecord(rec, i)) {
+      case RecordCheck::kOk:
+        break;
+      case RecordCheck::kTorn:
+        ++torn;
+        pending_gaps.push_back(i);
+        continue;
+      case RecordCheck::kGapMarker:
+        // The producer lost records before this point: a gap bounded by it.
+        ++source_gaps;
+        gaps.push_back({i, rec.tsc});
+        continue;
+      case RecordCheck::kUnknownType:
+        // Possibly a newer minor ABI: skip without declaring a gap.
+        ++unknown;
+        continue;
+      case RecordCheck::kCpuOutOfRange:
+        ++bad_cpu;
+        pending_gaps.push_back(i);
+        continue;
     }
     if (rec.cpu != ring->cpu) ++cpu_mismatch;
     if (!copy.empty() && rec.tsc < prev_tsc) ++backwards;

@@ -193,8 +193,7 @@ namespace internal {
 
 // The record checks of RegionReader for a window read in place: each
 // slot's fields are read once, into locals; true iff every slot holds an
-// acceptable record (seq equal to its index, known type, cpu and target in
-// range).  visit(pos, rec, type, tsc) is called for each record in order as
+// acceptable record (CheckRecord, records.h).  visit(pos, rec, type, tsc) is called for each record in order as
 // it is accepted, while it is in cache, so a consumer can index the ring in
 // the same pass; on false, whatever visit saw is to be discarded.
 //
@@ -220,15 +219,9 @@ inline bool ScanInPlace(const InPlaceWindow& w, uint32_t ring_cpu, InPlaceCounts
       const uint16_t type = p[k].type;
       const uint16_t cpu = p[k].cpu;
       const uint16_t target = p[k].target;
-      const unsigned bits = RecordTypeBits(type);
-      // In range: < IPT_MAX_CPUS or IPT_CPU_NONE (0xffff + 1 wraps to 0).
-      static_assert(IPT_CPU_NONE == 0xffff);
-      const bool cpu_ok = static_cast<uint16_t>(cpu + 1) <= IPT_MAX_CPUS;
-      const bool target_ok = !(bits & kTypeHasTarget) ||
-                             static_cast<uint16_t>(target + 1) <= IPT_MAX_CPUS;
-      // A gap marker becomes a RingGap: the copying pass handles it.
-      if ((seq != index) | !(bits & kTypeKnown) | !cpu_ok | !target_ok | bool(bits & kTypeGap))
-        return false;
+      // Anything but an acceptable record (a gap marker becomes a RingGap):
+      // the copying pass handles the ring.
+      if (CheckRecord(seq, type, cpu, target, index) != RecordCheck::kOk) return false;
       cpu_mismatch += cpu != ring_cpu;
       backwards += tsc < prev_tsc;  // prev_tsc starts at 0: never for the first
       prev_tsc = tsc;

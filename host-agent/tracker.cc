@@ -15,38 +15,6 @@ namespace {
 
 constexpr uint64_t kNoTsc = std::numeric_limits<uint64_t>::max();
 
-constexpr std::string_view kVerdictNames[] = {
-#define IPT_VERDICT_NAME(e, name, loss, stage, meaning) name,
-    IPT_VERDICTS(IPT_VERDICT_NAME)
-#undef IPT_VERDICT_NAME
-};
-static_assert(sizeof(kVerdictNames) / sizeof(kVerdictNames[0]) == kNumVerdicts);
-constexpr std::string_view kVerdictMeanings[] = {
-#define IPT_VERDICT_MEANING(e, name, loss, stage, meaning) meaning,
-    IPT_VERDICTS(IPT_VERDICT_MEANING)
-#undef IPT_VERDICT_MEANING
-};
-constexpr std::string_view kVerdictStages[] = {
-#define IPT_VERDICT_STAGE(e, name, loss, stage, meaning) stage,
-    IPT_VERDICTS(IPT_VERDICT_STAGE)
-#undef IPT_VERDICT_STAGE
-};
-
-// A reference beyond EvidenceChain's inline ones: stream (bit 48), ring
-// (bits 32..47), position.
-uint64_t PackRef(const EvidenceChain::Ref& r) {
-  return (uint64_t{r.stream == StreamKind::kHv} << 48) | (uint64_t{r.ring & 0xffff} << 32) |
-         r.pos;
-}
-
-EvidenceChain::Ref UnpackRef(uint64_t v) {
-  return {(v >> 48) & 1 ? StreamKind::kHv : StreamKind::kGuest,
-          static_cast<uint32_t>((v >> 32) & 0xffff), static_cast<uint32_t>(v)};
-}
-
-// Position of the first record of 'r' with tsc >= tsc (rings are in TSC
-// order; a ring whose TSC went backwards is counted in Stats and searched
-// anyway: the answer is then approximate but always in bounds).
 size_t RingLowerBound(const Ring& r, uint64_t tsc) {
   auto it = std::partition_point(r.records.begin(), r.records.end(),
                                  [&](const ipt_record& rec) { return rec.tsc < tsc; });
@@ -58,75 +26,6 @@ std::string VcpuName(int32_t v) {
 }
 
 }  // namespace
-
-std::string_view VerdictName(Verdict v) {
-  IPT_CHECK(static_cast<size_t>(v) < kNumVerdicts);
-  return kVerdictNames[static_cast<size_t>(v)];
-}
-
-std::string_view VerdictMeaning(Verdict v) {
-  IPT_CHECK(static_cast<size_t>(v) < kNumVerdicts);
-  return kVerdictMeanings[static_cast<size_t>(v)];
-}
-
-std::string_view VerdictStage(Verdict v) {
-  IPT_CHECK(static_cast<size_t>(v) < kNumVerdicts);
-  return kVerdictStages[static_cast<size_t>(v)];
-}
-
-RecordStore::RecordStore(const Snapshot& snap) {
-  const Region* regions[2] = {&snap.guest, &snap.hv};
-  for (int k = 0; k < 2; ++k) {
-    const Region& region = *regions[k];
-    if (region.bytes) owners_.push_back(region.bytes);
-    for (const Ring& r : region.rings) {
-      views_[k].push_back(r.records);
-      if (r.copy) owners_.push_back(r.copy);
-    }
-  }
-}
-
-const ipt_record& RecordStore::At(StreamKind stream, uint32_t ring, uint32_t pos) const {
-  const auto& views = views_[stream == StreamKind::kGuest ? 0 : 1];
-  IPT_CHECK(ring < views.size() && pos < views[ring].size());
-  return views[ring][pos];
-}
-
-EvidenceChain::EvidenceChain(const EvidenceChain& other)
-    : store_(other.store_),
-      pos_(other.pos_),
-      ring_(other.ring_),
-      size_(other.size_),
-      more_(other.more_ ? std::make_unique<std::vector<uint64_t>>(*other.more_) : nullptr) {}
-
-EvidenceChain& EvidenceChain::operator=(const EvidenceChain& other) {
-  if (this != &other) *this = EvidenceChain(other);
-  return *this;
-}
-
-EvidenceChain::Ref EvidenceChain::RefSlow(size_t i) const {
-  IPT_CHECK(i < size_ && i >= kInline);
-  return UnpackRef((*more_)[i - kInline]);
-}
-
-Evidence EvidenceChain::operator[](size_t i) const {
-  IPT_CHECK(store_ != nullptr);
-  const Ref r = ref(i);
-  return Evidence{r.stream, r.ring, store_->At(r.stream, r.ring, r.pos), r.pos};
-}
-
-void EvidenceChain::PushSlow(const Ref& r) {
-  IPT_CHECK(r.ring < kHvBit);  // ring indexes are < IPT_MAX_CPUS + 1
-  IPT_CHECK(size_ >= kInline);
-  if (!more_) more_ = std::make_unique<std::vector<uint64_t>>();
-  more_->push_back(PackRef(r));
-  ++size_;
-}
-
-void EvidenceChain::Append(const EvidenceChain& other) {
-  IPT_CHECK(other.empty() || store_ == other.store_);
-  for (size_t i = 0; i < other.size_; ++i) push_back(other.ref(i));
-}
 
 Tracker::Tracker(std::shared_ptr<const TrackerInputs> inputs, Stats* stats)
     : inputs_(std::move(inputs)),
@@ -272,6 +171,7 @@ void ResetScratch(Request* req) {
   req->served_tsc.reset();
   req->served_late = false;
   req->rode_on = -1;
+  req->pending = Request::Pending::kNone;
   req->reason.clear();
 }
 
@@ -323,7 +223,7 @@ RequestTable Tracker::Run() {
   return table;
 }
 
-void Tracker::FollowInto(const Ring& s_ring, uint32_t k, uint32_t pos, Request* req,
+[[gnu::always_inline]] inline void Tracker::FollowInto(const Ring& s_ring, uint32_t k, uint32_t pos, Request* req,
                          RequestTable* table) {
   const ipt_record q = s_ring.records[pos];
   const Ring* t_ring = snap_->guest.RingForCpu(q.target);
@@ -398,7 +298,7 @@ void Tracker::ResolveBeforeSend(RequestTable* t) {
   std::vector<bool> wanted(IPT_MAX_CPUS, false);
   bool any = false;
   for (const Request& r : t->details_) {
-    if (r.rode_on == -3 && r.target_cpu < IPT_MAX_CPUS) {
+    if (r.pending == Request::Pending::kBeforeSend && r.target_cpu < IPT_MAX_CPUS) {
       wanted[r.target_cpu] = true;
       any = true;
     }
@@ -412,9 +312,11 @@ void Tracker::ResolveBeforeSend(RequestTable* t) {
   for (const std::vector<size_t>& idx : by_target) {
     for (size_t k = 0; k < idx.size(); ++k) {
       const uint32_t d = t->rows_[idx[k]].detail;
-      if (d == RequestTable::kNoDetail || t->details_[d].rode_on != -3) continue;
+      if (d == RequestTable::kNoDetail ||
+          t->details_[d].pending != Request::Pending::kBeforeSend)
+        continue;
       Request& r = t->details_[d];
-      r.rode_on = -1;
+      r.pending = Request::Pending::kNone;
       // Earlier requests to the target still outstanding at its queue:
       // whether any, whether one of them was never served, and when the
       // last of the served ones was.
@@ -647,7 +549,7 @@ void Tracker::Follow(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_rec
                                "target's ring continues"};
   Conclude(b, service, &req);
   if (req.verdict == Verdict::kHandlerMissedWork && !req.elided)
-    req.rode_on = -2;  // resolved against the owning IPI in ResolveRiders
+    req.pending = Request::Pending::kOwner;
 }
 
 void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record& q,
@@ -737,7 +639,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   }
 }
 
-uint32_t Tracker::MatchIcr(const Ring& s_ring, const Ring& hv_s, const ipt_record& send,
+[[gnu::always_inline]] inline uint32_t Tracker::MatchIcr(const Ring& s_ring, const Ring& hv_s, const ipt_record& send,
                            uint32_t send_pos, uint32_t send_index, uint8_t vector,
                            uint32_t target_cpu, int32_t vt) const {
   // At/after the send, with the vector and vCPU(T) in its bitmap.  Later
@@ -812,7 +714,7 @@ uint32_t Tracker::MatchIcr(const Ring& s_ring, const Ring& hv_s, const ipt_recor
   return RingIndex::kNoPosition;
 }
 
-uint32_t Tracker::MatchIrr(const Ring& hv_s, uint32_t icr_pos, int32_t vt) const {
+[[gnu::always_inline]] inline uint32_t Tracker::MatchIrr(const Ring& hv_s, uint32_t icr_pos, int32_t vt) const {
   // The first H_IRR after the ICR on the same ring that names it (a[0] =
   // its seq), for vCPU(T).  The vCPU writes an ICR's H_IRRs (and kicks)
   // right after its H_ICR, so the records that follow are looked at first;
@@ -835,7 +737,7 @@ uint32_t Tracker::MatchIrr(const Ring& hv_s, uint32_t icr_pos, int32_t vt) const
   return RingIndex::kNoPosition;
 }
 
-bool Tracker::MatchAck(const Ring& hv_s, uint32_t irr_pos, const Ring& hv_t, int32_t vt,
+[[gnu::always_inline]] inline bool Tracker::MatchAck(const Ring& hv_s, uint32_t irr_pos, const Ring& hv_t, int32_t vt,
                        uint8_t vector, const Service* service, Request* req, AckMatch* out) {
   // The first H_ACK of the vector on vCPU(T) at/after the IRR set, unless
   // the streams prove the set's bit was gone before it.
@@ -906,7 +808,7 @@ void Tracker::ConcludeNeverAcked(const Ring& hv_t, int32_t vt, uint8_t vector, u
   Conclude(Absent(Verdict::kTargetBlocked, true, irr_tsc, std::move(why)), service, req);
 }
 
-uint32_t Tracker::MatchEntry(const Ring& t_ring, const Ring& hv_t, const AckMatch& ack,
+[[gnu::always_inline]] inline uint32_t Tracker::MatchEntry(const Ring& t_ring, const Ring& hv_t, const AckMatch& ack,
                              uint8_t vector) const {
   // The guest IRQ entry of the vector on T at/after the ACK and before the
   // next ACK of that vector on vCPU(T).  The handler's entry record is
@@ -1138,7 +1040,7 @@ void Tracker::Conclude(const Break& b, const Service* service,
 
 void Tracker::ResolveRiders(RequestTable* t) {
   bool any = false;
-  for (const Request& r : t->details_) any = any || r.rode_on == -2;
+  for (const Request& r : t->details_) any = any || r.pending == Request::Pending::kOwner;
   if (!any) return;
   // Requests that own an IPI, per target, by queue TSC: the owner is the
   // request that found the target's queue empty, so every request queued
@@ -1160,9 +1062,10 @@ void Tracker::ResolveRiders(RequestTable* t) {
       if (!std::is_sorted(v.begin(), v.end())) std::sort(v.begin(), v.end());
   for (size_t i = 0; i < t->rows_.size(); ++i) {
     const uint32_t d = t->rows_[i].detail;
-    if (d == RequestTable::kNoDetail || t->details_[d].rode_on != -2) continue;
+    if (d == RequestTable::kNoDetail || t->details_[d].pending != Request::Pending::kOwner)
+      continue;
     Request& r = t->details_[d];
-    r.rode_on = -3;  // ResolveBeforeSend looks at it next
+    r.pending = Request::Pending::kBeforeSend;  // unless an owner is found below
     if (r.target_cpu >= IPT_MAX_CPUS) continue;
     const auto& v = owners[r.target_cpu];
     if (v.empty()) continue;
@@ -1208,6 +1111,7 @@ void Tracker::ResolveRiders(RequestTable* t) {
     // was not empty); the blame belongs to the owner's lost IPI alone.
     r.verdict = Verdict::kQueuedBehindLoss;
     r.rode_on = static_cast<int64_t>(owner_row);
+    r.pending = Request::Pending::kNone;
     r.reason = fmt::format("queued behind the request queued at tsc {} by "
                            "CPU {}, whose IPI was lost ({}): {}",
                            owner->queue_tsc, owner->source_cpu,
@@ -1217,72 +1121,5 @@ void Tracker::ResolveRiders(RequestTable* t) {
 }
 
 // RequestTable -------------------------------------------------------------
-
-RequestTable::RequestTable() = default;
-RequestTable::RequestTable(RequestTable&&) noexcept = default;
-RequestTable& RequestTable::operator=(RequestTable&&) noexcept = default;
-RequestTable::~RequestTable() = default;
-
-void RequestTable::Add(const Request& r, uint16_t source_ring, uint32_t queue,
-                       NormalReason reason) {
-  Row& row = rows_.emplace_back();
-  row.queue_tsc = r.queue_tsc;
-  row.queue = queue;
-  row.source_cpu = static_cast<uint16_t>(r.source_cpu);
-  row.target_cpu = static_cast<uint16_t>(r.target_cpu);
-  row.source_ring = source_ring;
-  row.verdict = r.verdict;
-  row.flags = static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0));
-  if (r.served_tsc) row.served_tsc = *r.served_tsc;
-  // Normal: the row is all there is; [i] follows it again.
-  if (RowSuffices(r, reason)) return;
-  AddDetail(r, reason);
-}
-
-void RequestTable::AddDetail(const Request& r, NormalReason reason) {
-  rows_.back().detail = static_cast<uint32_t>(details_.size());
-  detail_rows_.push_back(static_cast<uint32_t>(rows_.size() - 1));
-  Request& d = details_.emplace_back(r);
-  if (reason != NormalReason::kNone) d.reason = kNormalReasons[static_cast<size_t>(reason)];
-}
-
-void RequestTable::SyncRow(size_t i) {
-  Row& row = rows_[i];
-  const Request& r = details_[row.detail];
-  row.verdict = r.verdict;
-  row.flags = static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0));
-  row.served_tsc = r.served_tsc ? *r.served_tsc : 0;
-}
-
-const ipt_record& RequestTable::QueueRecord(const Row& row) const {
-  const Snapshot& snap = inputs_->snapshot;
-  IPT_CHECK(row.source_ring < snap.guest.rings.size());
-  const std::vector<uint32_t>& queues = inputs_->index->guest(row.source_ring).queues;
-  IPT_CHECK(row.queue < queues.size());
-  return snap.guest.rings[row.source_ring].records[queues[row.queue]];
-}
-
-uint64_t RequestTable::func(size_t i) const {
-  if (const Request* d = detail(i)) return d->func;
-  return QueueRecord(rows_[i]).a[0];
-}
-
-Request RequestTable::operator[](size_t i) const {
-  IPT_CHECK(i < rows_.size());
-  const Row& row = rows_[i];
-  if (row.detail != kNoDetail) return details_[row.detail];
-  // A replay counts nothing (Run() did): its own Stats.
-  if (!replay_) replay_ = std::make_unique<Tracker>(inputs_, nullptr);
-  if (std::optional<Request> r = replay_->Replay(row.source_ring, row.queue)) return *r;
-  // The records changed since (a region written under us): the row's fields.
-  Request r;
-  r.source_cpu = row.source_cpu;
-  r.target_cpu = row.target_cpu;
-  r.queue_tsc = row.queue_tsc;
-  if (row.served()) r.served_tsc = row.served_tsc;
-  r.verdict = row.verdict;
-  r.owns_ipi = row.owns_ipi();
-  return r;
-}
 
 }  // namespace ipitrace
