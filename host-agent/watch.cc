@@ -207,13 +207,13 @@ void Watcher::PollVm(Vm* vm, uint64_t now_ns, std::vector<Json>* ev) {
 void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
                         std::vector<Json>* ev) {
   // Copy both mappings once, under the SIGBUS guard (only for this check:
-  // between hangs watch holds no copy).
+  // between hangs watch holds no copy), each ring's head before its records.
   std::vector<std::byte> hv_copy, guest_copy;
   for (auto [map, copy] : {std::pair{&vm->hv_map, &hv_copy},
                            std::pair{&vm->guest_map, &guest_copy}}) {
     const auto bytes = (*map)->bytes();
     copy->resize(bytes.size());
-    if (!GuardedCopy(copy->data(), bytes.data(), bytes.size())) {
+    if (!GuardedRegionCopy(copy->data(), bytes.data(), bytes.size())) {
       Detach(vm, "region file truncated while mapped (SIGBUS caught)", ev);
       return;
     }

@@ -15,6 +15,8 @@
 #include <catch2/catch_test_macros.hpp>
 
 #include "analyzer.h"
+#include "hv_region_writer.h"
+#include "region_reader.h"
 #include "file_bytes.h"
 #include "testing/scenario.h"
 
@@ -252,4 +254,62 @@ TEST_CASE("snapshot - corrupt zstd is an error") {
 }
 
 }  // namespace
+}  // namespace ipitrace
+
+namespace ipitrace {
+
+TEST_CASE("watch - a live region's copy has no torn records below its heads") {
+  // A copy that reads the records first and the ring header last, with a
+  // writer appending in between (what a large memcpy may do): the copy
+  // must not claim the records it caught before they were written.
+  HvRegionWriter::Layout l;
+  l.vcpus = 1;
+  l.capacity = 1024;
+  l.tsc_khz = 1'000'000;
+  l.apic_id = {0};
+  std::vector<std::byte> live(HvRegionWriter::SizeFor(l));
+  HvRegionWriter writer(live, l, 0);
+  ipt_record r{};
+  r.type = IPT_H_ACK;
+  r.target = IPT_CPU_NONE;
+  r.vector = 0xfb;
+  auto append = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      r.tsc += 10;
+      writer.Append(0, r);
+    }
+  };
+  append(100);
+  // The records first, the headers last: the writer appends 5 records in
+  // between.
+  ipt_region_header h{};
+  std::memcpy(&h, live.data(), sizeof(h));
+  const size_t records_at = h.header_size + IPT_RING_HEADER_SIZE;
+  const auto out_of_order = [&](void* d, const void* s, size_t k) {
+    if (k < records_at) {
+      std::memcpy(d, s, k);
+      return true;
+    }
+    std::memcpy(static_cast<std::byte*>(d) + records_at,
+                static_cast<const std::byte*>(s) + records_at, k - records_at);
+    append(5);
+    std::memcpy(d, s, records_at);
+    return true;
+  };
+  auto torn_in = [&](const std::vector<std::byte>& copy, size_t* kept) {
+    Stats stats;
+    auto region = RegionReader(&stats).Read(copy, StreamKind::kHv, "copy");
+    REQUIRE(region.ok());
+    *kept = region.value().rings[0].records.size();
+    return stats.Get(StatId::torn_record);
+  };
+  std::vector<std::byte> plain(live.size()), heads_first(live.size());
+  REQUIRE(out_of_order(plain.data(), live.data(), live.size()));
+  size_t kept = 0;
+  CHECK(torn_in(plain, &kept) == 5);  // what the plain copy claims falsely
+  REQUIRE(RegionCopyWith(heads_first.data(), live.data(), live.size(), out_of_order));
+  CHECK(torn_in(heads_first, &kept) == 0);
+  CHECK(kept == 105);  // the records up to the head read first (100 + 5)
+}
+
 }  // namespace ipitrace
