@@ -289,6 +289,49 @@ void Tracker::CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
       req->target_cpu, svc.tsc, t_ring.records.size() - svc.pos - 1);
 }
 
+bool Tracker::JoinedAList(const RequestTable& t, const std::vector<size_t>& idx, size_t k,
+                          Request* req) const {
+  Request& r = *req;
+  // Earlier requests to the target still outstanding at its queue:
+  // whether any, whether one of them was never served, and when the last
+  // of the served ones was.
+  bool earlier_outstanding = false;
+  bool unserved = false;
+  uint64_t last_served = 0;
+  for (size_t j = 0; j < k; ++j) {
+    const RequestTable::Row& e = t.rows_[idx[j]];
+    if (e.queue_tsc > r.queue_tsc) break;
+    if (!e.served()) {
+      earlier_outstanding = unserved = true;
+    } else if (e.served_tsc >= r.queue_tsc) {
+      earlier_outstanding = true;
+      last_served = std::max(last_served, e.served_tsc);
+    }
+  }
+  if (!earlier_outstanding) return false;
+  // It joined a list that was not empty; the flush of that list serves
+  // every request in it.  Handler-missed-work only when every earlier
+  // request outstanding at its queue was served and the target is past the
+  // flush that served the last of them; else it waits with them (in
+  // flight).
+  const Ring* t_ring = snap_->guest.RingForCpu(r.target_cpu);
+  // The last service's position, for the handler-return walk: the last
+  // record at or before its TSC (a ring in TSC order only).
+  uint32_t served_pos = RingIndex::kNoPosition;
+  if (!unserved && t_ring && t_ring->tsc_sorted) {
+    const size_t after = RingLowerBound(*t_ring, last_served + 1);
+    if (after > 0) served_pos = static_cast<uint32_t>(after - 1);
+  }
+  if (unserved || !t_ring || !FlushOver(*t_ring, r.target_vcpu, last_served, served_pos)) {
+    r.verdict = Verdict::kInFlight;
+    r.reason = unserved ? "end of trace: queued behind an earlier request to "
+                          "the same CPU that is still outstanding"
+                        : "end of trace: the target was still running the "
+                          "flush that served the requests queued before it";
+  }
+  return true;
+}
+
 void Tracker::ResolveBeforeSend(RequestTable* t) {
   // Unserved requests without an IPI of their own that did not ride on a
   // lost IPI: if no earlier request to the same target was still
@@ -317,45 +360,7 @@ void Tracker::ResolveBeforeSend(RequestTable* t) {
         continue;
       Request& r = t->details_[d];
       r.pending = Request::Pending::kNone;
-      // Earlier requests to the target still outstanding at its queue:
-      // whether any, whether one of them was never served, and when the
-      // last of the served ones was.
-      bool earlier_outstanding = false;
-      bool unserved = false;
-      uint64_t last_served = 0;
-      for (size_t j = 0; j < k; ++j) {
-        const RequestTable::Row& e = t->rows_[idx[j]];
-        if (e.queue_tsc > r.queue_tsc) break;
-        if (!e.served()) {
-          earlier_outstanding = unserved = true;
-        } else if (e.served_tsc >= r.queue_tsc) {
-          earlier_outstanding = true;
-          last_served = std::max(last_served, e.served_tsc);
-        }
-      }
-      if (earlier_outstanding) {
-        // It joined a list that was not empty; the flush of that list
-        // serves every request in it.  Handler-missed-work only when every
-        // earlier request outstanding at its queue was served and the
-        // target is past the flush that served the last of them; else it
-        // waits with them (in flight).
-        const Ring* t_ring = snap_->guest.RingForCpu(r.target_cpu);
-        // The last service's position, for the handler-return walk: the
-        // last record at or before its TSC (a ring in TSC order only).
-        uint32_t served_pos = RingIndex::kNoPosition;
-        if (!unserved && t_ring && t_ring->tsc_sorted) {
-          const size_t after = RingLowerBound(*t_ring, last_served + 1);
-          if (after > 0) served_pos = static_cast<uint32_t>(after - 1);
-        }
-        if (unserved || !t_ring || !FlushOver(*t_ring, r.target_vcpu, last_served, served_pos)) {
-          r.verdict = Verdict::kInFlight;
-          r.reason = unserved ? "end of trace: queued behind an earlier request to "
-                                "the same CPU that is still outstanding"
-                              : "end of trace: the target was still running the "
-                                "flush that served the requests queued before it";
-        }
-        continue;  // else stays handler-missed-work
-      }
+      if (JoinedAList(*t, idx, k, &r)) continue;  // else stays handler-missed-work
       const EvidenceChain::Ref q = r.evidence.ref(0);
       const Ring* s_ring = snap_->guest.RingForCpu(r.source_cpu);
       if (!s_ring || q.pos + 1 >= s_ring->records.size()) {

@@ -221,6 +221,13 @@ class Tracker {
   void CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
                          const Service& service, Request* req);
   void ResolveBeforeSend(RequestTable* t);
+  // For ResolveBeforeSend: whether the request (entry k of idx, its
+  // target's rows in queue order) joined a list that was not empty (an
+  // earlier request to the target still outstanding at its queue); then it
+  // is in-flight unless that list's flush is over (and stays
+  // handler-missed-work otherwise).
+  bool JoinedAList(const RequestTable& t, const std::vector<size_t>& idx, size_t k,
+                   Request* req) const;
   // Whether CPU 'cpu' (vCPU 'vcpu') is past the flush that was running at
   // 'tsc' (a call-function handler entered, or a function of the flush
   // run, then): it took an interrupt after it (an H_ACK on its vCPU's

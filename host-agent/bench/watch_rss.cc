@@ -88,6 +88,53 @@ ipt_record Rec(uint16_t type, uint64_t tsc, uint16_t target = IPT_CPU_NONE) {
   return r;
 }
 
+// One request from CPU s to CPU t at 'tsc', every record of it in both
+// regions; the loss_every-th one is lost after its ICR (its csd stays
+// locked in the guest: never entered again).
+void WriteRequest(Region* hv_p, Region* guest_p, uint64_t i, uint32_t s, uint32_t t, uint64_t tsc,
+                  uint64_t loss_every) {
+  constexpr uint64_t kFunc = 0xffffffff81001000ULL, kCsd = 0xffff888003a00000ULL;
+  Region& hv = *hv_p;
+  Region& guest = *guest_p;
+  const bool lost = loss_every != 0 && i % loss_every == loss_every - 1;
+  // A lost request's csd stays locked in the guest: never entered again.
+  const uint64_t csd = lost ? kCsd + 0x1000'0000 + i * 0x40 : kCsd + s * 0x20;
+  ipt_record q = Rec(IPT_G_QUEUE, tsc, static_cast<uint16_t>(t));
+  q.flags = IPT_CSD_SYNC;
+  q.a[0] = kFunc;
+  q.a[1] = csd;
+  guest.Append(s, q);
+  ipt_record send = Rec(IPT_G_SEND, tsc + 10, static_cast<uint16_t>(t));
+  send.a[0] = 1;
+  guest.Append(s, send);
+  ipt_record icr = Rec(IPT_H_ICR, tsc + 20);
+  icr.vector = kVecSingle;
+  icr.a[0] = uint64_t{1} << t;
+  hv.Append(s, icr);
+  if (!lost) {
+    ipt_record irr = Rec(IPT_H_IRR, tsc + 30, static_cast<uint16_t>(t));
+    irr.vector = kVecSingle;
+    hv.Append(s, irr);
+    ipt_record ack = Rec(IPT_H_ACK, tsc + 40);
+    ack.vector = kVecSingle;
+    hv.Append(t, ack);
+    ipt_record irq = Rec(IPT_G_IRQ_ENTRY, tsc + 50);
+    irq.vector = kVecSingle;
+    guest.Append(t, irq);
+    ipt_record fe = Rec(IPT_G_FUNC_ENTRY, tsc + 60);
+    fe.a[0] = kFunc;
+    fe.a[1] = csd;
+    guest.Append(t, fe);
+    ipt_record fx = fe;
+    fx.type = IPT_G_FUNC_EXIT;
+    fx.tsc = tsc + 61;
+    guest.Append(t, fx);
+    ipt_record eoi = Rec(IPT_H_EOI, tsc + 70);
+    eoi.vector = kVecSingle;
+    hv.Append(t, eoi);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,55 +150,15 @@ int main(int argc, char** argv) {
   Region hv(IPT_PRODUCER_QEMU, cpus), guest(IPT_PRODUCER_GUEST, cpus);
   ipitrace::HangScreen screen;
   std::vector<ipitrace::HangScreen::CorruptRing> corrupt;
-  constexpr uint64_t kFunc = 0xffffffff81001000ULL, kCsd = 0xffff888003a00000ULL;
   constexpr uint64_t kHangTicks = kKhz;  // 1 ms
   auto cpu_now = ipitrace::bench::CpuSeconds;
   const double c0 = cpu_now();
   uint64_t tsc = 1000, hangs = 0;
   size_t peak_outstanding = 0, peak_keys = 0;
-  auto request = [&](uint64_t i, uint32_t s, uint32_t t) {
-    const bool lost = loss_every != 0 && i % loss_every == loss_every - 1;
-    // A lost request's csd stays locked in the guest: never entered again.
-    const uint64_t csd = lost ? kCsd + 0x1000'0000 + i * 0x40 : kCsd + s * 0x20;
-    ipt_record q = Rec(IPT_G_QUEUE, tsc, static_cast<uint16_t>(t));
-    q.flags = IPT_CSD_SYNC;
-    q.a[0] = kFunc;
-    q.a[1] = csd;
-    guest.Append(s, q);
-    ipt_record send = Rec(IPT_G_SEND, tsc + 10, static_cast<uint16_t>(t));
-    send.a[0] = 1;
-    guest.Append(s, send);
-    ipt_record icr = Rec(IPT_H_ICR, tsc + 20);
-    icr.vector = kVecSingle;
-    icr.a[0] = uint64_t{1} << t;
-    hv.Append(s, icr);
-    if (!lost) {
-      ipt_record irr = Rec(IPT_H_IRR, tsc + 30, static_cast<uint16_t>(t));
-      irr.vector = kVecSingle;
-      hv.Append(s, irr);
-      ipt_record ack = Rec(IPT_H_ACK, tsc + 40);
-      ack.vector = kVecSingle;
-      hv.Append(t, ack);
-      ipt_record irq = Rec(IPT_G_IRQ_ENTRY, tsc + 50);
-      irq.vector = kVecSingle;
-      guest.Append(t, irq);
-      ipt_record fe = Rec(IPT_G_FUNC_ENTRY, tsc + 60);
-      fe.a[0] = kFunc;
-      fe.a[1] = csd;
-      guest.Append(t, fe);
-      ipt_record fx = fe;
-      fx.type = IPT_G_FUNC_EXIT;
-      fx.tsc = tsc + 61;
-      guest.Append(t, fx);
-      ipt_record eoi = Rec(IPT_H_EOI, tsc + 70);
-      eoi.vector = kVecSingle;
-      hv.Append(t, eoi);
-    }
-  };
   for (uint64_t i = 0; hv.written() + guest.written() < records; ++i) {
     const uint32_t s = static_cast<uint32_t>(i % cpus);
     const uint32_t t = static_cast<uint32_t>((i / cpus + 1 + s) % cpus);
-    if (s != t) request(i, s, t);
+    if (s != t) WriteRequest(&hv, &guest, i, s, t, tsc, loss_every);
     tsc += 100;
     if (i % 64 == 63) {  // a poll
       if (screen.Update(hv.bytes(), guest.bytes(), &corrupt) !=
