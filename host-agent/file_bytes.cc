@@ -7,18 +7,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstddef>
 #include <cstring>
 #include <mutex>
-#include <vector>
 
 #include <fmt/format.h>
 #include <zstd.h>
-
-#include "ipitrace_abi.h"
 
 namespace ipitrace {
 namespace {
@@ -148,41 +143,6 @@ bool SigbusGuard::Copy(void* dst, const void* src, size_t n) const {
 bool GuardedCopy(void* dst, const void* src, size_t n) {
   const SigbusGuard guard;
   return guard.Copy(dst, src, n);
-}
-
-bool GuardedRegionCopy(void* dst, const void* src, size_t n) {
-  const SigbusGuard guard;
-  return RegionCopyWith(dst, src, n, [&guard](void* d, const void* s, size_t k) {
-    return guard.Copy(d, s, k);
-  });
-}
-
-bool RegionCopyWith(void* dst, const void* src, size_t n,
-                    const std::function<bool(void*, const void*, size_t)>& copy) {
-  ipt_region_header h{};
-  if (n < sizeof(h) || !copy(&h, src, sizeof(h))) return copy(dst, src, n);
-  // The ring headers' places, if the layout fits in n bytes (else a plain
-  // copy: the reader rejects the region anyway).
-  const bool layout_ok = h.magic == IPT_MAGIC && h.ring_count <= 4096 &&
-                         h.ring_stride >= IPT_RING_HEADER_SIZE && h.header_size <= n &&
-                         h.ring_stride <= (n - h.header_size) / std::max<uint32_t>(h.ring_count, 1);
-  if (!layout_ok) return copy(dst, src, n);
-  std::vector<uint64_t> heads(h.ring_count);
-  const auto* base = static_cast<const std::byte*>(src);
-  for (uint32_t k = 0; k < h.ring_count; ++k) {
-    const std::byte* ring = base + h.header_size + uint64_t{k} * h.ring_stride;
-    if (!copy(&heads[k], ring + offsetof(ipt_ring_header, head), sizeof(uint64_t))) return false;
-  }
-  // Every record read below comes after the heads (x86 keeps loads in
-  // order; the fence keeps the compiler from moving them).
-  std::atomic_thread_fence(std::memory_order_acquire);
-  if (!copy(dst, src, n)) return false;
-  auto* out = static_cast<std::byte*>(dst);
-  for (uint32_t k = 0; k < h.ring_count; ++k) {
-    std::byte* ring = out + h.header_size + uint64_t{k} * h.ring_stride;
-    std::memcpy(ring + offsetof(ipt_ring_header, head), &heads[k], sizeof(uint64_t));
-  }
-  return true;
 }
 
 Result<std::vector<std::byte>> ZstdDecompress(const std::vector<std::byte>& in,

@@ -4,7 +4,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -66,23 +65,6 @@ Result<std::vector<std::byte>> ZstdDecompress(const std::vector<std::byte>& in,
 // first use that passes faults outside a guarded copy on to the previous
 // disposition.
 bool GuardedCopy(void* dst, const void* src, size_t n);
-
-// Copies a live region (another process appending to its rings) so that
-// the copy is consistent: every ring's head is read before any record,
-// then everything is copied, and the copy keeps those earlier heads.  A
-// plain memcpy may read a ring header after records it reads (glibc copies
-// large blocks out of order), and the copy would then claim records it
-// caught before they were written: torn records where nothing was lost.
-// With the heads first, every record below a copied head was complete when
-// it was copied (a producer publishes head after the record); only a ring
-// that wrapped meanwhile shows torn slots, at its oldest end, which is what
-// they are.  Bytes that are not a valid region layout are copied as they
-// are.  False if the copy hit SIGBUS (as GuardedCopy).
-bool GuardedRegionCopy(void* dst, const void* src, size_t n);
-// The same with the byte copy given (tests: a copy that reads a region out
-// of address order while a writer appends).
-bool RegionCopyWith(void* dst, const void* src, size_t n,
-                    const std::function<bool(void*, const void*, size_t)>& copy);
 
 // The same guard for many copies: the SIGBUS handler is installed for the
 // guard's lifetime (one pair of sigaction calls instead of one per copy).

@@ -142,21 +142,9 @@ bool HangScreen::ReadRings(const SigbusGuard& guard, std::span<const std::byte> 
         const ipt_record& r = buf_[j];
         // The readers' one acceptance rule (records.h), counted as
         // RegionReader counts it.
-        switch (CheckRecord(r, from + j)) {
-          case RecordCheck::kOk:
-            break;
-          case RecordCheck::kTorn:
-            stats_.Increment(StatId::torn_record);
-            continue;
-          case RecordCheck::kGapMarker:
-            stats_.Increment(StatId::hv_source_gap);
-            continue;
-          case RecordCheck::kUnknownType:
-            stats_.Increment(StatId::unknown_record_type);
-            continue;
-          case RecordCheck::kCpuOutOfRange:
-            stats_.Increment(StatId::cpu_out_of_range);
-            continue;
+        if (const RecordCheck c = CheckRecord(r, from + j); c != RecordCheck::kOk) {
+          stats_.Increment(RejectedRecordStat(c));
+          continue;
         }
         ++records_;
         st.last_tsc = r.tsc;

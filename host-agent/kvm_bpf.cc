@@ -58,6 +58,13 @@ std::string LastLines(const std::string& log, size_t n) {
   return s;
 }
 
+// CLOCK_MONOTONIC in ns: what bpf_ktime_get_ns() reads.
+uint64_t MonotonicNs() {
+  timespec t{};
+  ::clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<uint64_t>(t.tv_sec) * 1000000000ull + static_cast<uint64_t>(t.tv_nsec);
+}
+
 uint32_t RoundUpPow2(uint64_t v) {
   uint64_t p = static_cast<uint64_t>(::getpagesize());
   while (p < v && p < (1ull << 31)) p <<= 1;
@@ -81,13 +88,12 @@ void MonoTscMap::Add(uint64_t ns, uint64_t tsc) {
 void MonoTscMap::Sample() {
   uint64_t best_span = std::numeric_limits<uint64_t>::max(), ns = 0, tsc = 0;
   for (int i = 0; i < 3; ++i) {
-    timespec t{};
     const uint64_t t0 = ReadTsc();
-    ::clock_gettime(CLOCK_MONOTONIC, &t);
+    const uint64_t now = MonotonicNs();
     const uint64_t t1 = ReadTsc();
     if (t1 - t0 < best_span) {
       best_span = t1 - t0;
-      ns = static_cast<uint64_t>(t.tv_sec) * 1000000000ull + static_cast<uint64_t>(t.tv_nsec);
+      ns = now;
       tsc = t0 + (t1 - t0) / 2;
     }
   }
@@ -214,13 +220,16 @@ Status KvmBpf::ReadRing() {
   for (size_t i = 0; i < count; ++i) {
     ipt_kvm_bpf_event r;
     std::memcpy(&r, raw_.data() + i * sizeof(r), sizeof(r));
-    if (r.kind > IPT_KVM_BPF_LOST) continue;
-    KvmEvent ev;
-    Convert(r, clock_, &ev);
-    if (ev.kind == K::kLost) dropped_ += ev.f[0];
-    fresh_.push_back(ev);
+    if (r.kind <= IPT_KVM_BPF_LOST) Take(r);
   }
   return Status::Ok();
+}
+
+void KvmBpf::Take(const ipt_kvm_bpf_event& r) {
+  KvmEvent ev;
+  Convert(r, clock_, &ev);
+  if (ev.kind == K::kLost) dropped_ += ev.f[0];
+  fresh_.push_back(ev);
 }
 
 Status KvmBpf::Poll(uint64_t now_tsc, uint64_t margin_ticks, std::vector<KvmEvent>* out) {
@@ -240,16 +249,16 @@ Status KvmBpf::Drain(std::vector<KvmEvent>* out) {
     std::vector<ipt_kvm_bpf_cpu> st(static_cast<size_t>(ncpu));
     uint32_t zero = 0;
     if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.cpu_state), &zero, st.data()) == 0) {
-      const uint64_t now = ReadTsc();
+      // As the programs would have written them, stamped now.
+      const uint64_t now = MonotonicNs();
       for (const ipt_kvm_bpf_cpu& c : st) {
         if (c.dropped == 0) continue;
-        KvmEvent lost;
-        lost.kind = K::kLost;
-        lost.host_tsc = now;
+        ipt_kvm_bpf_event lost{};
+        lost.ns = now;
+        lost.kind = IPT_KVM_BPF_LOST;
         lost.f[0] = c.dropped;
-        lost.f[1] = c.last_ns ? clock_.Tsc(c.last_ns) : 0;
-        dropped_ += c.dropped;
-        fresh_.push_back(lost);
+        lost.f[1] = c.last_ns;
+        Take(lost);
       }
     }
   }

@@ -94,6 +94,8 @@ class KvmBpf : public KvmEventReader {
   explicit KvmBpf(uint32_t tsc_khz) : clock_(tsc_khz) {}
   static int OnRecord(void* self, void* data, size_t size);
   Status ReadRing();
+  // Converts one record into fresh_, counting what the kernel dropped.
+  void Take(const ipt_kvm_bpf_event& r);
 
   kvm_source_bpf* skel_ = nullptr;
   ring_buffer* rb_ = nullptr;

@@ -3,6 +3,7 @@
 #define IPITRACE_HOST_AGENT_RECORDS_H_
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -66,6 +67,7 @@ inline bool IsGapMarker(uint16_t type) {
 // for types that name one, its target are in range (< IPT_MAX_CPUS, or
 // IPT_CPU_NONE).  In that order: the first failing check names the slot.
 enum class RecordCheck : uint8_t { kOk, kTorn, kGapMarker, kUnknownType, kCpuOutOfRange };
+inline constexpr size_t kRecordChecks = 5;
 [[gnu::always_inline]] inline RecordCheck CheckRecord(uint64_t seq, uint16_t type, uint16_t cpu,
                                                       uint16_t target, uint64_t index) {
   const unsigned bits = internal::RecordTypeBits(type);

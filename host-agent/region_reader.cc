@@ -2,10 +2,15 @@
 #include "region_reader.h"
 
 #include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 
 #include <fmt/format.h>
+
+#include "file_bytes.h"
 
 namespace ipitrace {
 namespace {
@@ -75,6 +80,36 @@ LayoutProblem CheckRegionLayout(const ipt_region_header& h, StreamKind kind, uin
   if (h.region_size != 0 && h.region_size < layout_end)
     return out_of_range("region_size", h.region_size);
   return {};
+}
+
+bool GuardedRegionCopy(void* dst, const void* src, size_t n, StreamKind kind) {
+  const SigbusGuard guard;
+  return RegionCopyWith(dst, src, n, kind, [&guard](void* d, const void* s, size_t k) {
+    return guard.Copy(d, s, k);
+  });
+}
+
+bool RegionCopyWith(void* dst, const void* src, size_t n, StreamKind kind,
+                    const std::function<bool(void*, const void*, size_t)>& copy) {
+  ipt_region_header h{};
+  if (n < sizeof(h) || !copy(&h, src, sizeof(h))) return copy(dst, src, n);
+  if (CheckRegionLayout(h, kind, n).kind != LayoutProblem::kNone) return copy(dst, src, n);
+  std::vector<uint64_t> heads(h.ring_count);
+  const auto* base = static_cast<const std::byte*>(src);
+  for (uint32_t k = 0; k < h.ring_count; ++k) {
+    const std::byte* ring = base + h.header_size + uint64_t{k} * h.ring_stride;
+    if (!copy(&heads[k], ring + offsetof(ipt_ring_header, head), sizeof(uint64_t))) return false;
+  }
+  // Every record read below comes after the heads (x86 keeps loads in
+  // order; the fence keeps the compiler from moving them).
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (!copy(dst, src, n)) return false;
+  auto* out = static_cast<std::byte*>(dst);
+  for (uint32_t k = 0; k < h.ring_count; ++k) {
+    std::byte* ring = out + h.header_size + uint64_t{k} * h.ring_stride;
+    std::memcpy(ring + offsetof(ipt_ring_header, head), &heads[k], sizeof(uint64_t));
+  }
+  return true;
 }
 
 const Symbol* Region::FindSymbol(uint64_t addr) const {
@@ -248,7 +283,8 @@ bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
     return true;
   }
 
-  uint64_t torn = 0, unknown = 0, bad_cpu = 0, cpu_mismatch = 0, backwards = 0, source_gaps = 0;
+  uint64_t cpu_mismatch = 0, backwards = 0;
+  std::array<uint64_t, kRecordChecks> rejected{};  // by RecordCheck
   std::vector<ipt_record> copy;
   copy.reserve(static_cast<size_t>(n));
   std::vector<uint64_t> pending_gaps;  // indexes awaiting their tsc bound
@@ -257,26 +293,15 @@ bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
   for (uint64_t i = first; i < head; ++i) {
     const auto rec =
         LoadAt<ipt_record>(bytes, slots + (i & (cap - 1)) * IPT_RECORD_SIZE);
-    switch (CheckRecord(rec, i)) {
-      case RecordCheck::kOk:
-        break;
-      case RecordCheck::kTorn:
-        ++torn;
-        pending_gaps.push_back(i);
-        continue;
-      case RecordCheck::kGapMarker:
-        // The producer lost records before this point: a gap bounded by it.
-        ++source_gaps;
-        gaps.push_back({i, rec.tsc});
-        continue;
-      case RecordCheck::kUnknownType:
-        // Possibly a newer minor ABI: skip without declaring a gap.
-        ++unknown;
-        continue;
-      case RecordCheck::kCpuOutOfRange:
-        ++bad_cpu;
-        pending_gaps.push_back(i);
-        continue;
+    const RecordCheck check = CheckRecord(rec, i);
+    if (check != RecordCheck::kOk) {
+      ++rejected[static_cast<size_t>(check)];
+      if (check == RecordCheck::kGapMarker)
+        gaps.push_back({i, rec.tsc});  // the producer lost records before this point
+      else if (check != RecordCheck::kUnknownType)
+        pending_gaps.push_back(i);  // torn or out of range; an unknown type (a newer
+                                    // minor ABI, maybe) is skipped without a gap
+      continue;
     }
     if (rec.cpu != ring->cpu) ++cpu_mismatch;
     if (!copy.empty() && rec.tsc < prev_tsc) ++backwards;
@@ -288,10 +313,8 @@ bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
   for (uint64_t g : pending_gaps)
     gaps.push_back({g, std::numeric_limits<uint64_t>::max()});
 
-  stats_->Increment(StatId::torn_record, torn);
-  stats_->Increment(StatId::hv_source_gap, source_gaps);
-  stats_->Increment(StatId::unknown_record_type, unknown);
-  stats_->Increment(StatId::cpu_out_of_range, bad_cpu);
+  for (size_t c = 1; c < rejected.size(); ++c)
+    stats_->Increment(RejectedRecordStat(static_cast<RecordCheck>(c)), rejected[c]);
   stats_->Increment(StatId::record_cpu_mismatch, cpu_mismatch);
   stats_->Increment(StatId::tsc_backwards, backwards);
   ring->gaps = std::move(gaps);

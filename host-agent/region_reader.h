@@ -5,6 +5,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <span>
@@ -272,6 +273,38 @@ struct LayoutProblem {
   uint64_t layout_end = 0;
 };
 LayoutProblem CheckRegionLayout(const ipt_region_header& h, StreamKind kind, uint64_t size);
+
+// The data problem a rejected slot counts as (CheckRecord's verdicts other
+// than kOk), for every reader that counts them.
+constexpr StatId RejectedRecordStat(RecordCheck c) {
+  switch (c) {
+    case RecordCheck::kTorn: return StatId::torn_record;
+    case RecordCheck::kGapMarker: return StatId::hv_source_gap;
+    case RecordCheck::kUnknownType: return StatId::unknown_record_type;
+    case RecordCheck::kCpuOutOfRange:
+    case RecordCheck::kOk: break;
+  }
+  return StatId::cpu_out_of_range;
+}
+
+// Copies a live region (another process appending to its rings) so that
+// the copy is consistent: every ring's head is read before any record,
+// then everything is copied, and the copy keeps those earlier heads.  A
+// plain memcpy may read a ring header after records it reads (glibc copies
+// large blocks out of order), and the copy would then claim records it
+// caught before they were written: torn records where nothing was lost.
+// With the heads first, every record below a copied head was complete when
+// it was copied (a producer publishes head after the record); only a ring
+// that wrapped meanwhile shows torn slots, at its oldest end, which is what
+// they are.  Bytes that are not a valid region layout are copied as they
+// are (CheckRegionLayout: the reader rejects them anyway).  False if the
+// copy hit SIGBUS (as GuardedCopy).
+bool GuardedRegionCopy(void* dst, const void* src, size_t n, StreamKind kind);
+// The same with the byte copy given (tests: a copy that reads a region out
+// of address order while a writer appends).
+bool RegionCopyWith(void* dst, const void* src, size_t n, StreamKind kind,
+                    const std::function<bool(void*, const void*, size_t)>& copy);
+
 
 // RegionReader turns untrusted bytes (a mapped file that a producer may still
 // be writing, or a test buffer) into a Region.

@@ -7,6 +7,7 @@
 #include <limits>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -209,11 +210,11 @@ void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
   // Copy both mappings once, under the SIGBUS guard (only for this check:
   // between hangs watch holds no copy), each ring's head before its records.
   std::vector<std::byte> hv_copy, guest_copy;
-  for (auto [map, copy] : {std::pair{&vm->hv_map, &hv_copy},
-                           std::pair{&vm->guest_map, &guest_copy}}) {
+  for (auto [map, copy, kind] : {std::tuple{&vm->hv_map, &hv_copy, StreamKind::kHv},
+                                 std::tuple{&vm->guest_map, &guest_copy, StreamKind::kGuest}}) {
     const auto bytes = (*map)->bytes();
     copy->resize(bytes.size());
-    if (!GuardedRegionCopy(copy->data(), bytes.data(), bytes.size())) {
+    if (!GuardedRegionCopy(copy->data(), bytes.data(), bytes.size(), kind)) {
       Detach(vm, "region file truncated while mapped (SIGBUS caught)", ev);
       return;
     }

@@ -307,7 +307,8 @@ TEST_CASE("watch - a live region's copy has no torn records below its heads") {
   REQUIRE(out_of_order(plain.data(), live.data(), live.size()));
   size_t kept = 0;
   CHECK(torn_in(plain, &kept) == 5);  // what the plain copy claims falsely
-  REQUIRE(RegionCopyWith(heads_first.data(), live.data(), live.size(), out_of_order));
+  REQUIRE(RegionCopyWith(heads_first.data(), live.data(), live.size(), StreamKind::kHv,
+                         out_of_order));
   CHECK(torn_in(heads_first, &kept) == 0);
   CHECK(kept == 105);  // the records up to the head read first (100 + 5)
 }
