@@ -4,8 +4,8 @@
  * regions written by the patched QEMU (hypervisor stream) and by the guest
  * module (guest stream), read by the host agent and the Python harness.
  *
- * Included by QEMU's build (via -I), by the guest module (via ccflags -I)
- * and by the agent; the harness parses the X-macros below.  Never copy it.
+ * QEMU carries a verbatim copy (include/standard-headers/ipitrace/, by its
+ * update-ipitrace-headers.sh); the module, agent and harness read this.
  *
  * All fields are fixed-width little-endian.  Layout of a region:
  *
