@@ -188,7 +188,7 @@ Analysis Analyzer::Analyze(Snapshot snapshot, std::shared_ptr<const RingIndex> i
   Tracker tracker(std::make_shared<const TrackerInputs>(s, map, std::move(index_ptr), hv_khz,
                                                         settle_ticks),
                   stats_);
-  a.requests = tracker.Run();
+  a.requests = tracker.Run({.served_without_ipi = kMaxListed, .all = options_.whole_requests});
 
   // Call-function H_ACKs on the vCPU's ring and G_IRQ_ENTRYs on the CPU's
   // guest ring (counted by the index).

@@ -49,7 +49,16 @@ struct AnalyzerOptions {
   // reached; before, the request is in-flight.
   double settle_ms = kDefaultSettleMs;
   static constexpr double kDefaultSettleMs = 500.0;
+  // Keep every request whole, with its evidence (the timeline draws every
+  // IPI's chain; tests read any request).  Otherwise the analysis keeps
+  // what the reports list: every request with a verdict other than
+  // served-by-ipi / served-without-ipi, and the first kMaxListed
+  // served-without-ipi ones.
+  bool whole_requests = false;
 };
+
+// The most requests of one kind a report lists (the rest are counted).
+inline constexpr size_t kMaxListed = 1000;
 
 // Everything a report needs.  'stats' points at the Stats the analysis
 // counted into (owned by the caller).

@@ -6,10 +6,11 @@
 //   * AnalyzeDir (regions mapped, records viewed in place, rings indexed
 //     while they are read) == regions read into memory and copied record by
 //     record, indexed afterwards: the same JSON and text reports;
-//   * a request rebuilt on access (RequestTable replays the tracker for a
-//     normal verdict) agrees with what the tracker recorded in its row, and
-//     the stage latencies from the rebuilt evidence equal those gathered
+//   * the compact request table (rows, and whole requests only where the
+//     reports read them) agrees with one that keeps every request whole,
+//     and the stage latencies from the kept evidence equal those gathered
 //     while tracking;
+//   * a loss names the stage after the last one its chain reached;
 //   * the latency summary's histogram selection == sorting the samples.
 #include <algorithm>
 #include <bit>
@@ -103,18 +104,26 @@ TEST_CASE("analyzer - in place and indexed while read == copied, indexed after")
   }
 }
 
-TEST_CASE("analyzer - requests rebuilt on access agree with the tracker's rows") {
+TEST_CASE("analyzer - the compact table agrees with one that keeps every request whole") {
   for (const std::string& dir : Dirs()) {
     INFO("snapshot " << dir);
-    Stats stats;
+    Stats stats, whole_stats;
     auto a = Analyzer(&stats, {}).AnalyzeDir(dir);
+    AnalyzerOptions all;
+    all.whole_requests = true;
+    auto w = Analyzer(&whole_stats, all).AnalyzeDir(dir);
     REQUIRE(a.ok());
+    REQUIRE(w.ok());
     const RequestTable& t = a.value().requests;
-    size_t rebuilt = 0;
+    const RequestTable& wt = w.value().requests;
+    REQUIRE(t.size() == wt.size());
+    CHECK(StatsTableJson(stats) == StatsTableJson(whole_stats));
+    size_t compact = 0, without_ipi = 0;
     for (size_t i = 0; i < t.size(); ++i) {
       const RequestTable::Row& row = t.row(i);
+      REQUIRE(wt.detail(i) != nullptr);
+      const Request& whole = *wt.detail(i);
       const Request r = t[i];
-      rebuilt += t.detail(i) == nullptr;
       CHECK(r.verdict == row.verdict);
       CHECK(r.queue_tsc == row.queue_tsc);
       CHECK(r.source_cpu == row.source_cpu);
@@ -123,13 +132,32 @@ TEST_CASE("analyzer - requests rebuilt on access agree with the tracker's rows")
       CHECK(r.served_tsc.has_value() == row.served());
       if (r.served_tsc) CHECK(*r.served_tsc == row.served_tsc);
       CHECK(r.func == t.func(i));
-      REQUIRE(!r.evidence.empty());
-      CHECK(r.evidence[0].rec.type == IPT_G_QUEUE);
-      CHECK(r.evidence[0].rec.tsc == r.queue_tsc);
+      // The same request either way: the row's fields, and all of it where kept.
+      CHECK(wt.row(i).verdict == row.verdict);
+      CHECK(wt.row(i).served_tsc == row.served_tsc);
+      CHECK(whole.source_vcpu == r.source_vcpu);
+      CHECK(whole.target_vcpu == r.target_vcpu);
+      CHECK(whole.csd == r.csd);
+      CHECK(whole.csd_type == r.csd_type);
+      CHECK(whole.reason == r.reason);
+      REQUIRE(!whole.evidence.empty());
+      CHECK(whole.evidence[0].rec.type == IPT_G_QUEUE);
+      CHECK(whole.evidence[0].rec.tsc == r.queue_tsc);
+      if (const Request* d = t.detail(i)) {
+        CHECK(d->evidence.size() == whole.evidence.size());
+        CHECK(d->vector == whole.vector);
+      } else {
+        ++compact;
+        CHECK(IsNormal(row.verdict));
+        CHECK(r.evidence.empty());
+      }
+      // The first kMaxListed served-without-ipi are kept: the JSON lists them.
+      if (row.verdict == Verdict::kServedWithoutIpi && without_ipi++ < kMaxListed)
+        CHECK(t.detail(i) != nullptr);
     }
-    CHECK(rebuilt > 0);
-    // Latency from the rebuilt evidence == latency gathered while tracking.
-    const std::vector<StageLatency> from_evidence = StageLatencies(t);
+    CHECK(compact > 0);
+    // Latency from the kept evidence == latency gathered while tracking.
+    const std::vector<StageLatency> from_evidence = StageLatencies(wt);
     const std::vector<StageLatency>& tracked = a.value().latency;
     REQUIRE(from_evidence.size() == tracked.size());
     for (size_t k = 0; k < tracked.size(); ++k) {
@@ -140,6 +168,39 @@ TEST_CASE("analyzer - requests rebuilt on access agree with the tracker's rows")
       CHECK(from_evidence[k].max == tracked[k].max);
     }
   }
+}
+
+// The stage a request's chain reached agrees with its verdict: a lost IPI
+// names the stage right after the last one matched.
+TEST_CASE("analyzer - each loss names the stage after the last one its chain reached") {
+  size_t losses = 0;
+  for (const std::string& dir : Dirs()) {
+    INFO("snapshot " << dir);
+    Stats stats;
+    AnalyzerOptions all;
+    all.whole_requests = true;
+    auto a = Analyzer(&stats, all).AnalyzeDir(dir);
+    REQUIRE(a.ok());
+    for (const Request& r : a.value().requests) {
+      INFO(VerdictName(r.verdict) << " reached " << StageName(r.reached));
+      if (r.verdict == Verdict::kServedByIpi) CHECK(r.reached == Stage::kService);
+      if (!IsLoss(r.verdict)) continue;
+      ++losses;
+      if (r.verdict == Verdict::kCallbackStuck) {
+        CHECK(r.served_tsc.has_value());
+      } else if (r.verdict == Verdict::kLostInUnobservedStage) {
+        CHECK(r.owns_ipi);
+        CHECK(r.reached >= Stage::kSendDecision);
+        CHECK(r.reached <= Stage::kRouting);
+      } else if (r.owns_ipi) {
+        CHECK(static_cast<int>(VerdictStage(r.verdict)) == static_cast<int>(r.reached) + 1);
+      } else {
+        CHECK((r.verdict == Verdict::kLostBeforeSend || r.verdict == Verdict::kHandlerMissedWork));
+        CHECK(r.reached <= Stage::kSendDecision);
+      }
+    }
+  }
+  CHECK(losses > 0);
 }
 
 TEST_CASE("analyzer - latency summary: 32-bit and wider samples together") {

@@ -238,4 +238,11 @@ bool HangScreen::corrupt(StreamKind stream, uint32_t ring) const {
   return ring < v.size() && v[ring].corrupt;
 }
 
+std::vector<bool> HangScreen::CorruptRings(StreamKind stream) const {
+  const auto& v = rings_[stream == StreamKind::kGuest ? 1 : 0];
+  std::vector<bool> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i].corrupt;
+  return out;
+}
+
 }  // namespace ipitrace

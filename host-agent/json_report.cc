@@ -10,7 +10,6 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-constexpr size_t kMaxListed = 1000;
 
 std::string Hex(uint64_t v) { return fmt::format("{:#x}", v); }
 
@@ -166,8 +165,9 @@ void JsonReport::AddRequestLists(Json* out) const {
     } else if (v == Verdict::kServedWithoutIpi) {
       // Served, but not by its own IPI: the evidence says why (an elided
       // send, an idle flush, a later IPI over one whose delivery is unseen).
+      // The analysis kept the first kMaxListed of them whole.
       if (without_ipi.size() < kMaxListed)
-        without_ipi.push_back(RequestJson(a.requests[i]));
+        without_ipi.push_back(RequestJson(*a.requests.detail(i)));
       else
         without_ipi_truncated = true;
     } else if (v == Verdict::kInconclusiveGap || v == Verdict::kInFlight ||

@@ -28,7 +28,7 @@
 #include "json_report.h"
 #include "kvm_source.h"
 #include "kvm_events.h"
-#include "merger.h"
+#include "ring_merge.h"
 #include "snapshot.h"
 #include "text_report.h"
 #include "timeline.h"
@@ -86,7 +86,7 @@ int RunDump(const std::string& dir, uint64_t limit) {
   ipitrace::Stats stats;
   auto snap = ipitrace::SnapshotLoader(&stats).Load(dir);
   if (!snap.ok()) return Fail(snap.status());
-  const auto timeline = ipitrace::Merger(&snap.value()).Merge();
+  const auto timeline = ipitrace::MergedRecords(snap.value());
   uint64_t n = 0;
   for (const ipitrace::RecordRef& r : timeline) {
     if (limit && n++ >= limit) break;
@@ -138,7 +138,10 @@ int RunWatch(const std::vector<std::string>& specs, const ipitrace::WatchOptions
 int RunExport(const std::string& dir, const std::string& out) {
   KeepHeapForOneShot();
   ipitrace::Stats stats;
-  ipitrace::Analyzer analyzer(&stats, {});
+  // The timeline draws every IPI's chain: keep every request whole.
+  ipitrace::AnalyzerOptions options;
+  options.whole_requests = true;
+  ipitrace::Analyzer analyzer(&stats, options);
   auto analysis = analyzer.AnalyzeDir(dir);
   if (!analysis.ok()) return Fail(analysis.status());
   auto st = ipitrace::WriteTimeline(analysis.value(), out);
@@ -161,11 +164,11 @@ int RunVerdicts(bool json) {
       table.push_back({{"name", ipitrace::VerdictName(v)},
                        {"loss", ipitrace::IsLoss(v)},
                        {"normal", ipitrace::IsNormal(v)},
-                       {"stage", ipitrace::VerdictStage(v)},
+                       {"stage", ipitrace::StageName(ipitrace::VerdictStage(v))},
                        {"meaning", ipitrace::VerdictMeaning(v)}});
     } else {
       std::printf("%-26s %-5s %-14s %s\n", std::string(ipitrace::VerdictName(v)).c_str(),
-                  ipitrace::IsLoss(v) ? "loss" : "", std::string(ipitrace::VerdictStage(v)).c_str(),
+                  ipitrace::IsLoss(v) ? "loss" : "", std::string(ipitrace::StageName(ipitrace::VerdictStage(v))).c_str(),
                   std::string(ipitrace::VerdictMeaning(v)).c_str());
     }
   }

@@ -138,6 +138,11 @@ Result<Region> RegionReader::Read(std::shared_ptr<const RegionBytes> bytes,
 Result<Region> RegionReader::ReadImpl(std::span<const std::byte> bytes,
                                       StreamKind kind, std::string_view name,
                                       std::shared_ptr<const RegionBytes> in_place) {
+  // Distrust() names the rings of this one read.
+  struct ClearAfter {
+    std::vector<bool>* v;
+    ~ClearAfter() { v->clear(); }
+  } clear_distrusted{&distrusted_};
   const uint64_t size = bytes.size();
   if (size < sizeof(ipt_region_header)) {
     return Fail(StatId::region_truncated, ErrorCode::kMalformed,
@@ -244,6 +249,12 @@ void RegionReader::ReadRing(std::span<const std::byte> bytes, uint64_t offset,
   ring.overwritten = ring.first_index;
   if (ring.overwritten) stats_->Increment(StatId::ring_overwritten, ring.overwritten);
 
+  if (index < distrusted_.size() && distrusted_[index]) {
+    ring.gaps.assign(1, RingGap{ring.head, std::numeric_limits<uint64_t>::max()});
+    region->rings.push_back(std::move(ring));
+    if (sink_) sink_->OnRing(*region, region->rings.back(), false);
+    return;
+  }
   const uint64_t slots = offset + IPT_RING_HEADER_SIZE;
   // In place needs the slots aligned for ipt_record (a mapping or a heap
   // buffer always is: header_size and ring_stride are multiples of 8).

@@ -335,6 +335,14 @@ class RegionReader {
   explicit RegionReader(Stats* stats, RingSink* sink = nullptr)
       : stats_(stats), sink_(sink) {}
 
+  // Rings the caller saw misbehave between reads (watch: a head that moved
+  // backwards within one generation) -- what one copy cannot show.  Each
+  // is read as one gap from its head on, with no record: every request
+  // that needs it becomes inconclusive-gap instead of being judged on
+  // records of unknown provenance.  distrusted[i] is ring i of the next
+  // Read(); it applies to that one Read.
+  void Distrust(std::vector<bool> distrusted) { distrusted_ = std::move(distrusted); }
+
   // 'name' appears in error messages ("hv.region").
   Result<Region> Read(std::span<const std::byte> bytes, StreamKind kind,
                       std::string_view name);
@@ -357,6 +365,7 @@ class RegionReader {
 
   Stats* stats_;
   RingSink* sink_;
+  std::vector<bool> distrusted_;
 };
 
 }  // namespace ipitrace

@@ -58,6 +58,30 @@ TEST_CASE("region_reader - good region") {
   }
 }
 
+TEST_CASE("region_reader - a distrusted ring is one gap from its head, for one read") {
+  RegionBuilder b(StreamKind::kGuest, 2, 8);
+  for (uint64_t i = 0; i < 5; ++i) b.Append(0, Mark(100 + i));
+  for (uint64_t i = 0; i < 3; ++i) b.Append(1, Mark(50 + i));
+  Stats stats;
+  RegionReader reader(&stats);
+  reader.Distrust({false, true});
+  auto r = reader.Read(b.Bytes(), StreamKind::kGuest, "guest.region");
+  REQUIRE(r.ok());
+  REQUIRE(r.value().rings.size() == 2);
+  CHECK(r.value().rings[0].records.size() == 5);
+  const Ring& bad = r.value().rings[1];
+  CHECK(bad.records.empty());
+  REQUIRE(bad.gaps.size() == 1);
+  CHECK(bad.gaps[0].index == 3);
+  CHECK(bad.gaps[0].tsc_bound == UINT64_MAX);
+  CHECK(r.value().RingForCpu(1) == &bad);  // still CPU 1's ring, now all gap
+  // The next read trusts it again.
+  auto again = reader.Read(b.Bytes(), StreamKind::kGuest, "guest.region");
+  REQUIRE(again.ok());
+  CHECK(again.value().rings[1].records.size() == 3);
+  CHECK(again.value().rings[1].gaps.empty());
+}
+
 TEST_CASE("region_reader - truncated region is an error") {
   RegionBuilder b(StreamKind::kGuest, 2, 8);
   auto bytes = b.Bytes();

@@ -2,7 +2,7 @@
 #include "request_table.h"
 
 #include "result.h"
-#include "tracker.h"
+#include "tracker.h"  // TrackerInputs
 
 namespace ipitrace {
 
@@ -12,7 +12,7 @@ RequestTable& RequestTable::operator=(RequestTable&&) noexcept = default;
 RequestTable::~RequestTable() = default;
 
 void RequestTable::Add(const Request& r, uint16_t source_ring, uint32_t queue,
-                       NormalReason reason) {
+                       NormalReason reason, bool whole) {
   Row& row = rows_.emplace_back();
   row.queue_tsc = r.queue_tsc;
   row.queue = queue;
@@ -20,11 +20,10 @@ void RequestTable::Add(const Request& r, uint16_t source_ring, uint32_t queue,
   row.target_cpu = static_cast<uint16_t>(r.target_cpu);
   row.source_ring = source_ring;
   row.verdict = r.verdict;
-  row.flags = static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0));
+  row.flags = static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0) |
+                                   (static_cast<unsigned>(reason) << kReasonShift));
   if (r.served_tsc) row.served_tsc = *r.served_tsc;
-  // Normal: the row is all there is; [i] follows it again.
-  if (RowSuffices(r, reason)) return;
-  AddDetail(r, reason);
+  if (whole) AddDetail(r, reason);
 }
 
 void RequestTable::AddDetail(const Request& r, NormalReason reason) {
@@ -38,7 +37,8 @@ void RequestTable::SyncRow(size_t i) {
   Row& row = rows_[i];
   const Request& r = details_[row.detail];
   row.verdict = r.verdict;
-  row.flags = static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0));
+  row.flags = static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0) |
+                                   (static_cast<unsigned>(NormalReason::kNone) << kReasonShift));
   row.served_tsc = r.served_tsc ? *r.served_tsc : 0;
 }
 
@@ -59,17 +59,22 @@ Request RequestTable::operator[](size_t i) const {
   IPT_CHECK(i < rows_.size());
   const Row& row = rows_[i];
   if (row.detail != kNoDetail) return details_[row.detail];
-  // A replay counts nothing (Run() did): its own Stats.
-  if (!replay_) replay_ = std::make_unique<Tracker>(inputs_, nullptr);
-  if (std::optional<Request> r = replay_->Replay(row.source_ring, row.queue)) return *r;
-  // The records changed since (a region written under us): the row's fields.
+  // Not kept whole: what the row and its G_QUEUE say.
+  const ipt_record& q = QueueRecord(row);
   Request r;
   r.source_cpu = row.source_cpu;
   r.target_cpu = row.target_cpu;
+  r.source_vcpu = inputs_->map.VcpuOf(row.source_cpu);
+  r.target_vcpu = inputs_->map.VcpuOf(row.target_cpu);
   r.queue_tsc = row.queue_tsc;
+  r.func = q.a[0];
+  r.csd = q.a[1];
+  r.csd_type = q.flags;
   if (row.served()) r.served_tsc = row.served_tsc;
   r.verdict = row.verdict;
   r.owns_ipi = row.owns_ipi();
+  if (row.reason() != NormalReason::kNone)
+    r.reason = kNormalReasons[static_cast<size_t>(row.reason())];
   return r;
 }
 

@@ -99,6 +99,12 @@ struct Request {
                   // (Tracker::ResolveBeforeSend)
   };
   Pending pending = Pending::kNone;
+  // The last stage its own chain matched (docs/streams.md, "Following one
+  // request"): kQueue; kSendDecision (a send or an elision of its own);
+  // for an IPI of its own kIcr, kRouting, kAcknowledge, kGuestEntry; and
+  // kService once served through that chain (or, without an IPI of its
+  // own, served at all).  A loss of an IPI names the stage after it.
+  Stage reached = Stage::kQueue;
   Verdict verdict = Verdict::kInFlight;
   uint8_t vector = 0;  // IPI vector if the request owns an IPI, else 0
   uint8_t csd_type = 0;
@@ -113,23 +119,32 @@ struct Request {
 class Tracker;
 struct TrackerInputs;
 
+// Which requests an analysis keeps whole (reason, evidence, target
+// activity): what its reports read.  Every other request is its row.
+struct DetailPolicy {
+  // The first this many served-without-ipi requests, in queue order (the
+  // JSON report lists them with their evidence: why no IPI of their own).
+  size_t served_without_ipi = 0;
+  // Every request (the timeline draws each IPI's chain; tests read any).
+  bool all = false;
+};
+
 // The requests of an analysis, compact: one 32-byte row per request with
-// the fields every report scans (verdict, CPUs, queue and service TSC) and
-// where its G_QUEUE is; and, for the few requests with a verdict other than
-// served-by-ipi / served-without-ipi, the full Request (reason, target
-// activity, evidence) beside it.  A snapshot holds 10^5 to 10^7 requests.
+// the fields every report scans (verdict, CPUs, queue and service TSC, the
+// literal reason of a normal verdict) and where its G_QUEUE is; and, for
+// the requests the DetailPolicy keeps (always those with a verdict other
+// than served-by-ipi / served-without-ipi), the full Request beside it.
+// A snapshot holds 10^5 to 10^7 requests.  The tracker fills it once;
+// reports read it and never follow a request again.
 //
-// Reads like a vector<Request>: size(), [i] and iteration return a
-// self-contained Request that stays valid after the table is gone.  For a
-// normal request it is rebuilt by following the request again (the tracker
-// is deterministic over the same snapshot and index; see Tracker::Replay),
-// so [i] costs about a microsecond; reports that scan every request read
-// row(i).  Not for use from several threads at once (the replay keeps
-// search hints).
+// [i] returns a self-contained Request: the kept one, else one built from
+// the row and its G_QUEUE record (no evidence, no vector).
 class RequestTable {
  public:
   static constexpr uint32_t kNoDetail = UINT32_MAX;
   enum RowFlag : uint8_t { kOwnsIpi = 1, kServed = 2 };
+  // flags >> kReasonShift: the NormalReason of a row without a detail.
+  static constexpr unsigned kReasonShift = 2;
 
   struct Row {
     uint64_t queue_tsc = 0;
@@ -144,8 +159,10 @@ class RequestTable {
 
     bool owns_ipi() const { return flags & kOwnsIpi; }
     bool served() const { return flags & kServed; }
+    NormalReason reason() const { return static_cast<NormalReason>(flags >> kReasonShift); }
   };
   static_assert(sizeof(Row) == 32);
+  static_assert(static_cast<unsigned>(NormalReason::kNone) < (1u << (8 - kReasonShift)));
 
   using const_iterator = IndexIterator<RequestTable, Request>;
 
@@ -157,19 +174,19 @@ class RequestTable {
   size_t size() const { return rows_.size(); }
   bool empty() const { return rows_.empty(); }
   const Row& row(size_t i) const { return rows_[i]; }
-  // Request i, self-contained.
+  // Request i, self-contained: the kept Request, or the row's fields.
   Request operator[](size_t i) const;
   const_iterator begin() const { return {this, 0}; }
   const_iterator end() const { return {this, rows_.size()}; }
-  // The full Request of a row with a detail (non-normal verdicts), else null.
+  // The full Request of a row with a detail, else null.
   const Request* detail(size_t i) const {
     return rows_[i].detail == kNoDetail ? nullptr : &details_[rows_[i].detail];
   }
   // The csd function of request i (from its G_QUEUE record).
   uint64_t func(size_t i) const;
-  // Whether the row alone describes a request just followed, with this
-  // literal reason (the tracker follows it again to rebuild it): a normal
-  // verdict with one of kNormalReasons, not yet tied to another request.
+  // Whether the row alone can describe a request just followed, with this
+  // literal reason: a normal verdict with one of kNormalReasons, not yet
+  // tied to another request.  (The DetailPolicy may keep it whole anyway.)
   static bool RowSuffices(const Request& r, NormalReason reason) {
     return reason != NormalReason::kNone && IsNormal(r.verdict) && r.rode_on == -1 &&
            r.pending == Request::Pending::kNone;
@@ -177,20 +194,20 @@ class RequestTable {
 
  private:
   friend class Tracker;
-  // Appends the request just followed: a row, and a detail unless it is
-  // normal (its reason then one of kNormalReasons).
-  void Add(const Request& r, uint16_t source_ring, uint32_t queue, NormalReason reason);
+  // Appends the request just followed: a row, and its detail if 'whole'
+  // (else its verdict is normal and its reason one of kNormalReasons).
+  void Add(const Request& r, uint16_t source_ring, uint32_t queue, NormalReason reason,
+           bool whole);
   // The full Request of the row just added.
   [[gnu::noinline]] void AddDetail(const Request& r, NormalReason reason);
   // Re-derives row i's fields from its detail (after the tracker changed it).
   void SyncRow(size_t i);
   const ipt_record& QueueRecord(const Row& row) const;
 
-  std::shared_ptr<const TrackerInputs> inputs_;
+  std::shared_ptr<const TrackerInputs> inputs_;  // the snapshot, index and CPU map
   std::vector<Row> rows_;
   std::vector<Request> details_;
   std::vector<uint32_t> detail_rows_;  // details_[d] is the detail of row detail_rows_[d]
-  mutable std::unique_ptr<Tracker> replay_;  // built on first use
 };
 
 }  // namespace ipitrace

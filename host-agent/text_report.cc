@@ -132,6 +132,8 @@ void TextReport::AppendLosses(std::string* out_p) const {
                    r.target_cpu, Vcpu(r.target_vcpu), r.vector, r.queue_tsc,
                    FuncName(r.func), r.csd);
     fmt::format_to(w, "      why: {}\n", r.reason);
+    fmt::format_to(w, "      its chain reached: {}{}\n", StageName(r.reached),
+                   r.served_late ? " (then served late, by another flush)" : "");
     AppendActivity(&out, r, a.tsc_khz);
     out += "      -- evidence chain (sender's records for this request, then what served it):\n";
     for (const Evidence& e : r.evidence) AppendEvidence(&out, e);

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "result.h"
+#include "ring_merge.h"
 #include "served_rule.h"
 
 namespace ipitrace {
@@ -32,27 +33,10 @@ Tracker::Tracker(std::shared_ptr<const TrackerInputs> inputs, Stats* stats)
       snap_(&inputs_->snapshot),
       map_(&inputs_->map),
       index_(inputs_->index.get()),
-      stats_(stats ? stats : &own_stats_) {
+      stats_(stats) {
   vec_cf_ = snap_->guest.header.vec_call_function;
   vec_cfs_ = snap_->guest.header.vec_call_function_single;
   store_ = std::make_shared<const RecordStore>(*snap_);
-}
-
-std::optional<Request> Tracker::Replay(uint16_t source_ring, uint32_t queue) {
-  IPT_CHECK(source_ring < snap_->guest.rings.size());
-  const Ring& s_ring = snap_->guest.rings[source_ring];
-  const std::vector<uint32_t>& queues = index_->guest(source_ring).queues;
-  IPT_CHECK(queue < queues.size());
-  const ipt_record q = s_ring.records[queues[queue]];
-  // Run() followed it; a region being written under us may say otherwise.
-  const Ring* t_ring = snap_->guest.RingForCpu(q.target);
-  if (!t_ring) return std::nullopt;
-  Request req;
-  req.evidence = EvidenceChain(store_);
-  reason_ = NormalReason::kNone;
-  FollowNoting(s_ring, queue, queues[queue], q, *t_ring, &req);
-  if (reason_ != NormalReason::kNone) req.reason = kNormalReasons[static_cast<size_t>(reason_)];
-  return req;
 }
 
 void Tracker::FollowNoting(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_record& q,
@@ -60,11 +44,11 @@ void Tracker::FollowNoting(const Ring& s_ring, uint32_t k, uint32_t pos, const i
   Stats* const stats = stats_;
   Stats scratch;
   stats_ = &scratch;
-  replaying_ = true;
+  refollowing_ = true;
   record_evidence_ = true;
   Follow(s_ring, k, pos, q, t_ring, req);
   record_evidence_ = false;
-  replaying_ = false;
+  refollowing_ = false;
   stats_ = stats;
 }
 
@@ -80,62 +64,33 @@ struct Source {
 
 // Calls f(source index, k) for every queue, in report order: queue TSC (one
 // clock), ties by source CPU.  Every source ring has its own CPU and its
-// queues in TSC order, so a k-way merge on (tsc, cpu) gives exactly that
-// order (and the requests are followed as they come out of it): a binary
-// min-heap whose top is replaced in place by its ring's next queue and
-// sifted down (one pass instead of pop + push).
+// queues in TSC order, so the one merge (MergeLanes, ring_merge.h) on
+// (tsc, cpu) gives exactly that order, and the requests are followed as
+// they come out of it.
 template <typename F>
 void MergeByQueueTsc(const std::vector<Source>& sources, const RingIndex& index, F&& f) {
-  struct Head {
-    uint64_t tsc;
-    uint32_t cpu;
-    uint32_t src;
-    uint32_t k;
-  };
-  auto later = [](const Head& a, const Head& b) {
-    return a.tsc != b.tsc ? a.tsc > b.tsc : a.cpu > b.cpu;
-  };
-  std::vector<Head> heap;
-  for (uint32_t i = 0; i < sources.size(); ++i) {
-    const Source& src = sources[i];
-    heap.push_back({src.ring->records[(*src.queues)[0]].tsc, src.ring->cpu, i, 0});
-  }
-  std::make_heap(heap.begin(), heap.end(), later);
-  while (!heap.empty()) {
-    Head& top = heap.front();
-    const Source& src = sources[top.src];
-    f(top.src, top.k);
-    const std::vector<uint32_t>& queues = *src.queues;
-    if (++top.k < queues.size()) {
-      top.tsc = src.ring->records[queues[top.k]].tsc;
-      if (top.k + 1 < queues.size()) __builtin_prefetch(&src.ring->records[queues[top.k + 1]]);
-      // The per-ring queue arrays are read in order, one entry per request
-      // of this ring, among more streams than the hardware prefetchers
-      // track: ask for them a cache line ahead.
-      if (top.k + kQueuePrefetch < queues.size()) {
-        const RingIndex::Guest& gi = index.guest(src.ring->index);
-        __builtin_prefetch(&queues[top.k + kQueuePrefetch]);
-        __builtin_prefetch(&gi.next_decision[top.k + kQueuePrefetch]);
-        __builtin_prefetch(&gi.decision_send[top.k + kQueuePrefetch]);
-      }
-    } else {
-      top = heap.back();
-      heap.pop_back();
-      if (heap.empty()) break;
-    }
-    // Sift the top down.
-    size_t i = 0;
-    const Head h = heap[0];
-    for (;;) {
-      size_t c = 2 * i + 1;
-      if (c >= heap.size()) break;
-      if (c + 1 < heap.size() && later(heap[c], heap[c + 1])) ++c;
-      if (!later(h, heap[c])) break;
-      heap[i] = heap[c];
-      i = c;
-    }
-    heap[i] = h;
-  }
+  std::vector<MergeLane> lanes;
+  lanes.reserve(sources.size());
+  for (const Source& src : sources)
+    lanes.push_back({src.ring->cpu, static_cast<uint32_t>(src.queues->size())});
+  MergeLanes(
+      lanes,
+      [&](uint32_t lane, uint32_t k) {
+        const Source& src = sources[lane];
+        const std::vector<uint32_t>& queues = *src.queues;
+        if (k + 1 < queues.size()) __builtin_prefetch(&src.ring->records[queues[k + 1]]);
+        // The per-ring queue arrays are read in order, one entry per
+        // request of this ring, among more streams than the hardware
+        // prefetchers track: ask for them a cache line ahead.
+        if (k + kQueuePrefetch < queues.size()) {
+          const RingIndex::Guest& gi = index.guest(src.ring->index);
+          __builtin_prefetch(&queues[k + kQueuePrefetch]);
+          __builtin_prefetch(&gi.next_decision[k + kQueuePrefetch]);
+          __builtin_prefetch(&gi.decision_send[k + kQueuePrefetch]);
+        }
+        return src.ring->records[queues[k]].tsc;
+      },
+      f);
 }
 
 // The same order where some ring's queues went back in TSC: a sort on
@@ -172,13 +127,16 @@ void ResetScratch(Request* req) {
   req->served_late = false;
   req->rode_on = -1;
   req->pending = Request::Pending::kNone;
+  req->reached = Stage::kQueue;
   req->reason.clear();
 }
 
 }  // namespace
 
-RequestTable Tracker::Run() {
+RequestTable Tracker::Run(DetailPolicy details) {
   for (auto& v : latency_samples_) v.clear();
+  details_ = details;
+  kept_without_ipi_ = 0;
   // Source rings: guest rings named by their CPU id (RegionReader keeps a
   // ring with a duplicate or out-of-range id as an empty slot).
   std::vector<Source> sources;
@@ -234,17 +192,21 @@ RequestTable Tracker::Run() {
   ResetScratch(req);
   reason_ = NormalReason::kNone;
   Follow(s_ring, k, pos, q, *t_ring, req);
-  if (!RequestTable::RowSuffices(*req, reason_)) {
+  const bool whole = !RequestTable::RowSuffices(*req, reason_) || details_.all ||
+                     (req->verdict == Verdict::kServedWithoutIpi &&
+                      kept_without_ipi_ < details_.served_without_ipi);
+  if (whole) {
     // The table keeps this request whole (a verdict other than
     // served-by-ipi / served-without-ipi, mostly): follow it again, the
     // same way, now noting its evidence.  It counted in Stats and the
     // latency samples the first time.
+    kept_without_ipi_ += req->verdict == Verdict::kServedWithoutIpi;
     ResetScratch(req);
     reason_ = NormalReason::kNone;
     req->evidence.clear();
     FollowNoting(s_ring, k, pos, q, *t_ring, req);
   }
-  table->Add(*req, static_cast<uint16_t>(s_ring.index), k, reason_);
+  table->Add(*req, static_cast<uint16_t>(s_ring.index), k, reason_, whole);
 }
 
 void Tracker::CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
@@ -523,6 +485,9 @@ void Tracker::Follow(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_rec
   if (k + 1 < si.next_decision.size() && si.next_decision[k + 1] < s_ring.records.size())
     __builtin_prefetch(&s_ring.records[si.next_decision[k + 1]]);
   const ipt_record* decision = dpos < s_ring.records.size() ? &s_ring.records[dpos] : nullptr;
+  // A send or an elision is R's decision; the next G_QUEUE(T) means R made
+  // none (it rode on a pending IPI).
+  if (decision && decision->type != IPT_G_QUEUE) req.reached = Stage::kSendDecision;
   if (decision && decision->type == IPT_G_SEND) {
     req.owns_ipi = true;
     FollowIpi(s_ring, t_ring, q, *decision, dpos, si.decision_send[k], service, &req);
@@ -535,6 +500,7 @@ void Tracker::Follow(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_rec
     Note(&req, {StreamKind::kGuest, s_ring.index, dpos});
   }
   if (service) {
+    req.reached = Stage::kService;
     req.verdict = Verdict::kServedWithoutIpi;
     reason_ = req.elided ? NormalReason::kElidedServedOnWakeup
                          : NormalReason::kRodeOnPendingIpi;
@@ -593,6 +559,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     return;
   }
   Note(req, {StreamKind::kHv, hv_s->index, icr_pos});
+  req->reached = Stage::kIcr;
 
   // Stage 3: routing, the H_IRR that names that ICR.
   const ipt_record& icr_rec = hv_s->records[icr_pos];
@@ -615,6 +582,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
     return;
   }
   Note(req, {StreamKind::kHv, hv_s->index, irr_pos});
+  req->reached = Stage::kRouting;
   const uint64_t irr_tsc = hv_s->records[irr_pos].tsc;
 
   // Stage 4: the acknowledge of the vector on vCPU(T).
@@ -625,6 +593,7 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   AckMatch ack;
   if (!MatchAck(*hv_s, irr_pos, *hv_t, vt, vector, service, req, &ack)) return;
   Note(req, {StreamKind::kHv, hv_t->index, ack.pos});
+  req->reached = Stage::kAcknowledge;
 
   // Stage 5: the guest's IRQ entry of the vector on T.
   const uint32_t irq_pos = MatchEntry(t_ring, *hv_t, ack, vector);
@@ -930,19 +899,22 @@ void Tracker::ConcludeEntered(const Ring& t_ring, int32_t vt, const ipt_record& 
                               Request* req) {
   const uint64_t irq_tsc = t_ring.records[irq_pos].tsc;
   Note(req, {StreamKind::kGuest, t_ring.index, irq_pos});
+  req->reached = Stage::kGuestEntry;
 
   // Stage 6: service.
   if (service) {
     Note(req, {StreamKind::kGuest, service->hit.ring, service->hit.pos});
     if (service->hit.tsc < irq_tsc) {
+      // Served before the handler this IPI entered: not through its chain.
       req->verdict = Verdict::kServedWithoutIpi;
       reason_ = NormalReason::kFlushBeforeIpi;
     } else {
+      req->reached = Stage::kService;
       req->verdict = Verdict::kServedByIpi;
       reason_ = NormalReason::kFullChain;
     }
     CheckCallbackExit(t_ring, q, *service, req);
-    if (req->verdict == Verdict::kServedByIpi && !replaying_ && chain) {
+    if (req->verdict == Verdict::kServedByIpi && !refollowing_ && chain) {
       // StageLatencies' samples: first G_SEND, H_IRR, H_ACK, G_IRQ_ENTRY,
       // G_FUNC_ENTRY of the chain.
       const uint64_t send_tsc = chain[0], irr_tsc = chain[1], ack_tsc = chain[2];

@@ -44,8 +44,8 @@ struct LatencySamples {
 };
 using StageSamples = std::array<LatencySamples, 4>;
 
-// Everything a Tracker reads, shared: a RequestTable keeps it to follow a
-// request again (Tracker::Replay).
+// Everything a Tracker reads, shared with the RequestTable it fills (whose
+// rows point into the snapshot's G_QUEUE records).
 struct TrackerInputs {
   TrackerInputs(Snapshot s, CpuMap m, std::shared_ptr<const RingIndex> i,
                 uint64_t khz = 0, uint64_t settle = 0)
@@ -76,8 +76,8 @@ struct TrackerInputs {
 // cutting in.  Then the requests that depend on others (riders, sends
 // never made) are resolved against them.  Why one pass in queue order over
 // prebuilt indexes (RingIndex): 10^7 requests a snapshot, each followed in
-// a few cache misses; the result is a compact RequestTable, and a normal
-// request's evidence is rebuilt on demand by Replay.
+// a few cache misses; the result is a compact RequestTable that keeps whole
+// only the requests its DetailPolicy names (what the reports will read).
 //
 // A request's verdict is the first stage with no match, provided the ring
 // that should hold it shows later activity (else in-flight) and no
@@ -93,11 +93,10 @@ struct TrackerInputs {
 // references to its evidence, not copies.
 class Tracker {
  public:
-  // 'stats' may be null: a tracker of its own (a replay) counts privately.
   Tracker(std::shared_ptr<const TrackerInputs> inputs, Stats* stats);
 
-  // Requests in queue-TSC order.
-  RequestTable Run();
+  // Requests in queue-TSC order; those 'details' names kept whole.
+  RequestTable Run(DetailPolicy details);
 
   // Per-stage latencies (TSC ticks) of the served-by-ipi requests of the
   // last Run(), in the order of StageLatency (send->IRR, IRR->ACK,
@@ -105,13 +104,6 @@ class Tracker {
   // the evidence, gathered while following.
   const StageSamples& latency_samples() const { return latency_samples_; }
   StageSamples TakeLatencySamples() { return std::move(latency_samples_); }
-
-  // Follows request 'queue' (an index in the G_QUEUE list of guest ring
-  // 'source_ring') again, as Run() did: the same Request for a normal
-  // verdict (Run() resolves riders and lost-before-send afterwards, so only
-  // normal requests are replayed).  Records no latency samples.  Null if
-  // the records changed since (a region written under us).
-  std::optional<Request> Replay(uint16_t source_ring, uint32_t queue);
 
  private:
   // The record that served a request: where, and the fields read from it.
@@ -150,8 +142,9 @@ class Tracker {
   // Follows the request of queues[k] (at pos) of s_ring's index.
   void Follow(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_record& q,
               const Ring& t_ring, Request* req);
-  // Follow() again, noting the evidence, as a replay: no latency samples,
-  // nothing counted in Stats (the first follow counted).
+  // Follow() again, noting the evidence, for a request the table keeps
+  // whole: no latency samples, nothing counted in Stats (the first follow
+  // counted).
   void FollowNoting(const Ring& s_ring, uint32_t k, uint32_t pos, const ipt_record& q,
                     const Ring& t_ring, Request* req);
   // A request that owns an IPI (its send decision was a G_SEND): one
@@ -258,11 +251,12 @@ class Tracker {
   const CpuMap* map_;
   const RingIndex* index_;
   Stats* stats_;
-  Stats own_stats_;
-  bool replaying_ = false;
+  DetailPolicy details_;
+  size_t kept_without_ipi_ = 0;  // served-without-ipi requests kept whole so far
+  // Following a request the second time (FollowNoting): counts nothing.
+  bool refollowing_ = false;
   // Whether following a request notes its evidence: Run() follows every
-  // request without, and again with, only those that keep a full Request
-  // (a normal one is rebuilt on access, by Replay, which notes it).
+  // request without, and again with, only those the table keeps whole.
   bool record_evidence_ = false;
   void Note(Request* req, const EvidenceChain::Ref& ref) const {
     if (record_evidence_) req->evidence.push_back(ref);

@@ -17,8 +17,8 @@ constexpr std::string_view kVerdictMeanings[] = {
     IPT_VERDICTS(IPT_VERDICT_MEANING)
 #undef IPT_VERDICT_MEANING
 };
-constexpr std::string_view kVerdictStages[] = {
-#define IPT_VERDICT_STAGE(e, name, loss, stage, meaning) stage,
+constexpr Stage kVerdictStages[] = {
+#define IPT_VERDICT_STAGE(e, name, loss, stage, meaning) Stage::stage,
     IPT_VERDICTS(IPT_VERDICT_STAGE)
 #undef IPT_VERDICT_STAGE
 };
@@ -38,7 +38,18 @@ std::string_view VerdictMeaning(Verdict v) {
   return kVerdictMeanings[static_cast<size_t>(v)];
 }
 
-std::string_view VerdictStage(Verdict v) {
+std::string_view StageName(Stage s) {
+  static constexpr std::string_view kNames[] = {
+#define IPT_STAGE_NAME(e, name) name,
+      IPT_STAGES(IPT_STAGE_NAME)
+#undef IPT_STAGE_NAME
+  };
+  const auto i = static_cast<size_t>(s);
+  IPT_CHECK(i < sizeof(kNames) / sizeof(kNames[0]));
+  return kNames[i];
+}
+
+Stage VerdictStage(Verdict v) {
   IPT_CHECK(static_cast<size_t>(v) < kNumVerdicts);
   return kVerdictStages[static_cast<size_t>(v)];
 }

@@ -8,39 +8,63 @@
 
 namespace ipitrace {
 
+// The stages of docs/streams.md, "Following one request", in chain order
+// (X(enumerator, name)), then two that are not on the chain: a loss between
+// two observed stages whose in-between the source cannot see, and "none"
+// (verdicts that name no stage).  A Request records the last stage its
+// chain reached (Request::reached); a loss verdict names the stage where
+// the chain broke.
+#define IPT_STAGES(X)                   \
+  X(kQueue, "queue")                    \
+  X(kSendDecision, "send decision")     \
+  X(kIcr, "ICR")                        \
+  X(kRouting, "routing")                \
+  X(kAcknowledge, "acknowledge")        \
+  X(kGuestEntry, "guest entry")         \
+  X(kService, "service")                \
+  X(kUnobserved, "unobserved")          \
+  X(kNone, "-")
+
+enum class Stage : uint8_t {
+#define IPT_STAGE_ENUM(e, name) e,
+  IPT_STAGES(IPT_STAGE_ENUM)
+#undef IPT_STAGE_ENUM
+};
+std::string_view StageName(Stage s);
+
 // X(enumerator, name, is_loss, stage, meaning).  Loss verdicts name the
 // stage of docs/streams.md ("Following one request") where an IPI
 // vanished; the others say it did not (or that the data cannot tell), and
 // name none ("-").  The one table: `ipitrace verdicts --json` publishes
 // it, and the harness reads it from there.
 #define IPT_VERDICTS(X)                                                       \
-  X(kServedByIpi, "served-by-ipi", false, "-", "served through its own IPI (full chain)") \
-  X(kServedWithoutIpi, "served-without-ipi", false, "-",                      \
+  X(kServedByIpi, "served-by-ipi", false, kNone, "served through its own IPI (full chain)") \
+  X(kServedWithoutIpi, "served-without-ipi", false, kNone,                    \
     "served by an idle flush, a polling wake or an IPI it rode on")           \
-  X(kLostBeforeSend, "lost-before-send", true, "send decision",               \
+  X(kLostBeforeSend, "lost-before-send", true, kSendDecision,                 \
     "queued, target not polling, but the guest never sent an IPI")            \
-  X(kLostGuestToHypervisor, "lost-guest-to-hypervisor", true, "ICR",          \
+  X(kLostGuestToHypervisor, "lost-guest-to-hypervisor", true, kIcr,           \
     "the guest sent it, the hypervisor saw no ICR write for it")              \
-  X(kLostInRouting, "lost-in-routing", true, "routing",                       \
+  X(kLostInRouting, "lost-in-routing", true, kRouting,                        \
     "ICR write seen, the target's IRR never set for it")                      \
-  X(kLostInInjection, "lost-in-injection", true, "acknowledge",               \
+  X(kLostInInjection, "lost-in-injection", true, kAcknowledge,                \
     "IRR set, the target acknowledged other vectors, never this one")         \
-  X(kTargetBlocked, "target-blocked", true, "acknowledge",                    \
+  X(kTargetBlocked, "target-blocked", true, kAcknowledge,                     \
     "IRR set, the target acknowledged nothing at all since")                  \
-  X(kLostInGuestEntry, "lost-in-guest-entry", true, "guest entry",            \
+  X(kLostInGuestEntry, "lost-in-guest-entry", true, kGuestEntry,              \
     "acknowledged by the vCPU, the guest never entered its handler")          \
-  X(kHandlerMissedWork, "handler-missed-work", true, "service",               \
+  X(kHandlerMissedWork, "handler-missed-work", true, kService,                \
     "the target's handler ran after the queue but not this request")          \
-  X(kCallbackStuck, "callback-stuck", true, "service",                        \
+  X(kCallbackStuck, "callback-stuck", true, kService,                         \
     "the function entered and never returned")                                \
-  X(kLostInUnobservedStage, "lost-in-unobserved-stage", true, "unobserved",   \
+  X(kLostInUnobservedStage, "lost-in-unobserved-stage", true, kUnobserved,    \
     "lost between two observed stages; the ones in between are invisible to " \
     "the source (named, with what would show them)")                          \
-  X(kInconclusiveGap, "inconclusive-gap", false, "-",                         \
+  X(kInconclusiveGap, "inconclusive-gap", false, kNone,                       \
     "a ring lost records in the window that matters")                         \
-  X(kQueuedBehindLoss, "queued-behind-loss", false, "-",                      \
+  X(kQueuedBehindLoss, "queued-behind-loss", false, kNone,                    \
     "rode on an IPI that was itself lost; the blame stays with that one")     \
-  X(kInFlight, "in-flight", false, "-", "still on its way at the end of the trace")
+  X(kInFlight, "in-flight", false, kNone, "still on its way at the end of the trace")
 
 enum class Verdict : uint8_t {
 #define IPT_VERDICT_ENUM(e, name, loss, stage, meaning) e,
@@ -52,8 +76,8 @@ inline constexpr size_t kNumVerdicts = static_cast<size_t>(Verdict::kNumVerdicts
 
 std::string_view VerdictName(Verdict v);
 std::string_view VerdictMeaning(Verdict v);
-// The stage a loss verdict names ("-" for the others).
-std::string_view VerdictStage(Verdict v);
+// The stage a loss verdict names (Stage::kNone for the others).
+Stage VerdictStage(Verdict v);
 // Loss verdicts name a stage (the third column of IPT_VERDICTS).
 inline bool IsLoss(Verdict v) {
   static constexpr bool kLoss[] = {

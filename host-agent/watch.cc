@@ -250,8 +250,13 @@ void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
 std::optional<Snapshot> Watcher::ReadCopies(const Vm& vm, std::span<const std::byte> hv_copy,
                                             std::span<const std::byte> guest_copy,
                                             Stats* stats) const {
+  // The rings the screen latched corrupt (a head that went backwards, which
+  // one copy cannot show) are read as lost: every request that needs one
+  // becomes inconclusive-gap.
   RegionReader reader(stats);
+  reader.Distrust(vm.screen.CorruptRings(StreamKind::kHv));
   auto hv = reader.Read(hv_copy, StreamKind::kHv, vm.target.hv_path);
+  reader.Distrust(vm.screen.CorruptRings(StreamKind::kGuest));
   auto guest = reader.Read(guest_copy, StreamKind::kGuest, vm.target.guest_path);
   if (!hv.ok() || !guest.ok()) return std::nullopt;
   Snapshot snap;
@@ -261,15 +266,6 @@ std::optional<Snapshot> Watcher::ReadCopies(const Vm& vm, std::span<const std::b
   // The live screen's data problems (counted since attach: ring_head_backwards
   // among them) go into the hang's one table, in its report and its event.
   stats->Add(vm.screen.stats());
-  // The rings the screen latched corrupt: every request that needs one
-  // becomes inconclusive-gap.
-  for (Region* region : {&snap.hv, &snap.guest}) {
-    for (Ring& ring : region->rings) {
-      if (!vm.screen.corrupt(region->kind, ring.index)) continue;
-      ring.records.clear();
-      ring.gaps.assign(1, RingGap{ring.head, std::numeric_limits<uint64_t>::max()});
-    }
-  }
   return snap;
 }
 

@@ -101,7 +101,8 @@ void Run(std::vector<std::byte>* hv_in, std::vector<std::byte>* guest_in, bool m
   (void)ipitrace::TextReport(&a).Render();
   (void)ipitrace::JsonReport(&a).Build().dump(
       -1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-  // Every request built again (normal ones are replayed from the records).
+  // Every request read back (those not kept whole: from their rows and
+  // G_QUEUE records).
   for (size_t i = 0; i < a.requests.size() && i < 64; ++i) (void)a.requests[i];
   stop_flipper();
 }

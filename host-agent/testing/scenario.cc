@@ -170,7 +170,10 @@ Snapshot Scenario::Load(Stats* stats) const {
 }
 
 Analysis Scenario::Analyze(Stats* stats) const {
-  return Analyzer(stats, AnalyzerOptions{}).Analyze(Load(stats));
+  // Tests read any request, with its evidence.
+  AnalyzerOptions options;
+  options.whole_requests = true;
+  return Analyzer(stats, options).Analyze(Load(stats));
 }
 
 void Scenario::WriteDir(const std::string& dir) const {
