@@ -11,9 +11,13 @@
 # everything else goes to stderr.  Cache root: ${IPITRACE_CACHE:-/var/cache/
 # ipitrace}; the install goes to $cache/qemu-$key, where key = sha256 of the
 # patches (in series order), abi/ipitrace_abi.h, this script (with
-# scripts/qemu-series.sh, which it sources) and the QEMU
-# source tarball name.  A build runs in $cache/work and is renamed into
-# place only when complete, so an interrupted build leaves no half cache.
+# scripts/qemu-series.sh, which it sources) and the QEMU source tarball
+# name.  The record format comes in with the series, as QEMU carries
+# external headers (include/standard-headers/ipitrace/, patch 0004): a
+# series whose copy differs from abi/ipitrace_abi.h is refused (the header
+# is in the key so that a change to it is checked, not served from cache).
+# A build runs in $cache/work and is renamed into place only when complete,
+# so an interrupted build leaves no half cache.
 # If ccache is installed, it is used (with fixed paths, so rebuilds after
 # a patch change only recompile what changed).
 set -euo pipefail
@@ -128,6 +132,7 @@ git_id=(-c user.name="ipitrace build" -c user.email=dev@ipitrace.invalid
 		git "${git_id[@]}" am --abort || true
 		die "the patch series does not apply to $TARBALL"
 	fi
+	qemu_series_check_abi "$SRC" "$ABI"
 	# A .git makes configure default to -Werror: build like a release
 	rm -rf .git
 )
@@ -163,7 +168,6 @@ log "configuring"
 		--disable-docs \
 		--disable-werror \
 		--disable-download \
-		--extra-cflags="-I$REPO/abi" \
 		--disable-debug-info \
 		--disable-qom-cast-debug \
 		--disable-tools \

@@ -17,3 +17,14 @@ qemu_series_files() {
 		PATCH_FILES+=("$dir/$p")
 	done
 }
+
+# The series carries the record format as QEMU carries an external header:
+# a verbatim copy in include/standard-headers/ipitrace/ (added by
+# scripts/update-ipitrace-headers.sh, which the series adds).  The copy
+# in the patched tree $1 must be the repo's header $2 byte for byte.
+qemu_series_check_abi() {
+	local copy=$1/include/standard-headers/ipitrace/ipitrace_abi.h
+	[[ -f $copy ]] || die "the series carries no $copy"
+	cmp -s "$copy" "$2" || die "the series' copy of the record format differs from $2:" \
+		"run scripts/update-ipitrace-headers.sh in QEMU and refresh the import patch"
+}
