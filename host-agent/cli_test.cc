@@ -143,12 +143,21 @@ TEST_CASE("cli - export --timeline writes Chrome trace JSON") {
   while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
   std::fclose(f);
   const auto j = nlohmann::json::parse(text);
-  size_t flows_start = 0, flows_end = 0, metadata = 0;
+  size_t flows_start = 0, flows_end = 0, metadata = 0, records = 0, backwards = 0;
+  double last_ts = -1;
   for (const auto& e : j["traceEvents"]) {
     if (e["ph"] == "s") ++flows_start;
     if (e["ph"] == "f") ++flows_end;
     if (e["ph"] == "M") ++metadata;
+    // Records of both streams in one time order (MergedRecords).
+    if (e["ph"] == "X" || e["ph"] == "B" || e["ph"] == "E") {
+      ++records;
+      backwards += e["ts"].get<double>() < last_ts;
+      last_ts = e["ts"].get<double>();
+    }
   }
+  CHECK(records > 0);
+  CHECK(backwards == 0);
   CHECK(flows_start > 0);
   CHECK(flows_start == flows_end);
   CHECK(metadata > 0);
@@ -290,6 +299,8 @@ TEST_CASE("cli - analyze text report and dump") {
   CHECK(r.out.find("lost-in-routing") != std::string::npos);
   CHECK(r.out.find("data quality") != std::string::npos);
   CHECK(r.out.find("served late") != std::string::npos);
+  // Each loss says how far its chain got (Request::reached).
+  CHECK(r.out.find("its chain reached: ICR") != std::string::npos);
   Run d = Exec(Agent() + " dump " + dir + " --limit 5");
   CHECK(d.rc == 0);
   CHECK(std::count(d.out.begin(), d.out.end(), '\n') == 5);

@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "ring_merge.h"
+
 namespace ipitrace {
 namespace {
 
@@ -96,27 +98,25 @@ void Timeline::Metadata() {
 }
 
 void Timeline::Records() {
-  for (const Region* region : {&s_.guest, &s_.hv}) {
-    const bool guest = region == &s_.guest;
-    for (const Ring& ring : region->rings) {
-      const int pid = guest ? GuestPid(ring.cpu) : HvPid(ring.cpu);
-      const int tid = guest ? 1 : 2;
-      for (const ipt_record& r : ring.records) {
-        const char* ph = "X";
-        if (r.type == IPT_G_IRQ_ENTRY || r.type == IPT_G_FUNC_ENTRY) ph = "B";
-        if (r.type == IPT_G_IRQ_EXIT || r.type == IPT_G_FUNC_EXIT) ph = "E";
-        std::string ev = fmt::format(
-            R"({{"ph":"{}","name":"{}","pid":{},"tid":{},"ts":{:.3f})", ph, NameOf(r),
-            pid, tid, Us(r.tsc));
-        if (ph[0] == 'X') ev += ",\"dur\":0.05";
-        if (ph[0] != 'E') {
-          ev += fmt::format(R"(,"args":{{"seq":{},"target":{},"vector":{},"flags":{},"a0":"{:#x}"}})",
-                            r.seq, r.target, r.vector, r.flags, r.a[0]);
-        }
-        ev += "}";
-        w_.Event(ev);
-      }
+  // Both streams in one time order (the one merge, ring_merge.h).
+  for (const RecordRef& ref : MergedRecords(s_)) {
+    const ipt_record& r = *ref.rec;
+    const bool guest = ref.stream == StreamKind::kGuest;
+    const uint32_t cpu = guest ? s_.guest.rings[ref.ring].cpu : s_.hv.rings[ref.ring].cpu;
+    const int pid = guest ? GuestPid(cpu) : HvPid(cpu);
+    const int tid = guest ? 1 : 2;
+    const char* ph = "X";
+    if (r.type == IPT_G_IRQ_ENTRY || r.type == IPT_G_FUNC_ENTRY) ph = "B";
+    if (r.type == IPT_G_IRQ_EXIT || r.type == IPT_G_FUNC_EXIT) ph = "E";
+    std::string ev = fmt::format(R"({{"ph":"{}","name":"{}","pid":{},"tid":{},"ts":{:.3f})", ph,
+                                 NameOf(r), pid, tid, Us(r.tsc));
+    if (ph[0] == 'X') ev += ",\"dur\":0.05";
+    if (ph[0] != 'E') {
+      ev += fmt::format(R"(,"args":{{"seq":{},"target":{},"vector":{},"flags":{},"a0":"{:#x}"}})",
+                        r.seq, r.target, r.vector, r.flags, r.a[0]);
     }
+    ev += "}";
+    w_.Event(ev);
   }
 }
 

@@ -8,11 +8,12 @@
 #      gets, below);
 #   3. qemu-system-x86_64 builds after every patch on its own (one build
 #      directory, incremental after the first, ccache when installed);
-#   4. the series' copy of the record format is abi/ipitrace_abi.h, and
+#   4. every diff kept in results/qemu-diag/ applies on the final tree;
+#   5. the series' copy of the record format is abi/ipitrace_abi.h, and
 #      the series' qtest (tests/qtest/ipitrace-test) passes.
 # A pass is remembered in $cache/series-ok-$key, key = sha256 of the QEMU
-# build's cache key (scripts/build-qemu.sh: patches, ABI header, tarball)
-# and this script, so an unchanged series is not rebuilt once per patch
+# build's cache key (scripts/build-qemu.sh: patches, ABI header, tarball),
+# this script and the results/qemu-diag/ diffs, so an unchanged series is not rebuilt once per patch
 # on every ./test.
 #
 #   scripts/check-qemu-series.sh [--force]
@@ -41,7 +42,8 @@ qemu_series_files "$PATCHES"
 QEMU_BIN=$(bash "$REPO/scripts/build-qemu.sh" | tail -n 1)
 QEMU_KEY=$(basename "$(dirname "$(dirname "$QEMU_BIN")")")
 [[ $QEMU_KEY == qemu-* ]] || die "unexpected build-qemu.sh output: $QEMU_BIN"
-KEY=$({ printf '%s\n' "$QEMU_KEY"; cat "${BASH_SOURCE[0]}"; } | sha256sum | cut -d' ' -f1)
+DIAG=("$REPO"/results/qemu-diag/*.diff)
+KEY=$({ printf '%s\n' "$QEMU_KEY"; cat "${BASH_SOURCE[0]}" "${DIAG[@]}"; } | sha256sum | cut -d' ' -f1)
 STAMP="$CACHE/series-ok-$KEY"
 if [[ -f $STAMP && $FORCE == 0 ]]; then
 	log "already checked: $(head -n 1 "$STAMP")"
@@ -143,7 +145,15 @@ for i in "${!COMMITS[@]}"; do
 	report[$i]="${report[$i]}; qemu-system-x86_64 builds"
 done
 
-# 4: the record format the series carries is the repo's; QEMU's own test
+# 4: the throwaway diagnosis diffs kept in results/qemu-diag/ still apply
+# on the final tree (a diff that does not is deleted, not kept).
+for d in "${DIAG[@]}"; do
+	git "${git_id[@]}" apply --check "$d" >&2 ||
+		die "results/qemu-diag/$(basename "$d") no longer applies to the series: delete it"
+	report+=("results/qemu-diag/$(basename "$d"): applies on the final tree")
+done
+
+# 5: the record format the series carries is the repo's; QEMU's own test
 # of the object (tests/qtest/ipitrace-test) passes on the final tree, and
 # the benchmark builds.
 qemu_series_check_abi "$SRC" "$REPO/abi/ipitrace_abi.h"
