@@ -175,6 +175,7 @@ Analysis Analyzer::Analyze(Snapshot snapshot, std::shared_ptr<const RingIndex> i
   a.snapshot = std::move(snapshot);
   a.stats = stats_;
   a.options = options_;
+  MarkGuestOnly(&a.snapshot.hv);
   const Snapshot& s = a.snapshot;
 
   const RingIndex& index = *index_ptr;

@@ -57,6 +57,14 @@ struct AnalyzerOptions {
   bool whole_requests = false;
 };
 
+// Guest-only mode (HvSource::guest_only): the one line every report prints,
+// on what a hypervisor stream would add.
+inline constexpr std::string_view kGuestOnlyNote =
+    "guest-only: no hypervisor stream, so the verdicts are the guest's alone "
+    "(lost-before-send, handler-missed-work, callback-stuck, and 'sent, never "
+    "received: hypervisor stage unknown'); a hypervisor stream would name the "
+    "stage where a sent IPI vanished (ICR write, routing, injection, guest entry)";
+
 // The most requests of one kind a report lists (the rest are counted).
 inline constexpr size_t kMaxListed = 1000;
 

@@ -22,7 +22,9 @@ CpuMap::CpuMap(const Region& guest, const Region& hv, Stats* stats) {
         }
       }
     }
-    if (!e.matched) {
+    if (hv.source.guest_only) {
+      // No hypervisor stream: no vCPU to join (and no guess to count).
+    } else if (!e.matched) {
       stats->Increment(StatId::unmatched_cpu_map);
       if (cpu_of_vcpu_[c] < 0) e.vcpu = static_cast<int32_t>(c);
     }

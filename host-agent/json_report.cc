@@ -131,6 +131,8 @@ Json JsonReport::Build() const {
   out["tool"] = "ipitrace";
   out["snapshot"] = a.snapshot.dir;
   out["requests"] = a.requests.size();
+  if (const HvSource& src = a.snapshot.hv.source; src.guest_only)
+    out["guest_only"] = {{"why", src.guest_only_why}, {"note", std::string(kGuestOnlyNote)}};
 
   Json counts = Json::object();
   for (size_t v = 0; v < kNumVerdicts; ++v)

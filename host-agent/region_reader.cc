@@ -336,7 +336,24 @@ bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
   return true;
 }
 
+void MarkGuestOnly(Region* hv) {
+  HvSource& src = hv->source;
+  if (src.guest_only_why.empty()) {
+    for (const Ring& r : hv->rings)
+      if (!r.records.empty() || !r.gaps.empty() || r.overwritten || r.dropped) return;
+    src.guest_only_why = fmt::format("the {} source wrote no record", src.name);
+  }
+  src.guest_only = true;
+  src.stages = 0;
+  src.stages_partial = 0;
+}
+
 std::string HvSource::Unobserved(uint32_t mask) const {
+  if (guest_only) {
+    return fmt::format("the ICR write, its routing and the acknowledge ({}: a hypervisor "
+                       "source, the patched QEMU or `ipitrace kvm-source`, shows them)",
+                       guest_only_why);
+  }
   std::string names;
 #define IPT_STAGE_NAME(name, bit, desc)                              \
   if ((mask & (1u << (bit))) && !Observes(1u << (bit))) {           \

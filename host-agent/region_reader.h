@@ -146,6 +146,13 @@ struct HvSource {
   uint32_t stages_partial = 0;         // ... for some IPIs only
   uint32_t accel = 0;                  // IPT_HV_ACCEL_*
   std::array<uint64_t, IPT_HV_LOST_MAX> lost{};
+  // Guest-only: no hypervisor region, or one whose source wrote no record.
+  // No stage is observed; the verdicts are those the guest stream alone
+  // supports (docs/streams.md, "Guest-only"), and the settle window runs
+  // on the guest's clock.  Set by MarkGuestOnly, the one place that decides.
+  bool guest_only = false;
+  // Why guest-only ("no hv.region", "the kvm source wrote no record").
+  std::string guest_only_why;
   // True iff every stage in 'mask' is observed for every IPI.
   bool Observes(uint32_t mask) const { return (stages & ~stages_partial & mask) == mask; }
   // "ACK, EOI (kvm_intel enable_apicv=0 makes them visible)": the stages of
@@ -173,6 +180,13 @@ struct Region {
   // Symbol for a function pointer, or nullptr.
   const Symbol* FindSymbol(uint64_t addr) const;
 };
+
+// Guest-only mode, decided here once: a hypervisor region that is absent
+// (the loader leaves guest_only_why set) or whose source wrote no record at
+// all -- nothing accepted, torn, overwritten or dropped -- observes no stage.
+// A region that lost records is not silent: its gaps make requests
+// inconclusive-gap, as always.
+void MarkGuestOnly(Region* hv);
 
 // The part of a ring's window that can be read in place: slots
 // [first_index, head) as at most two runs of records (see RecordView).

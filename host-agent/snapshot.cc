@@ -3,6 +3,8 @@
 
 #include <sys/stat.h>
 
+#include <cerrno>
+
 #include <fstream>
 #include <sstream>
 
@@ -58,6 +60,16 @@ Result<Snapshot> SnapshotLoader::Load(const std::string& dir) {
   for (const Want& w : {Want{"hv.region", StreamKind::kHv, &snap.hv},
                         Want{"guest.region", StreamKind::kGuest, &snap.guest}}) {
     const std::string path = dir + "/" + w.file;
+    struct stat fst {};
+    if (w.kind == StreamKind::kHv && ::stat(path.c_str(), &fst) != 0 && errno == ENOENT &&
+        ::stat((path + ".zst").c_str(), &fst) != 0 && errno == ENOENT) {
+      // No hypervisor stream at all: guest-only (the Analyzer says so).
+      snap.hv.kind = StreamKind::kHv;
+      snap.hv.ring_of_cpu.fill(-1);
+      snap.hv.source.name = "none";
+      snap.hv.source.guest_only_why = "no hv.region in the snapshot";
+      continue;
+    }
     auto file = RegionBytes::Open(path);  // PATH mapped, else PATH.zst
     if (!file.ok()) return file.status();
     auto region = reader.Read(std::move(file).value(), w.kind, path);

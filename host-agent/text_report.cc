@@ -102,8 +102,10 @@ std::string TextReport::Render() const {
   const Analysis& a = *a_;
   std::string out;
   auto w = std::back_inserter(out);
-  fmt::format_to(w, "snapshot: {}\nrequests: {}\n\nverdicts:\n", a.snapshot.dir,
-                 a.requests.size());
+  fmt::format_to(w, "snapshot: {}\nrequests: {}\n", a.snapshot.dir, a.requests.size());
+  if (const HvSource& src = a.snapshot.hv.source; src.guest_only)
+    fmt::format_to(w, "{} ({})\n", kGuestOnlyNote, src.guest_only_why);
+  out += "\nverdicts:\n";
   for (size_t v = 0; v < kNumVerdicts; ++v) {
     fmt::format_to(w, "  {:<26} {:>10}\n", VerdictName(static_cast<Verdict>(v)),
                    a.verdict_counts[v]);

@@ -440,6 +440,7 @@ std::string Tracker::FindGap(const Request& req) const {
        fmt::format("hv ring of vCPU {}", VcpuName(req.target_vcpu))},
   };
   for (const Relevant& r : rings) {
+    if (snap_->hv.source.guest_only && &r >= &rings[2]) break;  // no hv rings to lose
     if (!r.ring) {
       stats_->Increment(StatId::missing_ring);
       return fmt::format("{} is missing", r.name);
@@ -529,6 +530,13 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   Note(req, {StreamKind::kGuest, s_ring.index, send_pos});
   const uint8_t vector = (send.flags & IPT_SEND_F_MASK) ? vec_cf_ : vec_cfs_;
   req->vector = vector;
+  const HvSource& src = snap_->hv.source;
+  if (src.guest_only) {
+    // Guest-only: from the send straight to the target's handler entry.
+    FollowUnobserved(t_ring, q, send.tsc, "G_SEND", IPT_HV_STAGE_ICR | IPT_HV_STAGE_IRR | IPT_HV_STAGE_ACK,
+                     service, req);
+    return;
+  }
   const int32_t vs = req->source_vcpu;
   const int32_t vt = req->target_vcpu;
   const Ring* hv_s = vs < 0 ? nullptr : snap_->hv.RingForCpu(static_cast<uint32_t>(vs));
@@ -540,7 +548,6 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   }
 
   // Stage 2: this send's H_ICR on vCPU(S).
-  const HvSource& src = snap_->hv.source;
   if (!src.Observes(IPT_HV_STAGE_ICR)) {
     FollowUnobserved(t_ring, q, send.tsc, "G_SEND", IPT_HV_STAGE_ICR | IPT_HV_STAGE_IRR | IPT_HV_STAGE_ACK,
                      service, req);
@@ -886,6 +893,14 @@ void Tracker::FollowUnobserved(const Ring& t_ring, const ipt_record& q, uint64_t
     return;
   }
   const std::string unseen = snap_->hv.source.Unobserved(hidden);
+  if (snap_->hv.source.guest_only) {
+    Conclude(Absent(Verdict::kLostInUnobservedStage, t_ring.last_tsc() > from_tsc, from_tsc,
+                    fmt::format("sent, never received: CPU {} never entered the handler of "
+                                "vector {:#x}; hypervisor stage unknown: {}",
+                                req->target_cpu, req->vector, unseen)),
+             service, req);
+    return;
+  }
   Conclude(Absent(Verdict::kLostInUnobservedStage, t_ring.last_tsc() > from_tsc, from_tsc,
                   fmt::format("{} but CPU {} never entered the handler of vector {:#x}; in "
                               "between, the hypervisor source ({}) cannot observe {}",
@@ -937,14 +952,20 @@ void Tracker::ConcludeEntered(const Ring& t_ring, int32_t vt, const ipt_record& 
            service, req);
 }
 
+uint64_t Tracker::SettleClockEnd() const {
+  // The hypervisor's rings (the guest cannot stretch them); guest-only, the
+  // guest's own, the only clock there is.
+  return snap_->hv.source.guest_only ? index_->snapshot_end_tsc() : index_->hv_end_tsc();
+}
+
 bool Tracker::Settled(uint64_t tsc) const {
   const uint64_t w = inputs_->settle_ticks;
-  const uint64_t end = index_->hv_end_tsc();
+  const uint64_t end = SettleClockEnd();
   return w != 0 && end >= tsc && end - tsc >= w;
 }
 
 double Tracker::MsAfter(uint64_t tsc) const {
-  const uint64_t end = index_->hv_end_tsc();
+  const uint64_t end = SettleClockEnd();
   if (inputs_->tsc_khz == 0 || end <= tsc) return 0.0;
   return static_cast<double>(end - tsc) / static_cast<double>(inputs_->tsc_khz);
 }

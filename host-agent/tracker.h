@@ -233,6 +233,8 @@ class Tracker {
   // Whether the trace (hypervisor's rings) went on for the settle window
   // past 'tsc'; and the time it did, in ms, for reasons.
   bool Settled(uint64_t tsc) const;
+  // The end of the clock the settle window is measured on.
+  uint64_t SettleClockEnd() const;
   double MsAfter(uint64_t tsc) const;
   std::string UnsettledNote(uint64_t tsc) const;
   // A Break whose evidence is an absence after 'tsc': it continues (a
