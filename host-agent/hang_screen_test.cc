@@ -75,6 +75,31 @@ TEST_CASE("hang screen - served chains leave nothing; a lost IPI stays outstandi
   CHECK(s.records() >= 15);
 }
 
+// The hang screen accepts records by the one rule (CheckRecord) that
+// RegionReader uses: before, it had no cpu/target range check, so a queue
+// to CPU 999 was an outstanding request on the screen and a rejected
+// record in the analysis.
+TEST_CASE("hang screen - a record naming an out-of-range CPU is rejected, as by the reader") {
+  Scenario sc(2);
+  sc.FullChain(0, 1, 1000, kFunc, kCsd);
+  ipt_record bad{};
+  bad.type = IPT_G_QUEUE;
+  bad.tsc = 2000;
+  bad.cpu = 0;
+  bad.target = 999;  // no such CPU
+  bad.a[0] = kFunc;
+  bad.a[1] = kCsd + 1;
+  sc.guest().Append(0, bad);
+  sc.Mark(0, 3000);
+  HangScreen s;
+  REQUIRE(Update(&s, sc) == HangScreen::UpdateResult::kOk);
+  CHECK(s.outstanding() == 0);
+  CHECK(s.stats().Get(StatId::cpu_out_of_range) == 1);
+  Stats reader_stats;
+  (void)sc.Load(&reader_stats);
+  CHECK(reader_stats.Get(StatId::cpu_out_of_range) == 1);
+}
+
 TEST_CASE("hang screen - an entry read before its queue still serves it") {
   Scenario sc(2);
   sc.Queue(0, 1, 1000, kFunc, kCsd);

@@ -601,19 +601,26 @@ void Tracker::FollowIpi(const Ring& s_ring, const Ring& t_ring, const ipt_record
   if (!MatchAck(*hv_s, irr_pos, *hv_t, vt, vector, service, req, &ack)) return;
   Note(req, {StreamKind::kHv, hv_t->index, ack.pos});
   req->reached = Stage::kAcknowledge;
+  FollowAcked(t_ring, *hv_t, q, send.tsc, irr_tsc, ack, service, req);
+}
 
+[[gnu::always_inline]] inline void Tracker::FollowAcked(const Ring& t_ring, const Ring& hv_t,
+                                                        const ipt_record& q, uint64_t send_tsc,
+                                                        uint64_t irr_tsc, const AckMatch& ack,
+                                                        const Service* service, Request* req) {
   // Stage 5: the guest's IRQ entry of the vector on T.
-  const uint32_t irq_pos = MatchEntry(t_ring, *hv_t, ack, vector);
+  const uint32_t irq_pos = MatchEntry(t_ring, hv_t, ack, req->vector);
   if (irq_pos == RingIndex::kNoPosition) {
     Conclude({Verdict::kLostInGuestEntry, t_ring.last_tsc() > ack.tsc,
               fmt::format("vCPU {} acknowledged vector {:#x} but CPU {} never "
                           "entered its handler",
-                          vt, vector, req->target_cpu)},
+                          req->target_vcpu, req->vector, req->target_cpu)},
              service, req);
     return;
   }
-  const uint64_t chain[3] = {send.tsc, irr_tsc, ack.tsc};
-  ConcludeEntered(t_ring, vt, q, irq_pos, service, ack.later_set_unproven ? nullptr : chain, req);
+  const uint64_t chain[3] = {send_tsc, irr_tsc, ack.tsc};
+  ConcludeEntered(t_ring, req->target_vcpu, q, irq_pos, service,
+                  ack.later_set_unproven ? nullptr : chain, req);
   if (ack.later_set_unproven && req->verdict == Verdict::kServedByIpi) {
     req->verdict = Verdict::kServedWithoutIpi;
     reason_ = NormalReason::kLaterIpiCoalesceUnobserved;

@@ -180,6 +180,10 @@ class Tracker {
   // window where the evidence is an absence.
   void ConcludeNeverAcked(const Ring& hv_t, int32_t vt, uint8_t vector, uint64_t irr_tsc,
                           const Service* service, Request* req);
+  // From the acknowledge on (stage 5, then service): lost-in-guest-entry,
+  // or ConcludeEntered.
+  void FollowAcked(const Ring& t_ring, const Ring& hv_t, const ipt_record& q, uint64_t send_tsc,
+                   uint64_t irr_tsc, const AckMatch& ack, const Service* service, Request* req);
   // Stage 5, guest entry: the G_IRQ_ENTRY of the acknowledged IPI on T, or
   // RingIndex::kNoPosition.
   uint32_t MatchEntry(const Ring& t_ring, const Ring& hv_t, const AckMatch& ack,

@@ -7,7 +7,7 @@ to 2x within minutes (the same binary measured 66 ms and 120 ms in one
 session), so two builds are only compared in the same rounds: each round
 runs every binary once, in an order rotated by one each round, and the
 report gives each binary's median CPU time (user + sys of the process,
-from wait4(2)) and the median of the per-round ratios to the first binary,
+from wait4(2)), its median peak resident set (ru_maxrss) and the median of the per-round ratios to the first binary,
 with a 95 % bootstrap interval.  The first round is a warm-up (not counted).
 
   scripts/ab-agent.py [--rounds N] [--snapshot DIR] [--out FILE] \\
@@ -29,14 +29,14 @@ from benchlib import median_ci  # the bootstrap interval, as the QEMU one-boot A
 
 
 def run(binary, snapshot):
-    """One analyze run: (cpu s, user s, sys s, stdout bytes)."""
+    """One analyze run: (cpu s, user s, sys s, max RSS KiB, stdout bytes)."""
     with tempfile.TemporaryFile() as out:
         p = subprocess.Popen([binary, "analyze", snapshot, "--json"], stdout=out)
         _, status, ru = os.wait4(p.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit(f"ab-agent: {binary} analyze {snapshot} failed ({status})")
         out.seek(0)
-        return ru.ru_utime + ru.ru_stime, ru.ru_utime, ru.ru_stime, out.read()
+        return ru.ru_utime + ru.ru_stime, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, out.read()
 
 
 def main():
@@ -71,10 +71,10 @@ def main():
         for r in range(args.rounds + 1):
             k = r % len(builds)
             for name, path in builds[k:] + builds[:k]:
-                cpu, user, sys_, out = run(path, snapshot)
+                cpu, user, sys_, rss, out = run(path, snapshot)
                 reports.setdefault(name, out)
                 if r:
-                    times[name].append((cpu, user, sys_))
+                    times[name].append((cpu, user, sys_, rss))
     first = builds[0][0]
     for name, _ in builds[1:]:
         if reports[name] != reports[first]:
@@ -82,9 +82,9 @@ def main():
 
     lines = [f"A/B of `ipitrace analyze --json` on {'make_snapshot large' if not args.snapshot else args.snapshot}, "
              f"{args.rounds} rounds (order rotated each round, after one warm-up round); "
-             "CPU time = user + sys (wait4)", "",
-             f"| build | median CPU ms | user | sys | per-round ratio to {first} (95 % CI) |",
-             "|---|---:|---:|---:|---|"]
+             "CPU time = user + sys, memory = peak resident set (both from wait4)", "",
+             f"| build | median CPU ms | user | sys | per-round ratio to {first} (95 % CI) | max RSS MiB (median) |",
+             "|---|---:|---:|---:|---|---:|"]
     for name, path in builds:
         t = times[name]
         med = lambda i: statistics.median(x[i] for x in t) * 1e3
@@ -93,7 +93,8 @@ def main():
             rat = [a[0] / b[0] for a, b in zip(t, times[first])]
             lo, hi = median_ci(rat)
             ratio = f"{statistics.median(rat):.3f} ({lo:.3f}-{hi:.3f})"
-        lines.append(f"| {name} (`{path}`) | {med(0):.1f} | {med(1):.1f} | {med(2):.1f} | {ratio} |")
+        rss = statistics.median(x[3] for x in t) / 1024
+        lines.append(f"| {name} (`{path}`) | {med(0):.1f} | {med(1):.1f} | {med(2):.1f} | {ratio} | {rss:.1f} |")
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out:
