@@ -55,6 +55,7 @@ HangScreen::UpdateResult HangScreen::Update(std::span<const std::byte> hv,
   Layout l[2];
   for (auto [k, bytes, kind] : {std::tuple{0, hv, StreamKind::kHv},
                                 std::tuple{1, guest, StreamKind::kGuest}}) {
+    if (kind == StreamKind::kHv && bytes.empty()) continue;  // guest-only: no rings
     const UpdateResult r = ReadLayout(guard, bytes, kind, &l[k]);
     if (r != UpdateResult::kOk) return r;
   }
@@ -75,7 +76,8 @@ HangScreen::UpdateResult HangScreen::Update(std::span<const std::byte> hv,
   layout_[1] = l[1];
   tsc_khz_ = l[1].tsc_khz ? l[1].tsc_khz : l[0].tsc_khz;
   if (!ReadRings(guard, guest, StreamKind::kGuest, l[1], corrupt)) return UpdateResult::kSigbus;
-  if (!ReadRings(guard, hv, StreamKind::kHv, l[0], corrupt)) return UpdateResult::kSigbus;
+  if (!hv.empty() && !ReadRings(guard, hv, StreamKind::kHv, l[0], corrupt))
+    return UpdateResult::kSigbus;
   // Stream time: the newest record of each ring, as the full analysis
   // takes it (a record with a wild TSC stops counting once its ring moves
   // on, instead of ageing every request for good).

@@ -68,6 +68,7 @@ class HangScreen {
   // generation changed (the producer re-initialised it) starts over; a ring
   // whose head moved backwards within one generation is latched corrupt
   // (reported once in *corrupt, then ignored until the next generation).
+  // An empty hv: guest-only, the guest's rings alone.
   UpdateResult Update(std::span<const std::byte> hv, std::span<const std::byte> guest,
                       std::vector<CorruptRing>* corrupt);
 

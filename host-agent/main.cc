@@ -237,7 +237,8 @@ CLI::App* AddWatch(CLI::App& app, Args* g) {
                "copied and analysed only for a hang");
   watch->add_option("VM", g->specs,
                     "a directory holding hv.region and guest.region, or "
-                    "HV_FILE:GUEST_FILE (e.g. /dev/shm files)")
+                    "HV_FILE:GUEST_FILE (e.g. /dev/shm files), or :GUEST_FILE for a "
+                    "guest without a hypervisor stream (guest-only verdicts)")
       ->required();
   watch->add_option("--hang-ms", g->wopts.hang_ms,
                     "outstanding time that counts as a hang (default 1000)")

@@ -336,6 +336,15 @@ bool RegionReader::ScanRing(std::span<const std::byte> bytes, uint64_t slots,
   return true;
 }
 
+Region NoHvRegion(std::string why) {
+  Region hv;
+  hv.kind = StreamKind::kHv;
+  hv.ring_of_cpu.fill(-1);
+  hv.source.name = "none";
+  hv.source.guest_only_why = std::move(why);
+  return hv;
+}
+
 void MarkGuestOnly(Region* hv) {
   HvSource& src = hv->source;
   if (src.guest_only_why.empty()) {

@@ -187,6 +187,9 @@ struct Region {
 // A region that lost records is not silent: its gaps make requests
 // inconclusive-gap, as always.
 void MarkGuestOnly(Region* hv);
+// The hypervisor "region" of a snapshot that has none: no rings, source
+// "none", guest_only_why = why (MarkGuestOnly then marks it guest-only).
+Region NoHvRegion(std::string why);
 
 // The part of a ring's window that can be read in place: slots
 // [first_index, head) as at most two runs of records (see RecordView).

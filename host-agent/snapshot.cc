@@ -64,10 +64,7 @@ Result<Snapshot> SnapshotLoader::Load(const std::string& dir) {
     if (w.kind == StreamKind::kHv && ::stat(path.c_str(), &fst) != 0 && errno == ENOENT &&
         ::stat((path + ".zst").c_str(), &fst) != 0 && errno == ENOENT) {
       // No hypervisor stream at all: guest-only (the Analyzer says so).
-      snap.hv.kind = StreamKind::kHv;
-      snap.hv.ring_of_cpu.fill(-1);
-      snap.hv.source.name = "none";
-      snap.hv.source.guest_only_why = "no hv.region in the snapshot";
+      snap.hv = NoHvRegion("no hv.region in the snapshot");
       continue;
     }
     auto file = RegionBytes::Open(path);  // PATH mapped, else PATH.zst

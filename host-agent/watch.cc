@@ -107,17 +107,24 @@ void Watcher::Detach(Vm* vm, const std::string& reason, std::vector<Json>* ev) {
 }
 
 bool Watcher::Attach(Vm* vm, std::vector<Json>* ev) {
-  if (!Stat(vm->target.hv_path, &vm->hv_id) || !Stat(vm->target.guest_path, &vm->guest_id))
+  const bool guest_only = vm->target.guest_only();
+  if ((!guest_only && !Stat(vm->target.hv_path, &vm->hv_id)) ||
+      !Stat(vm->target.guest_path, &vm->guest_id))
     return false;
-  auto hv = MappedFile::Open(vm->target.hv_path);
+  std::optional<MappedFile> hv;
+  if (!guest_only) {
+    auto h = MappedFile::Open(vm->target.hv_path);
+    if (!h.ok()) return false;
+    hv.emplace(std::move(h).value());
+  }
   auto guest = MappedFile::Open(vm->target.guest_path);
-  if (!hv.ok() || !guest.ok()) return false;
-  // Not attached until both headers say ipitrace (a producer may still be
+  if (!guest.ok()) return false;
+  // Not attached until every header says ipitrace (a producer may still be
   // laying the region out).
-  Stats scratch;
-  RegionReader reader(&scratch);
   std::vector<std::byte> hdr(IPT_HEADER_SIZE);
-  for (auto* m : {&hv.value(), &guest.value()}) {
+  std::vector<const MappedFile*> maps = {&guest.value()};
+  if (hv) maps.push_back(&*hv);
+  for (const MappedFile* m : maps) {
     if (m->bytes().size() < IPT_HEADER_SIZE ||
         !GuardedCopy(hdr.data(), m->bytes().data(), IPT_HEADER_SIZE))
       return false;
@@ -125,22 +132,24 @@ bool Watcher::Attach(Vm* vm, std::vector<Json>* ev) {
     std::memcpy(&magic, hdr.data(), sizeof(magic));
     if (magic != IPT_MAGIC) return false;
   }
-  vm->hv_map.emplace(std::move(hv).value());
+  vm->hv_map = std::move(hv);
   vm->guest_map.emplace(std::move(guest).value());
   vm->attached = true;
   vm->reported.clear();
   vm->last_stream_tsc = 0;
   ev->push_back({{"event", "vm_attached"},
                  {"vm", vm->target.name},
-                 {"hv", vm->target.hv_path},
-                 {"guest", vm->target.guest_path}});
+                 {"hv", guest_only ? Json(nullptr) : Json(vm->target.hv_path)},
+                 {"guest", vm->target.guest_path},
+                 {"guest_only", guest_only}});
   return true;
 }
 
 void Watcher::PollVm(Vm* vm, uint64_t now_ns, std::vector<Json>* ev) {
   if (vm->attached) {
-    FileId h, g;
-    if (!Stat(vm->target.hv_path, &h) || !Stat(vm->target.guest_path, &g)) {
+    FileId h = vm->hv_id, g;
+    if ((!vm->target.guest_only() && !Stat(vm->target.hv_path, &h)) ||
+        !Stat(vm->target.guest_path, &g)) {
       Detach(vm, "region file removed", ev);
       return;
     }
@@ -153,7 +162,9 @@ void Watcher::PollVm(Vm* vm, uint64_t now_ns, std::vector<Json>* ev) {
   // Follow the rings incrementally; a truncation under us is a detach, not
   // a crash.
   std::vector<HangScreen::CorruptRing> corrupt;
-  switch (vm->screen.Update(vm->hv_map->bytes(), vm->guest_map->bytes(), &corrupt)) {
+  const std::span<const std::byte> hv_bytes =
+      vm->hv_map ? vm->hv_map->bytes() : std::span<const std::byte>();
+  switch (vm->screen.Update(hv_bytes, vm->guest_map->bytes(), &corrupt)) {
     case HangScreen::UpdateResult::kSigbus:
       Detach(vm, "region file truncated while mapped (SIGBUS caught)", ev);
       return;
@@ -212,6 +223,7 @@ void Watcher::FullCheck(Vm* vm, uint64_t newest, uint64_t khz, double idle_ms,
   std::vector<std::byte> hv_copy, guest_copy;
   for (auto [map, copy, kind] : {std::tuple{&vm->hv_map, &hv_copy, StreamKind::kHv},
                                  std::tuple{&vm->guest_map, &guest_copy, StreamKind::kGuest}}) {
+    if (!*map) continue;  // guest-only: no hypervisor region
     const auto bytes = (*map)->bytes();
     copy->resize(bytes.size());
     if (!GuardedRegionCopy(copy->data(), bytes.data(), bytes.size(), kind)) {
@@ -254,14 +266,19 @@ std::optional<Snapshot> Watcher::ReadCopies(const Vm& vm, std::span<const std::b
   // one copy cannot show) are read as lost: every request that needs one
   // becomes inconclusive-gap.
   RegionReader reader(stats);
-  reader.Distrust(vm.screen.CorruptRings(StreamKind::kHv));
-  auto hv = reader.Read(hv_copy, StreamKind::kHv, vm.target.hv_path);
-  reader.Distrust(vm.screen.CorruptRings(StreamKind::kGuest));
-  auto guest = reader.Read(guest_copy, StreamKind::kGuest, vm.target.guest_path);
-  if (!hv.ok() || !guest.ok()) return std::nullopt;
   Snapshot snap;
   snap.dir = vm.target.name;
-  snap.hv = std::move(hv).value();
+  if (vm.target.guest_only()) {
+    snap.hv = NoHvRegion("watching the guest stream alone (no hypervisor region)");
+  } else {
+    reader.Distrust(vm.screen.CorruptRings(StreamKind::kHv));
+    auto hv = reader.Read(hv_copy, StreamKind::kHv, vm.target.hv_path);
+    if (!hv.ok()) return std::nullopt;
+    snap.hv = std::move(hv).value();
+  }
+  reader.Distrust(vm.screen.CorruptRings(StreamKind::kGuest));
+  auto guest = reader.Read(guest_copy, StreamKind::kGuest, vm.target.guest_path);
+  if (!guest.ok()) return std::nullopt;
   snap.guest = std::move(guest).value();
   // The live screen's data problems (counted since attach: ring_head_backwards
   // among them) go into the hang's one table, in its report and its event.
@@ -296,12 +313,13 @@ bool Watcher::WriteHangSnapshot(const Vm& vm, const std::string& dir,
                                 std::span<const std::byte> guest_copy, Analysis* a) const {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  bool ok = !ec && WriteBytes(dir + "/hv.region", hv_copy) &&
+  // Guest-only: no hv.region, which is how a snapshot says so.
+  bool ok = !ec && (vm.target.guest_only() || WriteBytes(dir + "/hv.region", hv_copy)) &&
             WriteBytes(dir + "/guest.region", guest_copy);
   Json manifest = {{"format", 1},
                    {"generator", "ipitrace watch"},
                    {"name", vm.target.name},
-                   {"hv_source", vm.target.hv_path},
+                   {"hv_source", vm.target.guest_only() ? Json(nullptr) : Json(vm.target.hv_path)},
                    {"guest_source", vm.target.guest_path},
                    {"outcome", "hang-detected"},
                    {"hang_ms", options_.hang_ms}};

@@ -34,12 +34,14 @@ struct WatchOptions {
 // One VM to follow: its two live region files (QEMU's and the ivshmem BAR).
 struct WatchTarget {
   std::string name;
-  std::string hv_path;
+  std::string hv_path;  // empty: guest-only (no hypervisor stream)
   std::string guest_path;
+  bool guest_only() const { return hv_path.empty(); }
 };
 
 // Parses a command-line VM spec: a directory (DIR/hv.region and
-// DIR/guest.region) or "HV_FILE:GUEST_FILE".
+// DIR/guest.region), "HV_FILE:GUEST_FILE", or ":GUEST_FILE" for a guest
+// without a hypervisor stream (guest-only: docs/streams.md).
 WatchTarget ParseWatchTarget(const std::string& spec);
 
 // Watcher follows live regions: every Poll() it (re)attaches to the files

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
 
 #include "analyzer.h"
 #include "hv_region_writer.h"
@@ -150,6 +151,44 @@ TEST_CASE("watch - live region appended by a thread: attach, hang, detach, reatt
   WriteRegions(vm, fresh);
   ev = w.Poll(NowNs());
   CHECK(Find(ev, "vm_attached") != nullptr);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("watch - guest-only: a guest region alone, a sent IPI never taken") {
+  const std::string dir = TempDir();
+  const std::string guest = dir + "/guest.region";
+  Scenario sc(2, 1024);
+  for (uint64_t i = 0; i < 4; ++i) sc.FullChain(i % 2, 1 - i % 2, 1000 + i * 1000, kFunc, kCsd + i);
+  // Sent, never taken; CPU 1 goes on well past the settle window.
+  sc.Queue(0, 1, 20000, kFunc, kCsd + 0x100);
+  sc.Send(0, 1, 20010);
+  for (uint64_t k = 1; k <= 80; ++k) sc.Mark(1, 20000 + k * 10 * kMs);
+  WriteInPlace(guest, sc.guest().Bytes());
+  WatchOptions opts;
+  opts.hang_ms = 50;
+  opts.settle_ms = 100;
+  opts.out_dir = dir + "/out";
+  Watcher w({ParseWatchTarget(":" + guest)}, opts);
+  std::vector<Json> ev = w.Poll(NowNs());
+  const Json* att = Find(ev, "vm_attached");
+  REQUIRE(att != nullptr);
+  CHECK((*att)["guest_only"] == true);
+  CHECK((*att)["hv"].is_null());
+  const Json* hang = Find(ev, "hang_detected");
+  REQUIRE(hang != nullptr);
+  CHECK((*hang)["verdict"] == "lost-in-unobserved-stage");
+  CHECK_THAT((*hang)["reason"].get<std::string>(),
+             Catch::Matchers::ContainsSubstring("sent, never received"));
+  // The snapshot has no hv.region, and analyses offline, guest-only, alike.
+  const std::string snap = (*hang)["snapshot"];
+  CHECK_FALSE(fs::exists(snap + "/hv.region"));
+  Stats stats;
+  AnalyzerOptions o;
+  o.settle_ms = 100;
+  auto a = Analyzer(&stats, o).AnalyzeDir(snap);
+  REQUIRE(a.ok());
+  CHECK(a.value().snapshot.hv.source.guest_only);
+  CHECK(a.value().verdict_counts[static_cast<size_t>(Verdict::kLostInUnobservedStage)] == 1);
   fs::remove_all(dir);
 }
 
