@@ -211,12 +211,15 @@ struct ipt_record {
 };
 
 /* Symbol table entry: a function pointer seen in the stream, resolved in
- * the guest off the hot path, printed by the agent as name+off/size. */
+ * the guest off the hot path, printed by the agent as %pS does:
+ * name+off/size [module].  name[] holds the symbol's name, NUL, and for a
+ * module's symbol the module's name and NUL where both fit.  An entry is
+ * valid once addr (written last) is non-zero. */
 struct ipt_sym {
 	ipt_u64 addr;     /*  0 */
 	ipt_u32 offset;   /*  8 */
 	ipt_u32 size;     /* 12 */
-	char name[48];    /* 16 NUL-terminated (truncated) symbol name */
+	char name[48];    /* 16 name NUL [module NUL] (truncated) */
 };
 
 /*
