@@ -38,6 +38,11 @@ void ipt_probes_detach(void);
 bool ipt_probes_attached(void);
 void ipt_probes_show(struct seq_file *m);
 
+/* ipitrace_syms.c: the region's symbol table, filled off the hot path */
+int ipt_syms_start(struct ipt_sym *table, u32 cap);
+void ipt_syms_stop(void);
+void ipt_syms_show(struct seq_file *m);
+
 /* ipitrace_watchdog.c */
 int ipt_wd_validate(void);
 void ipt_wd_track(unsigned int target, unsigned long func, unsigned long csd,

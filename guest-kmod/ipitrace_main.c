@@ -25,6 +25,8 @@
 #define IPT_PCI_DEVICE 0x1110
 #define IPT_BAR 2
 #define IPT_MIN_RECORDS 1024
+/* Symbol table entries (64 bytes each) carved from the end of the BAR. */
+#define IPT_SYM_CAPACITY 4096
 
 /* Serialises region setup/teardown, probe attach/detach and the load. */
 DEFINE_MUTEX(ipt_lock);
@@ -159,7 +161,8 @@ static const char *ipt_type_name(unsigned int type)
 static int ipt_region_init(void *base, u64 size)
 {
 	struct ipt_region_header *h = base;
-	u64 per_ring, cap, stride;
+	u64 per_ring, cap, stride, sym_bytes;
+	u32 sym_cap = IPT_SYM_CAPACITY;
 	unsigned int cpu, k;
 
 	if (nr_cpu_ids > IPT_MAX_CPUS) {
@@ -167,9 +170,15 @@ static int ipt_region_init(void *base, u64 size)
 		       nr_cpu_ids, IPT_MAX_CPUS);
 		return -E2BIG;
 	}
-	if (size < IPT_HEADER_SIZE)
+	/* The symbol table only where it leaves the rings 15/16 of the BAR. */
+	sym_bytes = (u64)sym_cap * IPT_SYM_SIZE;
+	if (size < 16 * sym_bytes) {
+		sym_cap = 0;
+		sym_bytes = 0;
+	}
+	if (size < IPT_HEADER_SIZE + sym_bytes)
 		goto too_small;
-	per_ring = div_u64(size - IPT_HEADER_SIZE, nr_cpu_ids);
+	per_ring = div_u64(size - IPT_HEADER_SIZE - sym_bytes, nr_cpu_ids);
 	if (per_ring < IPT_RING_HEADER_SIZE + IPT_MIN_RECORDS * IPT_RECORD_SIZE)
 		goto too_small;
 	cap = rounddown_pow_of_two((per_ring - IPT_RING_HEADER_SIZE) /
@@ -191,15 +200,17 @@ static int ipt_region_init(void *base, u64 size)
 	h->ring_count = nr_cpu_ids;
 	h->ring_capacity = cap;
 	h->ring_stride = stride;
-	h->region_size = IPT_HEADER_SIZE + (u64)nr_cpu_ids * stride;
+	h->region_size = IPT_HEADER_SIZE + (u64)nr_cpu_ids * stride + sym_bytes;
 	h->tsc_khz = tsc_khz;
 	h->cpu_count = nr_cpu_ids;
 	h->vec_call_function = CALL_FUNCTION_VECTOR;
 	h->vec_call_function_single = CALL_FUNCTION_SINGLE_VECTOR;
 	h->vec_reschedule = RESCHEDULE_VECTOR;
 	h->pad0 = 0;
-	h->sym_capacity = 0;
-	h->sym_offset = 0;
+	h->sym_capacity = sym_cap;
+	h->sym_offset = sym_cap ? IPT_HEADER_SIZE + (u64)nr_cpu_ids * stride : 0;
+	if (sym_cap)
+		memset(base + h->sym_offset, 0, sym_bytes);
 	h->stop_tsc = 0;
 	memset(h->kernel_release, 0, sizeof(h->kernel_release));
 	strscpy(h->kernel_release, utsname()->release,
@@ -293,9 +304,14 @@ static int ipt_pci_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (ret)
 		goto err_unlock;
 	ipt_hdr = base;
-	ret = probes ? ipt_probes_attach() : 0;
+	ret = ipt_syms_start(ipt_hdr->sym_capacity ?
+			     (struct ipt_sym *)(base + ipt_hdr->sym_offset) : NULL,
+			     ipt_hdr->sym_capacity);
 	if (ret)
 		goto err_stopped;
+	ret = probes ? ipt_probes_attach() : 0;
+	if (ret)
+		goto err_syms;
 	/*
 	 * Arming the probes patches kernel text, which itself sends
 	 * call-function IPIs; the window where every probe is live (and so
@@ -309,6 +325,8 @@ static int ipt_pci_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	dev_info(&pdev->dev, "tracing CSD/IPI events to BAR %d\n", IPT_BAR);
 	return 0;
 
+err_syms:
+	ipt_syms_stop();
 err_stopped:
 	WRITE_ONCE(ipt_hdr->flags, IPT_REGION_F_READY | IPT_REGION_F_STOPPED);
 	ipt_hdr = NULL;
@@ -335,6 +353,7 @@ static void ipt_pci_remove(struct pci_dev *pdev)
 	ipt_selftest_stop();
 	ipt_probes_detach();
 	ipt_armed = false;
+	ipt_syms_stop();
 	ipt_rings_forget();
 
 	ipt_hdr->stop_tsc = rdtsc_ordered();
@@ -413,6 +432,7 @@ DEFINE_SHOW_ATTRIBUTE(ipt_ops);
 static int ipt_tracepoints_show(struct seq_file *m, void *v)
 {
 	ipt_probes_show(m);
+	ipt_syms_show(m);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(ipt_tracepoints);

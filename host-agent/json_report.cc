@@ -71,8 +71,7 @@ Json JsonReport::RequestJson(const Request& r) const {
   const Symbol* sym = a_->snapshot.guest.FindSymbol(r.func);
   j["func_name"] = sym ? Json(sym->name) : Json(nullptr);
   // symbol+off/size when the guest published a symbol table, else hex.
-  j["func_symbol"] = sym ? fmt::format("{}+{:#x}/{:#x}", sym->name, sym->offset, sym->size)
-                         : Hex(r.func);
+  j["func_symbol"] = sym ? SymbolText(*sym) : Hex(r.func);
   j["csd"] = Hex(r.csd);
   j["csd_type"] = r.csd_type;
   j["owns_ipi"] = r.owns_ipi;

@@ -113,9 +113,15 @@ bool RegionCopyWith(void* dst, const void* src, size_t n, StreamKind kind,
 }
 
 const Symbol* Region::FindSymbol(uint64_t addr) const {
-  for (const Symbol& s : symbols)
-    if (s.addr == addr) return &s;
-  return nullptr;
+  auto it = std::lower_bound(symbols.begin(), symbols.end(), addr,
+                             [](const Symbol& s, uint64_t a) { return s.addr < a; });
+  return it != symbols.end() && it->addr == addr ? &*it : nullptr;
+}
+
+std::string SymbolText(const Symbol& s) {
+  std::string t = fmt::format("{}+{:#x}/{:#x}", s.name, s.offset, s.size);
+  if (!s.module.empty()) t += fmt::format(" [{}]", s.module);
+  return t;
 }
 
 Status RegionReader::Fail(StatId id, ErrorCode code, std::string message) {
@@ -433,9 +439,19 @@ void RegionReader::ReadSymbols(std::span<const std::byte> bytes,
     sym.addr = s.addr;
     sym.offset = s.offset;
     sym.size = s.size;
-    sym.name.assign(s.name, strnlen(s.name, sizeof(s.name)));
+    // name NUL [module NUL]: both bounded by the 48 bytes.
+    const size_t n = strnlen(s.name, sizeof(s.name));
+    sym.name.assign(s.name, n);
+    if (n + 1 < sizeof(s.name))
+      sym.module.assign(s.name + n + 1, strnlen(s.name + n + 1, sizeof(s.name) - n - 1));
     region->symbols.push_back(std::move(sym));
   }
+  // Sorted for lookup; a second entry for an address is ignored.
+  std::stable_sort(region->symbols.begin(), region->symbols.end(),
+                   [](const Symbol& a, const Symbol& b) { return a.addr < b.addr; });
+  region->symbols.erase(std::unique(region->symbols.begin(), region->symbols.end(),
+                                    [](const Symbol& a, const Symbol& b) { return a.addr == b.addr; }),
+                        region->symbols.end());
 }
 
 }  // namespace ipitrace

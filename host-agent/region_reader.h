@@ -133,7 +133,11 @@ struct Symbol {
   uint32_t offset = 0;
   uint32_t size = 0;
   std::string name;
+  std::string module;  // empty: the kernel's own
 };
+// As the kernel's %pS prints it: "name+0xoff/0xsize", then " [module]"
+// for a module's symbol.  The one place every report formats a symbol.
+std::string SymbolText(const Symbol& s);
 
 // What a hypervisor region's source can observe, from its header
 // extension (ipt_hhdr_ext).  The patched QEMU writes none and observes every
@@ -177,7 +181,8 @@ struct Region {
     if (cpu >= IPT_MAX_CPUS || ring_of_cpu[cpu] < 0) return nullptr;
     return &rings[static_cast<size_t>(ring_of_cpu[cpu])];
   }
-  // Symbol for a function pointer, or nullptr.
+  // Symbol for a function pointer, or nullptr (symbols: sorted by addr,
+  // one per addr).
   const Symbol* FindSymbol(uint64_t addr) const;
 };
 

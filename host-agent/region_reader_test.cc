@@ -82,6 +82,33 @@ TEST_CASE("region_reader - a distrusted ring is one gap from its head, for one r
   CHECK(again.value().rings[1].gaps.empty());
 }
 
+TEST_CASE("region_reader - symbols: name and module as %pS prints them, hostile names bounded") {
+  RegionBuilder b(StreamKind::kGuest, 1, 8);
+  b.Append(0, Mark(100));
+  b.AddSymbol(0xffffffffc0a01230ULL, "kvm_flush_remote", 0x90, "kvm", 0x10);
+  b.AddSymbol(0xffffffff81001000ULL, "do_flush_tlb_all", 0x30);
+  b.AddSymbol(0xffffffff81001000ULL, "a_second_entry_for_it", 0x30);  // ignored
+  char raw[48];
+  std::memset(raw, 'x', sizeof(raw));  // no NUL anywhere
+  b.AddRawSymbol(0xffffffff81002000ULL, raw);
+  Stats stats;
+  auto r = ReadGuest(b.Bytes(), &stats);
+  REQUIRE(r.ok());
+  const Region& g = r.value();
+  CHECK(g.symbols.size() == 3);
+  const Symbol* k = g.FindSymbol(0xffffffffc0a01230ULL);
+  REQUIRE(k != nullptr);
+  CHECK(SymbolText(*k) == "kvm_flush_remote+0x10/0x90 [kvm]");
+  const Symbol* t = g.FindSymbol(0xffffffff81001000ULL);
+  REQUIRE(t != nullptr);
+  CHECK(SymbolText(*t) == "do_flush_tlb_all+0x0/0x30");
+  const Symbol* x = g.FindSymbol(0xffffffff81002000ULL);
+  REQUIRE(x != nullptr);
+  CHECK(x->name == std::string(48, 'x'));
+  CHECK(x->module.empty());
+  CHECK(g.FindSymbol(0xffffffff81001001ULL) == nullptr);
+}
+
 TEST_CASE("region_reader - truncated region is an error") {
   RegionBuilder b(StreamKind::kGuest, 2, 8);
   auto bytes = b.Bytes();

@@ -95,7 +95,7 @@ void AppendSlice(std::string* out, StreamKind kind, const Ring* ring,
 std::string TextReport::FuncName(uint64_t func) const {
   const Symbol* s = a_->snapshot.guest.FindSymbol(func);
   if (!s) return fmt::format("{:#x}", func);
-  return fmt::format("{:#x} ({}+{:#x}/{:#x})", func, s->name, s->offset, s->size);
+  return fmt::format("{:#x} ({})", func, SymbolText(*s));
 }
 
 std::string TextReport::Render() const {

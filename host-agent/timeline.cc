@@ -69,7 +69,7 @@ class Timeline {
       case IPT_G_FUNC_ENTRY:
       case IPT_G_FUNC_EXIT: {
         const Symbol* sym = s_.guest.FindSymbol(r.a[0]);
-        return sym ? Escape(sym->name) : fmt::format("csd func {:#x}", r.a[0]);
+        return sym ? Escape(SymbolText(*sym)) : fmt::format("csd func {:#x}", r.a[0]);
       }
       default:
         return std::string(RecordTypeName(r.type));

@@ -6,12 +6,14 @@ here in Python, and the guest's own /proc/interrupts.
 """
 import json
 import os
+import re
+import subprocess
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ipitrace_harness import abi  # noqa: E402
+from ipitrace_harness import abi, artifacts  # noqa: E402
 from conftest import (IN_FLIGHT_SLACK, LOSS_VERDICTS, check_acks_match_proc_interrupts,  # noqa: E402
                       independent_counts)
 
@@ -62,6 +64,27 @@ def test_clean_run_acks_match_proc_interrupts(clean):
 @pytest.fixture(scope="module")
 def route_fault(snapshots):
     return snapshots("route", vcpus=4, seconds=8, faults=("route:nth=1500:vector=251",))
+
+
+# %pS: name+0xoff/0xsize, then [module] for a module's function.
+PS_SYMBOL = re.compile(r"^[A-Za-z_.$][\w.$]*\+0x[0-9a-f]+/0x[0-9a-f]+( \[[\w-]+\])?$")
+
+
+def test_reports_name_functions_as_the_kernel_prints_them(route_fault):
+    """The module resolves the function pointers its rings carry in the guest
+    (kallsyms, off the hot path) into the region's symbol table; the reports
+    print them as %pS does.  The lost IPI's request is the load generator's
+    (it makes nearly every call-function-single IPI), a function of the
+    ipitrace module itself."""
+    out, manifest, report = route_fault
+    loss = report["losses"][0]
+    assert PS_SYMBOL.match(loss["func_symbol"]), loss["func_symbol"]
+    assert loss["func_symbol"].endswith(" [ipitrace]"), loss["func_symbol"]
+    for r in report["served_without_ipi"]:
+        assert PS_SYMBOL.match(r["func_symbol"]), r["func_symbol"]
+    text = subprocess.run([artifacts.agent(), "analyze", out], check=True,
+                          stdout=subprocess.PIPE, text=True).stdout
+    assert f"({loss['func_symbol']})" in text
 
 
 def test_route_fault_reported_exactly(route_fault):

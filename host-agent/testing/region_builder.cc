@@ -53,11 +53,23 @@ void RegionBuilder::Tear(uint32_t ring, uint64_t index) {
   r.slots[index & (r.slots.size() - 1)].seq = IPT_SEQ_INVALID;
 }
 
-void RegionBuilder::AddSymbol(uint64_t addr, const char* name, uint32_t size) {
+void RegionBuilder::AddSymbol(uint64_t addr, const char* name, uint32_t size,
+                              const char* module, uint32_t offset) {
   ipt_sym s{};
   s.addr = addr;
   s.size = size;
+  s.offset = offset;
   std::strncpy(s.name, name, sizeof(s.name) - 1);
+  const size_t n = std::strlen(s.name);
+  if (module && n + 1 < sizeof(s.name))
+    std::strncpy(s.name + n + 1, module, sizeof(s.name) - n - 2);
+  syms_.push_back(s);
+}
+
+void RegionBuilder::AddRawSymbol(uint64_t addr, const char (&raw)[48]) {
+  ipt_sym s{};
+  s.addr = addr;
+  std::memcpy(s.name, raw, sizeof(s.name));
   syms_.push_back(s);
 }
 

@@ -35,7 +35,11 @@ class RegionBuilder {
   uint64_t Append(uint32_t ring, ipt_record rec);
   // Overwrites the seq of the slot holding 'index' (a torn record).
   void Tear(uint32_t ring, uint64_t index);
-  void AddSymbol(uint64_t addr, const char* name, uint32_t size);
+  // name NUL [module NUL], as the module writes them; 'raw' (48 bytes) is
+  // copied as it is (a hostile table).
+  void AddSymbol(uint64_t addr, const char* name, uint32_t size, const char* module = nullptr,
+                 uint32_t offset = 0);
+  void AddRawSymbol(uint64_t addr, const char (&raw)[48]);
 
   std::vector<std::byte> Bytes() const;
 
