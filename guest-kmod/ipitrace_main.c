@@ -41,6 +41,11 @@ module_param(probes, bool, 0444);
 MODULE_PARM_DESC(probes,
 		 "attach the tracepoint probes at load (default 1); debugfs ipitrace/probes toggles them at run time");
 
+static char *device;
+module_param(device, charp, 0444);
+MODULE_PARM_DESC(device,
+		 "PCI address (e.g. 0000:00:05.0) of the ivshmem device to trace into; default: the one whose region the host claimed (ipitrace claim), never another");
+
 static struct pci_dev *ipt_pdev;
 static struct ipt_region_header *ipt_hdr;
 static int ipt_probe_err;
@@ -270,6 +275,33 @@ static void ipt_rings_forget(void)
 		per_cpu(ipt_ring, cpu) = NULL;
 }
 
+/*
+ * Whether this ivshmem device is meant for ipitrace: the one device=
+ * names, or (without device=) one whose region starts with IPT_MAGIC,
+ * which the host wrote before boot (ipitrace claim) or an earlier load
+ * left.  Nothing is written to a device that is not: another program's
+ * ivshmem region keeps every byte.
+ */
+static bool ipt_device_is_ours(struct pci_dev *pdev, const void *base,
+			       resource_size_t len)
+{
+	u64 magic = len >= sizeof(u64) ? READ_ONCE(*(const u64 *)base) : 0;
+
+	if (device && *device) {
+		if (!strcmp(device, pci_name(pdev)))
+			return true;
+		dev_info(&pdev->dev, "not the device ipitrace was told to use (device=%s); left untouched\n",
+			 device);
+		return false;
+	}
+	if (magic == IPT_MAGIC)
+		return true;
+	dev_info(&pdev->dev,
+		 "its region holds no ipitrace claim (first bytes %016llx); left untouched: claim it on the host (ipitrace claim FILE) or load with device=%s\n",
+		 magic, pci_name(pdev));
+	return false;
+}
+
 static int ipt_pci_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 {
 	resource_size_t start, len;
@@ -296,6 +328,11 @@ static int ipt_pci_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		dev_err(&pdev->dev, "cannot map BAR %d (%pa, %pa bytes)\n",
 			IPT_BAR, &start, &len);
 		ret = -ENOMEM;
+		goto err_release;
+	}
+	if (!ipt_device_is_ours(pdev, base, len)) {
+		ret = -ENODEV;
+		memunmap(base);
 		goto err_release;
 	}
 
@@ -561,7 +598,10 @@ static int __init ipt_init(void)
 	if (ret)
 		goto err_out;
 	if (!ipt_pdev) {
-		if (ipt_probe_err) {
+		if (ipt_probe_err == -ENODEV) {
+			ret = -ENODEV;
+			pr_err(IPT_NAME ": no ivshmem-plain device meant for ipitrace: claim its region on the host (ipitrace claim FILE) or name it with device=\n");
+		} else if (ipt_probe_err) {
 			ret = ipt_probe_err;
 			pr_err(IPT_NAME ": ivshmem-plain device found but setup failed: %d\n",
 			       ret);

@@ -12,6 +12,8 @@
 #include <catch2/catch_test_macros.hpp>
 #include <nlohmann/json.hpp>
 
+#include "ipitrace_abi.h"
+
 namespace {
 
 // Every verdict of tracker.h IPT_VERDICTS appears in verdict_counts.
@@ -84,6 +86,38 @@ TEST_CASE("cli - missing or unreadable input exits 3") {
   const std::string err = Stderr(Agent() + " analyze " + dir);
   CHECK(err.find("guest.region") != std::string::npos);
   CHECK(err.find('\n') == err.size() - 1);  // one line
+}
+
+TEST_CASE("cli - claim marks a guest region file, and never someone else's") {
+  const std::string dir = MakeSnapshot("mixed");
+  const std::string path = dir + "/claimed.region";
+  REQUIRE(Exec(Agent() + " claim " + path + " --size-mb 4").rc == 0);
+  CHECK(std::filesystem::file_size(path) == (4u << 20));
+  uint64_t magic = 0;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  REQUIRE(f != nullptr);
+  REQUIRE(std::fread(&magic, sizeof(magic), 1, f) == 1);
+  std::fclose(f);
+  CHECK(magic == IPT_MAGIC);
+  // Claimed again, or an ipitrace region laid out already: fine.
+  CHECK(Exec(Agent() + " claim " + path + " --size-mb 4").rc == 0);
+  CHECK(Exec(Agent() + " claim " + dir + "/guest.region --size-mb 1").rc == 0);
+  // Another program's file: refused, exit 10, not a byte changed.
+  const std::string foreign = dir + "/foreign.bin";
+  const std::string data(8192, 'Q');
+  f = std::fopen(foreign.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  std::fwrite(data.data(), 1, data.size(), f);
+  std::fclose(f);
+  CHECK(Exec(Agent() + " claim " + foreign + " --size-mb 4").rc == 10);
+  CHECK(std::filesystem::file_size(foreign) == data.size());
+  std::string back(data.size(), '\0');
+  f = std::fopen(foreign.c_str(), "rb");
+  REQUIRE(f != nullptr);
+  REQUIRE(std::fread(back.data(), 1, back.size(), f) == back.size());
+  std::fclose(f);
+  CHECK(back == data);
+  CHECK(Exec(Agent() + " claim " + path).rc == 2);  // --size-mb is required
 }
 
 TEST_CASE("cli - malformed region exits 4") {

@@ -6,6 +6,7 @@
 //   ipitrace dump SNAPSHOT_DIR [--limit N]
 //   ipitrace watch DIR_OR_HV:GUEST... [--hang-ms N] [--settle-ms N] [--out DIR]
 //   ipitrace export --timeline OUT.json SNAPSHOT_DIR
+//   ipitrace claim FILE --size-mb N
 //   ipitrace --version
 //
 // Exit codes: 0 ok, 1 internal error, 2 usage, 3 unreadable/missing input
@@ -28,6 +29,7 @@
 #include "json_report.h"
 #include "kvm_source.h"
 #include "kvm_events.h"
+#include "claim.h"
 #include "ring_merge.h"
 #include "snapshot.h"
 #include "text_report.h"
@@ -202,6 +204,8 @@ struct Args {
   std::string timeline_out;
   bool verdicts_json = false;
   ipitrace::KvmSourceOptions kopts;
+  std::string claim_path;
+  uint64_t claim_mb = 0;
 };
 
 constexpr const char* kSettleHelp =
@@ -313,6 +317,16 @@ int Main(int argc, char** argv) {
   verdicts->add_flag("--json", g.verdicts_json,
                      "as JSON: {schema_version, verdicts: [{name, loss, normal, stage, meaning}]}");
   auto* kvm = AddKvmSource(app, &g);
+  auto* claim = app.add_subcommand(
+      "claim", "Mark a guest region file, before the guest boots, as meant for ipitrace: "
+               "the guest module writes only into an ivshmem device whose region is "
+               "claimed (or the one its device= parameter names).  Creates the file "
+               "(sparse, mode 0666) or claims an existing ipitrace region or zeroed "
+               "file; refuses one holding other data (exit 10), changing nothing");
+  claim->add_option("FILE", g.claim_path, "the file behind the ivshmem device")->required();
+  claim->add_option("--size-mb", g.claim_mb, "its size in MiB (extended if smaller)")
+      ->required()
+      ->check(CLI::PositiveNumber);
   auto* kvm_events = app.add_subcommand(
       "kvm-events",
       "List the KVM tracepoints the KVM source reads, one per line: name, "
@@ -330,6 +344,10 @@ int Main(int argc, char** argv) {
   if (watch->parsed()) return RunWatch(g.specs, g.wopts, g.poll_ms, g.duration_s);
   if (exportc->parsed()) return RunExport(g.dir, g.timeline_out);
   if (kvm->parsed()) return RunKvmSource(g.kopts);
+  if (claim->parsed()) {
+    const ipitrace::Status s = ipitrace::ClaimGuestRegion(g.claim_path, g.claim_mb << 20);
+    return s.ok() ? 0 : Fail(s);
+  }
   if (verdicts->parsed()) return RunVerdicts(g.verdicts_json);
   if (kvm_events->parsed()) {
     for (const ipitrace::KvmEventSpec& e : ipitrace::KvmEventSpecs())

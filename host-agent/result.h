@@ -31,6 +31,7 @@ enum class ErrorCode : int {
   kNoDebugfs = 7,   // debugfs (KVM's per-vCPU TSC offsets) not mounted
   kNotKvmVm = 8,    // no such process, or it holds no KVM VM
   kNoBpf = 9,       // --backend bpf: the BPF programs would not load or attach
+  kForeign = 10,    // claim: the file holds someone else's data
 };
 
 // A recoverable error as a value: a code and a one-line message.

@@ -85,6 +85,9 @@ QCMD=("$QEMU" "${ACCEL[@]}" -smp "$VCPUS" -m 768 -nographic
 	-kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE"
 	-object "memory-backend-file,id=shm0,share=on,mem-path=$SHM,size=64M"
 	-device ivshmem-plain,memdev=shm0)
+rm -f "$SHM"
+# claimed: the module writes only into a claimed region
+"${IPITRACE_AGENT:-$ROOT/build/host-agent/ipitrace}" claim "$SHM" --size-mb 64
 echo "bench-guest: ${QCMD[*]}" >&2
 "${QCMD[@]}" </dev/null >"$CONSOLE" 2>&1 &
 QPID=$!

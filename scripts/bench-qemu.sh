@@ -50,6 +50,8 @@ run_one() {
 	local cfg=$1 r=$2 con="$WORK/console-$1-$2.log" args=()
 	local shm=/dev/shm/ipt-bench-$$-guest hv=/dev/shm/ipt-bench-$$-hv
 	rm -f "$shm" "$hv" "$WORK/apic-trace.log"
+	# claimed: the module writes only into a claimed region
+	"${IPITRACE_AGENT:-$REPO/build/host-agent/ipitrace}" claim "$shm" --size-mb 64
 	case $cfg in
 	ipitrace) args=(-object "ipitrace,id=ipt0,path=$hv,capacity=524288") ;;
 	log) args=(-trace "enable=apic_*,file=$WORK/apic-trace.log") ;;

@@ -124,12 +124,25 @@ def stop_qemu(q, *paths):
             pass
 
 
+def agent_path():
+    """The agent: $IPITRACE_AGENT, else this repository's build."""
+    return os.environ.get("IPITRACE_AGENT") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "host-agent", "ipitrace")
+
+
+def claim_region(path, size_mb):
+    """`ipitrace claim`: mark a guest region file as meant for ipitrace."""
+    subprocess.run([agent_path(), "claim", path, "--size-mb", str(size_mb)], check=True)
+
+
 def guest_qemu_cmd(qemu, kernel, initrd, *, vcpus, tcg, icount, load_s, threads, console,
                    shm, qmp_path):
     """The benchmark guest: the module's load generator
     (smp_call_function_single, wait=1) on every vCPU for load_s seconds,
     its region in the ivshmem file shm, the console in console and QMP at
-    qmp_path.  icount (a shift) implies single-threaded TCG."""
+    qmp_path.  icount (a shift) implies single-threaded TCG.  Claims shm
+    first (the module writes only into a claimed region)."""
+    claim_region(shm, 64)
     cmd = [qemu, "-machine", "pc", "-accel", f"tcg,thread={tcg}",
            "-cpu", "qemu64,-x2apic", "-smp", str(vcpus), "-m", "768",
            "-L", "/usr/share/qemu", "-L", "/usr/share/seabios",

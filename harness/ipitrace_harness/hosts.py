@@ -53,6 +53,14 @@ class LocalHost:
         open(path, "w").close()
         os.chmod(path, 0o666)
 
+    def claim_region(self, agent, path, size_mb):
+        """The host's claim on a guest region (`ipitrace claim`): the guest
+        module writes only into an ivshmem device whose region is claimed."""
+        p = subprocess.run([agent, "claim", path, "--size-mb", str(size_mb)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            raise OSError(f"ipitrace claim {path}: {p.stderr.strip()}")
+
 
 class SshHost:
     remote = True
@@ -89,6 +97,13 @@ class SshHost:
         p = self._run(f": > {q} && chmod 666 {q}", stdout=subprocess.DEVNULL)
         if p.returncode != 0:
             raise OSError(f"cannot create {path} on the remote host: {p.stderr.decode()}")
+
+    def claim_region(self, agent, path, size_mb):
+        """As LocalHost.claim_region, with the agent at the same path there."""
+        p = self._run(f"{shlex.quote(agent)} claim {shlex.quote(path)} --size-mb {int(size_mb)}",
+                      stdout=subprocess.DEVNULL)
+        if p.returncode != 0:
+            raise OSError(f"ipitrace claim {path} on the remote host: {p.stderr.decode().strip()}")
 
 
 def for_uri(uri):

@@ -112,9 +112,15 @@ def start_flags(uri):
 
 
 def domain_xml(name, qemu, kernel, initrd, cmdline, vcpus, mem_mb, x2apic,
-               console, shm_name, shm_mb, ipt_object, machine="pc"):
+               console, shm_name, shm_mb, ipt_object, machine="pc", foreign_shm=None):
     """x2apic=True also gives the guest an interrupt-remapping IOMMU (q35 +
-    intel-iommu, eim on): without one, Linux under TCG stays in xAPIC mode."""
+    intel-iommu, eim on): without one, Linux under TCG stays in xAPIC mode.
+    foreign_shm=(name, mb): another ivshmem device, not ipitrace's, ahead of
+    it on the PCI bus (the module must leave it alone)."""
+    foreign = ""
+    if foreign_shm:
+        foreign = (f"<shmem name={quoteattr(foreign_shm[0])}><model type='ivshmem-plain'/>"
+                   f"<size unit='M'>{foreign_shm[1]}</size></shmem>\n    ")
     feature = "require" if x2apic else "disable"
     if x2apic:
         machine = "q35"
@@ -145,7 +151,7 @@ def domain_xml(name, qemu, kernel, initrd, cmdline, vcpus, mem_mb, x2apic,
   <devices>
     <emulator>{escape(qemu)}</emulator>
     <serial type='file'><source path={quoteattr(console)}/><target port='0'/></serial>
-    <shmem name={quoteattr(shm_name)}><model type='ivshmem-plain'/><size unit='M'>{shm_mb}</size></shmem>
+    {foreign}<shmem name={quoteattr(shm_name)}><model type='ivshmem-plain'/><size unit='M'>{shm_mb}</size></shmem>
     <memballoon model='none'/>
     {iommu}
   </devices>
@@ -263,7 +269,8 @@ def _note_crashes(out, crashes):
 def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
         x2apic=False, mem_mb=768, shm_mb=256, hv_capacity=1 << 19, timeout=None,
         threads=None, hang_grace=25, extra_cmdline="", machine="pc", log=print,
-        on_start=None, stop_event=None, watch_hang_ms=None, watch_poll_ms=1000):
+        on_start=None, stop_event=None, watch_hang_ms=None, watch_poll_ms=1000,
+        foreign_shm=None):
     """Boot, load, snapshot. Returns the manifest dict."""
     os.makedirs(out, exist_ok=True)
     for stage_opts in faults:
@@ -282,6 +289,8 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
     # On a remote libvirt host the console file lives there too.
     console = f"/tmp/ipt-console-{tag}.log" if host.remote else local_console
     host.remove(shm_path, hv_path, truth_path, console)
+    # Claimed before boot: the module writes only into a claimed device.
+    host.claim_region(artifacts.agent(), shm_path, shm_mb)
     obj = f"ipitrace,id=ipt0,path={hv_path},capacity={hv_capacity}"
     if faults:
         obj += f",faults={';'.join(faults)},truth={truth_path}"
@@ -291,7 +300,8 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
                f"ipt.threads={threads} ipt.mode={mode} ipt.wait={wait} ipt.action=load "
                f"{extra_cmdline}").strip()
     xml = domain_xml(name, qemu, guest["KERNEL"], guest["INITRD"], cmdline, vcpus,
-                     mem_mb, x2apic, console, shm_name, shm_mb, obj, machine=machine)
+                     mem_mb, x2apic, console, shm_name, shm_mb, obj, machine=machine,
+                     foreign_shm=foreign_shm)
     manifest = {
         "name": name, "uri": uri, "vcpus": vcpus, "seconds": seconds,
         "mode": mode, "wait": wait, "threads": threads, "x2apic": x2apic,

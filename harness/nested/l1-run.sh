@@ -159,6 +159,9 @@ arm_faults() {
 XCPU=host
 ((IPT_X2APIC)) || XCPU=host,-x2apic
 rm -f "$GUEST" "$HV"
+# Claimed before boot: the module writes only into a claimed device.
+"$IPT_AGENT" claim "$GUEST" --size-mb "$IPT_SHM_MB" ||
+	fail infra-failed "ipitrace claim $GUEST failed"
 "$QEMU" -name "ipt-$TAG,debug-threads=on" -S \
 	-qmp "unix:$W/qmp.sock,server=on,wait=off" \
 	-machine pc,accel=kvm -cpu "$XCPU" -smp "$IPT_VCPUS" -m "$IPT_MEM_MB" \

@@ -8,7 +8,9 @@ an injected csd hang (CPU T spins with interrupts off while a csd is queued
 to it; csd_hang_ms=300), and CPU hotplug (cpu2 off/on, cpu3 left off).  The
 probes are then detached, so the module's counters must equal the rings.
 """
+import hashlib
 import os
+import random
 import re
 import struct
 import subprocess
@@ -333,3 +335,32 @@ def test_module_refuses_to_load_without_ivshmem(tmp_path):
     assert "IPITRACE-READY" not in text
     assert "Kernel panic" not in text and "BUG:" not in text, text[-2000:]
     assert alive, "the guest died after the refused insmod"
+
+
+def test_a_foreign_ivshmem_device_is_never_touched(tmp_path):
+    """The guest has two ivshmem devices: another program's first on the PCI
+    bus, with known content, then ipitrace's, claimed by the host before
+    boot (`ipitrace claim`).  The module traces into the claimed one, says
+    why it leaves the other alone, and not a byte of the other changes."""
+    from ipitrace_harness import vm
+    name = f"ipt-foreign-{uuid.uuid4().hex[:8]}"
+    path = f"/dev/shm/{name}"
+    data = random.Random(1110).randbytes(4 << 20)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o666)
+    before = hashlib.sha256(data).hexdigest()
+    try:
+        out = str(tmp_path / "run")
+        m = vm.run(out, vcpus=2, seconds=3, foreign_shm=(name, 4),
+                   log=lambda s: print(s, file=sys.stderr))
+        with open(path, "rb") as f:
+            after = hashlib.sha256(f.read()).hexdigest()
+    finally:
+        os.unlink(path)
+    assert after == before, "the foreign ivshmem device's bytes changed"
+    assert m["complete"], m
+    console = open(os.path.join(out, "console.log"), errors="replace").read()
+    assert "holds no ipitrace claim" in console, console[-3000:]
+    region = abi.Region(os.path.join(out, "guest.region"))
+    assert sum(1 for k in range(region.h["ring_count"]) for _ in region.records(k)) > 1000
