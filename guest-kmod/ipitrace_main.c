@@ -469,10 +469,16 @@ DEFINE_SHOW_ATTRIBUTE(ipt_ops);
 static int ipt_tracepoints_show(struct seq_file *m, void *v)
 {
 	ipt_probes_show(m);
-	ipt_syms_show(m);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(ipt_tracepoints);
+
+static int ipt_symbols_show(struct seq_file *m, void *v)
+{
+	ipt_syms_show(m);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(ipt_symbols);
 
 static int ipt_watchdog_show(struct seq_file *m, void *v)
 {
@@ -627,6 +633,7 @@ static int __init ipt_init(void)
 	debugfs_create_file("ops", 0444, ipt_debugfs, NULL, &ipt_ops_fops);
 	debugfs_create_file("tracepoints", 0444, ipt_debugfs, NULL,
 			    &ipt_tracepoints_fops);
+	debugfs_create_file("symbols", 0444, ipt_debugfs, NULL, &ipt_symbols_fops);
 	debugfs_create_file("watchdog", 0444, ipt_debugfs, NULL,
 			    &ipt_watchdog_fops);
 	debugfs_create_file("header", 0444, ipt_debugfs, NULL,
