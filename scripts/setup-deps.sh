@@ -20,6 +20,7 @@ PKGS=(
 	qemu-system-data/bookworm-backports qemu-system-x86/bookworm-backports
 	qemu-system-common/bookworm-backports qemu-system-gui/bookworm-backports seabios/bookworm-backports ipxe-qemu
 	busybox-static ccache openssh-server
+	debhelper dh-dkms dkms
 	libtracefs-dev libtraceevent-dev trace-cmd libbpf-dev bpftool
 	linux-headers-amd64/bookworm-backports
 )
