@@ -235,11 +235,6 @@ std::optional<HangScreen::Outstanding> HangScreen::Oldest() const {
   return by_tsc_.begin()->second.o;
 }
 
-bool HangScreen::corrupt(StreamKind stream, uint32_t ring) const {
-  const auto& v = rings_[stream == StreamKind::kGuest ? 1 : 0];
-  return ring < v.size() && v[ring].corrupt;
-}
-
 std::vector<bool> HangScreen::CorruptRings(StreamKind stream) const {
   const auto& v = rings_[stream == StreamKind::kGuest ? 1 : 0];
   std::vector<bool> out(v.size());

@@ -84,9 +84,9 @@ class HangScreen {
   // Whether the region's generation changed in the last Update (the
   // caller forgets what it reported).
   bool restarted() const { return restarted_; }
-  bool corrupt(StreamKind stream, uint32_t ring) const;
-  // corrupt() of every ring of the stream, by ring index: what a reader of
-  // a copy of the region must distrust (RegionReader::Distrust).
+  // Whether each ring of the stream is latched corrupt, by ring index: what
+  // a reader of a copy of the region must distrust (RegionReader::Read's
+  // distrusted).
   std::vector<bool> CorruptRings(StreamKind stream) const;
   size_t outstanding() const { return by_tsc_.size(); }
   size_t keys() const { return latest_.size(); }

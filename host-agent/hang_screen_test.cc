@@ -205,7 +205,7 @@ TEST_CASE("hang screen - head backwards, restart, wrap, torn and bad input") {
   REQUIRE(corrupt.size() == 1);
   CHECK(corrupt[0].stream == StreamKind::kGuest);
   CHECK(corrupt[0].ring == 1);
-  CHECK(s.corrupt(StreamKind::kGuest, 1));
+  CHECK(s.CorruptRings(StreamKind::kGuest).at(1));
   REQUIRE(Update(&s, sc, &corrupt) == HangScreen::UpdateResult::kOk);
   CHECK(corrupt.size() == 1);  // latched: reported once
   CHECK(s.stats().Get(StatId::ring_head_backwards) == 1);  // and counted once
@@ -217,7 +217,7 @@ TEST_CASE("hang screen - head backwards, restart, wrap, torn and bad input") {
   sc.guest().header().generation += 1;
   REQUIRE(Update(&s, sc) == HangScreen::UpdateResult::kOk);
   CHECK(s.restarted());
-  CHECK_FALSE(s.corrupt(StreamKind::kGuest, 1));
+  CHECK_FALSE(s.CorruptRings(StreamKind::kGuest).at(1));
 
   // More than a ring's worth between two updates: counted, not read.
   Scenario w(2, 64);

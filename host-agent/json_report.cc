@@ -10,7 +10,6 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-
 std::string Hex(uint64_t v) { return fmt::format("{:#x}", v); }
 
 Json OrNull(int32_t v) { return v < 0 ? Json(nullptr) : Json(v); }

@@ -12,10 +12,20 @@
 
 namespace ipitrace {
 
+namespace {
+std::string ZstPath(const std::string& path) { return path + ".zst"; }
+}  // namespace
+
+bool RegionBytes::Absent(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) != 0 && errno == ENOENT &&
+         ::stat(ZstPath(path).c_str(), &st) != 0 && errno == ENOENT;
+}
+
 Result<std::shared_ptr<const RegionBytes>> RegionBytes::Open(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) {
-    const std::string zpath = path + ".zst";
+    const std::string zpath = ZstPath(path);
     if (::stat(zpath.c_str(), &st) == 0) {
       auto bytes = ReadRegionFile(path);  // decompresses PATH.zst
       if (!bytes.ok()) return bytes.status();

@@ -33,6 +33,8 @@ namespace ipitrace {
 class RegionBytes {
  public:
   static Result<std::shared_ptr<const RegionBytes>> Open(const std::string& path);
+  // Neither PATH nor PATH.zst exists: nothing for Open to read.
+  static bool Absent(const std::string& path);
   static std::shared_ptr<const RegionBytes> FromBuffer(std::vector<std::byte> bytes);
 
   std::span<const std::byte> bytes() const {

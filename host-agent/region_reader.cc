@@ -129,26 +129,22 @@ Status RegionReader::Fail(StatId id, ErrorCode code, std::string message) {
   return Status::Error(code, std::move(message));
 }
 
-Result<Region> RegionReader::Read(std::span<const std::byte> bytes,
-                                  StreamKind kind, std::string_view name) {
-  return ReadImpl(bytes, kind, name, nullptr);
+Result<Region> RegionReader::Read(std::span<const std::byte> bytes, StreamKind kind,
+                                  std::string_view name, const std::vector<bool>& distrusted) {
+  return ReadImpl(bytes, kind, name, nullptr, distrusted);
 }
 
 Result<Region> RegionReader::Read(std::shared_ptr<const RegionBytes> bytes,
                                   StreamKind kind, std::string_view name) {
   IPT_CHECK(bytes != nullptr);
   const std::span<const std::byte> span = bytes->bytes();
-  return ReadImpl(span, kind, name, std::move(bytes));
+  return ReadImpl(span, kind, name, std::move(bytes), {});
 }
 
 Result<Region> RegionReader::ReadImpl(std::span<const std::byte> bytes,
                                       StreamKind kind, std::string_view name,
-                                      std::shared_ptr<const RegionBytes> in_place) {
-  // Distrust() names the rings of this one read.
-  struct ClearAfter {
-    std::vector<bool>* v;
-    ~ClearAfter() { v->clear(); }
-  } clear_distrusted{&distrusted_};
+                                      std::shared_ptr<const RegionBytes> in_place,
+                                      const std::vector<bool>& distrusted) {
   const uint64_t size = bytes.size();
   if (size < sizeof(ipt_region_header)) {
     return Fail(StatId::region_truncated, ErrorCode::kMalformed,
@@ -205,8 +201,8 @@ Result<Region> RegionReader::ReadImpl(std::span<const std::byte> bytes,
 
   region.rings.reserve(h.ring_count);
   for (uint32_t i = 0; i < h.ring_count; ++i) {
-    ReadRing(bytes, h.header_size + uint64_t{i} * h.ring_stride, i,
-             in_place != nullptr, &region);
+    ReadRing(bytes, h.header_size + uint64_t{i} * h.ring_stride, i, in_place != nullptr,
+             i < distrusted.size() && distrusted[i], &region);
   }
   ReadSymbols(bytes, &region);
   if (kind == StreamKind::kHv) ReadSource(bytes, &region);
@@ -217,7 +213,7 @@ Result<Region> RegionReader::ReadImpl(std::span<const std::byte> bytes,
 }
 
 void RegionReader::ReadRing(std::span<const std::byte> bytes, uint64_t offset,
-                            uint32_t index, bool in_place, Region* region) {
+                            uint32_t index, bool in_place, bool distrusted, Region* region) {
   const ipt_region_header& h = region->header;
   const auto rh = LoadAt<ipt_ring_header>(bytes, offset);
   Ring ring;
@@ -255,7 +251,7 @@ void RegionReader::ReadRing(std::span<const std::byte> bytes, uint64_t offset,
   ring.overwritten = ring.first_index;
   if (ring.overwritten) stats_->Increment(StatId::ring_overwritten, ring.overwritten);
 
-  if (index < distrusted_.size() && distrusted_[index]) {
+  if (distrusted) {
     ring.gaps.assign(1, RingGap{ring.head, std::numeric_limits<uint64_t>::max()});
     region->rings.push_back(std::move(ring));
     if (sink_) sink_->OnRing(*region, region->rings.back(), false);

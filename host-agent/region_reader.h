@@ -357,27 +357,25 @@ class RegionReader {
   explicit RegionReader(Stats* stats, RingSink* sink = nullptr)
       : stats_(stats), sink_(sink) {}
 
-  // Rings the caller saw misbehave between reads (watch: a head that moved
-  // backwards within one generation) -- what one copy cannot show.  Each
-  // is read as one gap from its head on, with no record: every request
-  // that needs it becomes inconclusive-gap instead of being judged on
-  // records of unknown provenance.  distrusted[i] is ring i of the next
-  // Read(); it applies to that one Read.
-  void Distrust(std::vector<bool> distrusted) { distrusted_ = std::move(distrusted); }
-
-  // 'name' appears in error messages ("hv.region").
+  // 'name' appears in error messages ("hv.region").  distrusted[i]: ring
+  // i is one the caller saw misbehave between reads (watch: a head that
+  // moved backwards within one generation), what one copy cannot show.
+  // Such a ring is read as one gap from its head on, with no record: every
+  // request that needs it becomes inconclusive-gap instead of being judged
+  // on records of unknown provenance.
   Result<Region> Read(std::span<const std::byte> bytes, StreamKind kind,
-                      std::string_view name);
+                      std::string_view name, const std::vector<bool>& distrusted = {});
   Result<Region> Read(std::shared_ptr<const RegionBytes> bytes, StreamKind kind,
                       std::string_view name);
 
  private:
   Result<Region> ReadImpl(std::span<const std::byte> bytes, StreamKind kind,
                           std::string_view name,
-                          std::shared_ptr<const RegionBytes> in_place);
+                          std::shared_ptr<const RegionBytes> in_place,
+                          const std::vector<bool>& distrusted);
   Status Fail(StatId id, ErrorCode code, std::string message);
   void ReadRing(std::span<const std::byte> bytes, uint64_t offset,
-                uint32_t index, bool in_place, Region* region);
+                uint32_t index, bool in_place, bool distrusted, Region* region);
   // One pass over a ring's window; false (and nothing kept) if in_place
   // and a slot had to be rejected.
   bool ScanRing(std::span<const std::byte> bytes, uint64_t slots,
@@ -387,7 +385,6 @@ class RegionReader {
 
   Stats* stats_;
   RingSink* sink_;
-  std::vector<bool> distrusted_;
 };
 
 }  // namespace ipitrace

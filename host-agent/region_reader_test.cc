@@ -64,8 +64,7 @@ TEST_CASE("region_reader - a distrusted ring is one gap from its head, for one r
   for (uint64_t i = 0; i < 3; ++i) b.Append(1, Mark(50 + i));
   Stats stats;
   RegionReader reader(&stats);
-  reader.Distrust({false, true});
-  auto r = reader.Read(b.Bytes(), StreamKind::kGuest, "guest.region");
+  auto r = reader.Read(b.Bytes(), StreamKind::kGuest, "guest.region", {false, true});
   REQUIRE(r.ok());
   REQUIRE(r.value().rings.size() == 2);
   CHECK(r.value().rings[0].records.size() == 5);

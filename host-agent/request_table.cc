@@ -20,10 +20,14 @@ void RequestTable::Add(const Request& r, uint16_t source_ring, uint32_t queue,
   row.target_cpu = static_cast<uint16_t>(r.target_cpu);
   row.source_ring = source_ring;
   row.verdict = r.verdict;
-  row.flags = static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0) |
-                                   (static_cast<unsigned>(reason) << kReasonShift));
+  row.flags = FlagsOf(r, reason);
   if (r.served_tsc) row.served_tsc = *r.served_tsc;
   if (whole) AddDetail(r, reason);
+}
+
+uint8_t RequestTable::FlagsOf(const Request& r, NormalReason reason) {
+  return static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0) |
+                              (static_cast<unsigned>(reason) << kReasonShift));
 }
 
 void RequestTable::AddDetail(const Request& r, NormalReason reason) {
@@ -37,8 +41,7 @@ void RequestTable::SyncRow(size_t i) {
   Row& row = rows_[i];
   const Request& r = details_[row.detail];
   row.verdict = r.verdict;
-  row.flags = static_cast<uint8_t>((r.owns_ipi ? kOwnsIpi : 0) | (r.served_tsc ? kServed : 0) |
-                                   (static_cast<unsigned>(NormalReason::kNone) << kReasonShift));
+  row.flags = FlagsOf(r, NormalReason::kNone);  // the detail holds the reason
   row.served_tsc = r.served_tsc ? *r.served_tsc : 0;
 }
 

@@ -200,6 +200,8 @@ class RequestTable {
            bool whole);
   // The full Request of the row just added.
   [[gnu::noinline]] void AddDetail(const Request& r, NormalReason reason);
+  // A row's flags: owns_ipi, served, and the literal reason.
+  static uint8_t FlagsOf(const Request& r, NormalReason reason);
   // Re-derives row i's fields from its detail (after the tracker changed it).
   void SyncRow(size_t i);
   const ipt_record& QueueRecord(const Row& row) const;

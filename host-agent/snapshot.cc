@@ -3,8 +3,6 @@
 
 #include <sys/stat.h>
 
-#include <cerrno>
-
 #include <fstream>
 #include <sstream>
 
@@ -60,9 +58,7 @@ Result<Snapshot> SnapshotLoader::Load(const std::string& dir) {
   for (const Want& w : {Want{"hv.region", StreamKind::kHv, &snap.hv},
                         Want{"guest.region", StreamKind::kGuest, &snap.guest}}) {
     const std::string path = dir + "/" + w.file;
-    struct stat fst {};
-    if (w.kind == StreamKind::kHv && ::stat(path.c_str(), &fst) != 0 && errno == ENOENT &&
-        ::stat((path + ".zst").c_str(), &fst) != 0 && errno == ENOENT) {
+    if (w.kind == StreamKind::kHv && RegionBytes::Absent(path)) {
       // No hypervisor stream at all: guest-only (the Analyzer says so).
       snap.hv = NoHvRegion("no hv.region in the snapshot");
       continue;

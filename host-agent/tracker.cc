@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <span>
 #include <tuple>
 
 #include <fmt/format.h>
@@ -439,8 +440,8 @@ std::string Tracker::FindGap(const Request& req) const {
       {hv_ring(req.target_vcpu),
        fmt::format("hv ring of vCPU {}", VcpuName(req.target_vcpu))},
   };
-  for (const Relevant& r : rings) {
-    if (snap_->hv.source.guest_only && &r >= &rings[2]) break;  // no hv rings to lose
+  // Guest-only: the first two, the guest's; there are no hv rings to lose.
+  for (const Relevant& r : std::span(rings).first(snap_->hv.source.guest_only ? 2 : 4)) {
     if (!r.ring) {
       stats_->Increment(StatId::missing_ring);
       return fmt::format("{} is missing", r.name);

@@ -271,13 +271,13 @@ std::optional<Snapshot> Watcher::ReadCopies(const Vm& vm, std::span<const std::b
   if (vm.target.guest_only()) {
     snap.hv = NoHvRegion("watching the guest stream alone (no hypervisor region)");
   } else {
-    reader.Distrust(vm.screen.CorruptRings(StreamKind::kHv));
-    auto hv = reader.Read(hv_copy, StreamKind::kHv, vm.target.hv_path);
+    auto hv = reader.Read(hv_copy, StreamKind::kHv, vm.target.hv_path,
+                          vm.screen.CorruptRings(StreamKind::kHv));
     if (!hv.ok()) return std::nullopt;
     snap.hv = std::move(hv).value();
   }
-  reader.Distrust(vm.screen.CorruptRings(StreamKind::kGuest));
-  auto guest = reader.Read(guest_copy, StreamKind::kGuest, vm.target.guest_path);
+  auto guest = reader.Read(guest_copy, StreamKind::kGuest, vm.target.guest_path,
+                           vm.screen.CorruptRings(StreamKind::kGuest));
   if (!guest.ok()) return std::nullopt;
   snap.guest = std::move(guest).value();
   // The live screen's data problems (counted since attach: ring_head_backwards
