@@ -18,6 +18,11 @@ import subprocess
 import sys
 import time
 
+# The harness's agent lookup and claim, as its VMs use them.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "harness"))
+from ipitrace_harness import artifacts, hosts  # noqa: E402
+
 
 def median_ci(values, resamples=2000):
     """95 % bootstrap interval of the median (percentile method, fixed
@@ -124,17 +129,6 @@ def stop_qemu(q, *paths):
             pass
 
 
-def agent_path():
-    """The agent: $IPITRACE_AGENT, else this repository's build."""
-    return os.environ.get("IPITRACE_AGENT") or os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "host-agent", "ipitrace")
-
-
-def claim_region(path, size_mb):
-    """`ipitrace claim`: mark a guest region file as meant for ipitrace."""
-    subprocess.run([agent_path(), "claim", path, "--size-mb", str(size_mb)], check=True)
-
-
 def guest_qemu_cmd(qemu, kernel, initrd, *, vcpus, tcg, icount, load_s, threads, console,
                    shm, qmp_path):
     """The benchmark guest: the module's load generator
@@ -142,7 +136,7 @@ def guest_qemu_cmd(qemu, kernel, initrd, *, vcpus, tcg, icount, load_s, threads,
     its region in the ivshmem file shm, the console in console and QMP at
     qmp_path.  icount (a shift) implies single-threaded TCG.  Claims shm
     first (the module writes only into a claimed region)."""
-    claim_region(shm, 64)
+    hosts.LocalHost().claim_region(artifacts.agent(), shm, 64)
     cmd = [qemu, "-machine", "pc", "-accel", f"tcg,thread={tcg}",
            "-cpu", "qemu64,-x2apic", "-smp", str(vcpus), "-m", "768",
            "-L", "/usr/share/qemu", "-L", "/usr/share/seabios",
