@@ -194,8 +194,7 @@ void ipt_syms_stop(void)
 		return;
 	WRITE_ONCE(ipt_sym_running, false);
 	cancel_delayed_work_sync(&ipt_sym_work);
-	ipt_sym_scan(NULL);
-	cancel_delayed_work_sync(&ipt_sym_work);
+	ipt_sym_scan(NULL); /* not running: it queues no further pass */
 	kvfree(ipt_sym_seen);
 	kfree(ipt_sym_cursor);
 	ipt_sym_seen = NULL;
