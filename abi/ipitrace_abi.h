@@ -41,7 +41,7 @@ typedef uint64_t ipt_u64;
 
 #define IPT_MAGIC 0x4543415254495049ULL /* "IPITRACE" as LE bytes */
 #define IPT_ABI_MAJOR 1
-#define IPT_ABI_MINOR 1
+#define IPT_ABI_MINOR 2
 
 #define IPT_HEADER_SIZE 4096
 #define IPT_RING_HEADER_SIZE 64
@@ -236,6 +236,11 @@ struct ipt_sym {
  *   +40 u64 hotplug_events online/offline transitions seen while tracing
  *   +48 u32 csd_hang_ms    watchdog threshold (0: off)
  *   +52 u32 boot_id_valid  1 when boot_id[] holds the kernel's boot_id
+ *   +56 u8 stage_src[IPT_G_STAGE_MAX]
+ *                          how the module observes each guest stage on
+ *                          this kernel (IPT_G_SRC_*, indexed by
+ *                          IPT_G_STAGE_*); 0 (unstated, modules before
+ *                          ABI 1.2) means tracepoints for every stage
  *
  * boot_id[] is /proc/sys/kernel/random/boot_id as 16 bytes in the order
  * of its text form (xxxxxxxx-xxxx-... read left to right).
@@ -247,6 +252,35 @@ struct ipt_sym {
 #define IPT_GHDR_EXT_OFFSET 1200
 #define IPT_GHDR_EXT_MAGIC 0x54584547U /* "GEXT" */
 
+/*
+ * IPT_G_STAGE(name, index, records, description): the guest's stages.
+ * Linux 6.3 added the csd:* and ipi:ipi_send_* tracepoints; before it the
+ * module observes the queue and the send with kprobes and cannot observe
+ * the function a request runs.
+ */
+#define IPT_G_STAGES(X)                                                  \
+	X(QUEUE, 0, "G_QUEUE", "a csd queued for a CPU")                 \
+	X(SEND, 1, "G_SEND", "a call-function IPI sent")                 \
+	X(ELIDE, 2, "G_ELIDE", "an IPI elided: the target was polling")  \
+	X(IRQ, 3, "G_IRQ_ENTRY/EXIT", "the IPI handler entered and left") \
+	X(FUNC, 4, "G_FUNC_ENTRY/EXIT", "the queued function run")
+
+#define IPT_G_STAGE_MAX 8
+
+/* IPT_G_SRC(name, value, description) */
+#define IPT_G_SRCS(X)                                                    \
+	X(UNSTATED, 0, "unstated (a module before ABI 1.2: tracepoint)")  \
+	X(TRACEPOINT, 1, "tracepoint")                                   \
+	X(KPROBE, 2, "kprobe")                                           \
+	X(NONE, 3, "not observable on this kernel")
+
+#define IPT_G_STAGE_ENUM(name, index, recs, desc) IPT_G_STAGE_##name = index,
+enum ipt_g_stage { IPT_G_STAGES(IPT_G_STAGE_ENUM) };
+#undef IPT_G_STAGE_ENUM
+#define IPT_G_SRC_ENUM(name, value, desc) IPT_G_SRC_##name = value,
+enum ipt_g_src { IPT_G_SRCS(IPT_G_SRC_ENUM) };
+#undef IPT_G_SRC_ENUM
+
 struct ipt_ghdr_ext {
 	ipt_u32 magic;
 	ipt_u32 online_count;
@@ -254,6 +288,7 @@ struct ipt_ghdr_ext {
 	ipt_u64 hotplug_events;
 	ipt_u32 csd_hang_ms;
 	ipt_u32 boot_id_valid;
+	ipt_u8 stage_src[IPT_G_STAGE_MAX];
 };
 
 /*
@@ -333,6 +368,9 @@ static_assert(sizeof(struct ipt_ring_header) == IPT_RING_HEADER_SIZE, "ring");
 static_assert(sizeof(struct ipt_record) == IPT_RECORD_SIZE, "record");
 static_assert(sizeof(struct ipt_sym) == IPT_SYM_SIZE, "sym");
 static_assert(sizeof(struct ipt_hhdr_ext) == 112, "hhdr_ext");
+static_assert(sizeof(struct ipt_ghdr_ext) == 64, "ghdr_ext");
+static_assert(IPT_GHDR_EXT_OFFSET + sizeof(struct ipt_ghdr_ext) <= IPT_HHDR_EXT_OFFSET,
+              "ghdr_ext overlaps hhdr_ext");
 #elif defined(__KERNEL__)
 /* checked with BUILD_BUG_ON() in the module */
 #else
