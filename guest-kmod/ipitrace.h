@@ -33,6 +33,10 @@ struct ipt_region_header *ipt_region(void);
 
 /* ipitrace_probes.c */
 int ipt_probes_lookup(void);
+void ipt_probes_release(void);
+bool ipt_probes_observe(unsigned int stage);
+void ipt_probes_stage_src(u8 *src);
+void ipt_probes_show_stages(struct seq_file *m);
 int ipt_probes_attach(void);
 void ipt_probes_detach(void);
 bool ipt_probes_attached(void);
@@ -48,6 +52,7 @@ int ipt_wd_validate(void);
 void ipt_wd_track(unsigned int target, unsigned long func, unsigned long csd,
 		  unsigned long callsite);
 void ipt_wd_clear(unsigned long csd);
+void ipt_wd_unobservable(void);
 void ipt_wd_start(void);
 void ipt_wd_stop(void);
 unsigned int ipt_wd_hang_ms(void);

@@ -4,11 +4,14 @@
 #define IPITRACE_COMPAT_H
 
 #include <linux/cpumask.h>
+/* hex_to_bin(): kernel.h has it, or includes linux/hex.h (6.2+) for it. */
+#include <linux/kernel.h>
 
 /*
  * csd:csd_queue_cpu, csd:csd_function_{entry,exit} and
- * ipi:ipi_send_{cpu,cpumask} with their current prototypes appeared in 6.3:
- * Kbuild stops with a message on kernels without include/trace/events/csd.h.
+ * ipi:ipi_send_{cpu,cpumask} appeared in 6.3: the probes are looked up by
+ * name at load, with kprobe fallbacks where they are missing
+ * (ipitrace_probes.c), so nothing here depends on their headers.
  */
 /* The n-th online CPU; cpumask_nth() exists from 6.2 on. */
 static inline unsigned int ipt_nth_online_cpu(unsigned int n)

@@ -5,7 +5,6 @@
 #include <linux/ctype.h>
 #include <linux/debugfs.h>
 #include <linux/fs.h>
-#include <linux/hex.h>
 #include <linux/io.h>
 #include <linux/log2.h>
 #include <linux/module.h>
@@ -232,6 +231,7 @@ static int ipt_region_init(void *base, u64 size)
 		/* Online bits are set by the hotplug callbacks. */
 		x->csd_hang_ms = ipt_wd_hang_ms();
 		x->boot_id_valid = ipt_boot_id_valid;
+		ipt_probes_stage_src(x->stage_src);
 		smp_wmb(); /* the extension's fields before its magic */
 		x->magic = IPT_GHDR_EXT_MAGIC;
 	}
@@ -473,6 +473,13 @@ static int ipt_tracepoints_show(struct seq_file *m, void *v)
 }
 DEFINE_SHOW_ATTRIBUTE(ipt_tracepoints);
 
+static int ipt_stages_show(struct seq_file *m, void *v)
+{
+	ipt_probes_show_stages(m);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(ipt_stages);
+
 static int ipt_symbols_show(struct seq_file *m, void *v)
 {
 	ipt_syms_show(m);
@@ -633,6 +640,7 @@ static int __init ipt_init(void)
 	debugfs_create_file("ops", 0444, ipt_debugfs, NULL, &ipt_ops_fops);
 	debugfs_create_file("tracepoints", 0444, ipt_debugfs, NULL,
 			    &ipt_tracepoints_fops);
+	debugfs_create_file("stages", 0444, ipt_debugfs, NULL, &ipt_stages_fops);
 	debugfs_create_file("symbols", 0444, ipt_debugfs, NULL, &ipt_symbols_fops);
 	debugfs_create_file("watchdog", 0444, ipt_debugfs, NULL,
 			    &ipt_watchdog_fops);
@@ -659,6 +667,7 @@ err_debugfs:
 	cpuhp_remove_state_nocalls(ipt_cpuhp_state);
 err_unregister:
 	pci_unregister_driver(&ipt_pci_driver);
+	ipt_probes_release();
 err_out:
 	return ret;
 }
@@ -668,6 +677,7 @@ static void __exit ipt_exit(void)
 	debugfs_remove_recursive(ipt_debugfs);
 	cpuhp_remove_state_nocalls(ipt_cpuhp_state);
 	pci_unregister_driver(&ipt_pci_driver);
+	ipt_probes_release();
 }
 
 module_init(ipt_init);

@@ -21,6 +21,7 @@
  *          outstanding for MS ms, for the watchdog.
  */
 #include <linux/atomic.h>
+#include <linux/cpu.h>
 #include <linux/cpumask.h>
 #include <linux/debugfs.h>
 #include <linux/delay.h>

@@ -73,6 +73,18 @@ int ipt_wd_validate(void)
 	return 0;
 }
 
+/*
+ * The watchdog clears a request when its function starts: on a kernel
+ * where that is not observable (before 6.3) it would report every request.
+ */
+void ipt_wd_unobservable(void)
+{
+	if (csd_hang_ms)
+		pr_info(IPT_NAME ": csd_hang_ms=%u ignored: this kernel does not show the queued function run\n",
+			csd_hang_ms);
+	csd_hang_ms = 0;
+}
+
 unsigned int ipt_wd_hang_ms(void)
 {
 	return csd_hang_ms;

@@ -25,7 +25,10 @@ PKGS=(
 	linux-headers-amd64/bookworm-backports
 )
 
-want_stamp="$(printf '%s\n' "${PKGS[@]}" | sha256sum | cut -c1-16)"
+# Beside them, the headers of Debian 12's own (stock) 6.1 kernel, which the
+# test guest also runs (IPITRACE_GUEST_KERNEL=stock, scripts/guest-kernel.sh).
+STOCK_HEADERS=stock-kernel-headers
+want_stamp="$(printf '%s\n' "${PKGS[@]}" "$STOCK_HEADERS" | sha256sum | cut -c1-16)"
 if [[ -f $STAMP && "$(cat "$STAMP")" == "$want_stamp" ]]; then
 	exit 0
 fi
@@ -51,5 +54,11 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${PKGS[@]}"
+log() { echo "setup-deps: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/guest-kernel.sh
+source "$(dirname "${BASH_SOURCE[0]}")/guest-kernel.sh"
+stock=$(guest_stock_kver) || die "cannot resolve the stock Debian 12 kernel"
+apt-get install -y -q --no-install-recommends "linux-headers-$stock"
 mkdir -p "$(dirname "$STAMP")"
 echo "$want_stamp" >"$STAMP"

@@ -5,9 +5,10 @@ import subprocess
 from .abi import REPO
 
 
-def _run_script(name):
+def _run_script(name, **env):
     out = subprocess.run(["bash", os.path.join(REPO, "scripts", name)],
-                         check=True, stdout=subprocess.PIPE, text=True).stdout
+                         check=True, stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, **env}).stdout
     return [ln.strip() for ln in out.splitlines() if ln.strip()]
 
 
@@ -18,14 +19,25 @@ def qemu():
     return path
 
 
-def guest():
-    """Return dict with KERNEL, INITRD, MODULE paths."""
-    if os.environ.get("IPITRACE_KERNEL") and os.environ.get("IPITRACE_INITRD"):
+# The guest kernels the test guest runs (scripts/guest-kernel.sh):
+# backports = Debian 12 backports' 6.12 (tracepoints for every stage),
+# stock = Debian 12's own 6.1 (kprobes for the queue and the send).
+GUEST_KERNELS = ("backports", "stock")
+
+
+def guest(kernel="backports"):
+    """Return dict with KERNEL, INITRD, MODULE paths for the guest kernel
+    'kernel' (GUEST_KERNELS); IPITRACE_KERNEL/INITRD/MODULE give the
+    default one."""
+    if kernel not in GUEST_KERNELS:
+        raise ValueError(f"unknown guest kernel '{kernel}' ({', '.join(GUEST_KERNELS)})")
+    if (kernel == "backports" and os.environ.get("IPITRACE_KERNEL")
+            and os.environ.get("IPITRACE_INITRD")):
         return {"KERNEL": os.environ["IPITRACE_KERNEL"],
                 "INITRD": os.environ["IPITRACE_INITRD"],
                 "MODULE": os.environ.get("IPITRACE_MODULE", "")}
     out = {}
-    for line in _run_script("build-guest.sh"):
+    for line in _run_script("build-guest.sh", IPITRACE_GUEST_KERNEL=kernel):
         if "=" in line:
             k, v = line.split("=", 1)
             if k in ("KERNEL", "INITRD", "MODULE"):

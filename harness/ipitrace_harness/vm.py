@@ -270,13 +270,13 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
         x2apic=False, mem_mb=768, shm_mb=256, hv_capacity=1 << 19, timeout=None,
         threads=None, hang_grace=25, extra_cmdline="", machine="pc", log=print,
         on_start=None, stop_event=None, watch_hang_ms=None, watch_poll_ms=1000,
-        foreign_shm=None):
+        foreign_shm=None, guest_kernel="backports"):
     """Boot, load, snapshot. Returns the manifest dict."""
     os.makedirs(out, exist_ok=True)
     for stage_opts in faults:
         parse_fault(stage_opts)
     qemu = artifacts.qemu()
-    guest = artifacts.guest()
+    guest = artifacts.guest(guest_kernel)
     uri = uri or default_uri()
     tag = uuid.uuid4().hex[:8]
     name = f"ipt-{tag}"
@@ -306,6 +306,7 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
         "name": name, "uri": uri, "vcpus": vcpus, "seconds": seconds,
         "mode": mode, "wait": wait, "threads": threads, "x2apic": x2apic,
         "faults": list(faults), "extra_cmdline": extra_cmdline, "qemu": qemu, "kernel": guest["KERNEL"],
+        "guest_kernel": guest_kernel,
         "initrd": guest["INITRD"], "hv_capacity": hv_capacity, "shm_mb": shm_mb,
         "started": time.time(), "complete": False,
     }
