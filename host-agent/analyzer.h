@@ -65,6 +65,15 @@ inline constexpr std::string_view kGuestOnlyNote =
     "received: hypervisor stage unknown'); a hypervisor stream would name the "
     "stage where a sent IPI vanished (ICR write, routing, injection, guest entry)";
 
+// A guest kernel without function records (GuestStages, before Linux 6.3):
+// the one line every report prints, on what the verdicts then rest on.
+inline constexpr std::string_view kNoFuncNote =
+    "the guest kernel shows no function records (its csd tracepoints came in "
+    "Linux 6.3): a request counts served when its target entered the "
+    "call-function handler after the queue; handler-missed-work and "
+    "callback-stuck are never judged, and a request no handler entry followed "
+    "is service-unobserved";
+
 // The most requests of one kind a report lists (the rest are counted).
 inline constexpr size_t kMaxListed = 1000;
 

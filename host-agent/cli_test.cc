@@ -17,7 +17,7 @@
 namespace {
 
 // Every verdict of tracker.h IPT_VERDICTS appears in verdict_counts.
-constexpr size_t kVerdictNames = 14;
+constexpr size_t kVerdictNames = 15;
 
 struct Run {
   int rc = -1;

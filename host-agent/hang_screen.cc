@@ -28,6 +28,7 @@ HangScreen::UpdateResult HangScreen::ReadLayout(const SigbusGuard& guard,
   out->tsc_khz = h.tsc_khz;
   out->vcf = h.vec_call_function;
   out->vcfs = h.vec_call_function_single;
+  out->func_observed = GuestStagesOf(h).Observes(IPT_G_STAGE_FUNC);
   return UpdateResult::kOk;
 }
 
@@ -164,7 +165,7 @@ void HangScreen::OnGuestRecord(const ipt_record& r, uint32_t ring_cpu, const Lay
   switch (r.type) {
     case IPT_G_QUEUE: {
       if (r.target >= IPT_MAX_CPUS || ring_of_cpu_[r.target] < 0) return;  // as the tracker
-      const Key key{r.target, ServedKeyOf(r)};
+      const Key key{r.target, ServedKeyOf(r, l.func_observed)};
       if (auto it = latest_.find(key); it != latest_.end() && it->second >= r.tsc) return;
       Queue(key, {cpu, r.target, r.tsc});
       break;

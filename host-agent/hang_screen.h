@@ -114,6 +114,7 @@ class HangScreen {
     uint64_t header_size = 0, ring_stride = 0, generation = 0;
     uint32_t ring_count = 0, capacity = 0, tsc_khz = 0;
     uint8_t vcf = 0, vcfs = 0;
+    bool func_observed = true;  // guest: GuestStages::Observes(IPT_G_STAGE_FUNC)
   };
   struct RingState {
     uint64_t cursor = 0;  // next index to read

@@ -75,6 +75,30 @@ TEST_CASE("hang screen - served chains leave nothing; a lost IPI stays outstandi
   CHECK(s.records() >= 15);
 }
 
+// A guest kernel without function records (before 6.3): the served rule
+// takes the handler entry for the function, here as in the tracker.
+TEST_CASE("hang screen - without function records a handler entry serves") {
+  Scenario sc(2);
+  ipt_ghdr_ext x{};
+  x.magic = IPT_GHDR_EXT_MAGIC;
+  x.stage_src[IPT_G_STAGE_QUEUE] = IPT_G_SRC_KPROBE;
+  x.stage_src[IPT_G_STAGE_SEND] = IPT_G_SRC_KPROBE;
+  x.stage_src[IPT_G_STAGE_ELIDE] = IPT_G_SRC_TRACEPOINT;
+  x.stage_src[IPT_G_STAGE_IRQ] = IPT_G_SRC_TRACEPOINT;
+  x.stage_src[IPT_G_STAGE_FUNC] = IPT_G_SRC_NONE;
+  std::memcpy(reinterpret_cast<std::byte*>(&sc.guest().header()) + IPT_GHDR_EXT_OFFSET, &x,
+              sizeof(x));
+  sc.Queue(0, 1, 1000, kFunc, kCsd);
+  sc.Send(0, 1, 1010);
+  sc.Mark(1, 1020);
+  HangScreen s;
+  REQUIRE(Update(&s, sc) == HangScreen::UpdateResult::kOk);
+  CHECK(s.outstanding() == 1);
+  sc.IrqEntry(1, Scenario::kVecSingle, 1050);
+  REQUIRE(Update(&s, sc) == HangScreen::UpdateResult::kOk);
+  CHECK(s.outstanding() == 0);
+}
+
 // The hang screen accepts records by the one rule (CheckRecord) that
 // RegionReader uses: before, it had no cpu/target range check, so a queue
 // to CPU 999 was an outstanding request on the screen and a rejected

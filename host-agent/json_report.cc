@@ -131,6 +131,14 @@ Json JsonReport::Build() const {
   out["requests"] = a.requests.size();
   if (const HvSource& src = a.snapshot.hv.source; src.guest_only)
     out["guest_only"] = {{"why", src.guest_only_why}, {"note", std::string(kGuestOnlyNote)}};
+  {
+    const GuestStages& g = a.snapshot.guest.stages;
+    Json stages = Json::object();
+    for (unsigned s = 0; s < GuestStages::kStages; ++s)
+      stages[GuestStages::StageKey(s)] = std::string(g.Source(s));
+    if (!g.Observes(IPT_G_STAGE_FUNC)) stages["note"] = std::string(kNoFuncNote);
+    out["guest_stages"] = std::move(stages);
+  }
 
   Json counts = Json::object();
   for (size_t v = 0; v < kNumVerdicts; ++v)

@@ -195,6 +195,17 @@ Result<Region> RegionReader::ReadImpl(std::span<const std::byte> bytes,
                               name, h.region_size, size));
   }
 
+  if (kind == StreamKind::kGuest) {
+    region.stages = GuestStagesOf(h);
+    if (!region.stages.ObservesRequired()) {
+      return Fail(StatId::guest_stages_missing, ErrorCode::kMalformed,
+                  fmt::format("{}: the guest kernel showed not every stage a request needs "
+                              "({})",
+                              name, region.stages.Describe()));
+    }
+    if (!region.stages.Observes(IPT_G_STAGE_FUNC))
+      stats_->Increment(StatId::guest_stage_unobserved);
+  }
   if (!(h.flags & IPT_REGION_F_READY)) stats_->Increment(StatId::region_not_ready);
   if ((h.flags & IPT_REGION_F_TRACING) && !(h.flags & IPT_REGION_F_STOPPED))
     stats_->Increment(StatId::region_still_tracing);

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "guest_stages.h"
 #include "ipitrace_abi.h"
 #include "records.h"
 #include "region_bytes.h"
@@ -176,6 +177,7 @@ struct Region {
   std::array<int32_t, IPT_MAX_CPUS> ring_of_cpu{};
   int32_t misc_ring = -1;  // ring with cpu == IPT_CPU_NONE (hv only)
   HvSource source;         // hv only
+  GuestStages stages;      // guest only: how the module saw each stage
 
   const Ring* RingForCpu(uint32_t cpu) const {
     if (cpu >= IPT_MAX_CPUS || ring_of_cpu[cpu] < 0) return nullptr;

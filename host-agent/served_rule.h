@@ -19,7 +19,10 @@ namespace ipitrace {
 //   kFunc     TTWU and csd-less requests: a G_FUNC_ENTRY with its function
 //             (a[0]);
 //   kCallfunc irq_work requests have no function record: the first
-//             call-function G_IRQ_ENTRY or G_FUNC_ENTRY.
+//             call-function G_IRQ_ENTRY or G_FUNC_ENTRY.  So is every
+//             request of a guest kernel that shows no function records
+//             (GuestStages, before Linux 6.3): its target's handler, entered
+//             after the queue, stands for the function.
 enum class ServedBy : uint8_t { kCsd, kFunc, kCallfunc };
 
 struct ServedKey {
@@ -28,9 +31,10 @@ struct ServedKey {
   bool operator==(const ServedKey&) const = default;
 };
 
-// The key a request's G_QUEUE waits for.
-constexpr ServedKey ServedKeyOf(const ipt_record& queue) {
-  if (queue.flags == IPT_CSD_IRQ_WORK) return {ServedBy::kCallfunc, 0};
+// The key a request's G_QUEUE waits for; func_observed: whether the guest
+// kernel shows function records (GuestStages::Observes(IPT_G_STAGE_FUNC)).
+constexpr ServedKey ServedKeyOf(const ipt_record& queue, bool func_observed) {
+  if (queue.flags == IPT_CSD_IRQ_WORK || !func_observed) return {ServedBy::kCallfunc, 0};
   if (queue.flags == IPT_CSD_TTWU || queue.a[1] == 0) return {ServedBy::kFunc, queue.a[0]};
   return {ServedBy::kCsd, queue.a[1]};
 }

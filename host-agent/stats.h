@@ -63,6 +63,11 @@ enum class Severity { kInfo, kDataLoss, kError };
     "KVM source region without its header extension; no hv stage blamed")     \
   X(hv_stage_unobserved, kInfo,                                               \
     "the hypervisor source cannot observe some stages; none of them blamed")  \
+  X(guest_stage_unobserved, kInfo,                                            \
+    "the guest kernel cannot show some stages (before 6.3: the function run); "\
+    "none of them blamed")                                                    \
+  X(guest_stages_missing, kError,                                             \
+    "guest region whose kernel showed no queue, send, elision or handler")    \
   X(screen_requests_not_kept, kInfo,                                          \
     "outstanding requests watch's live screen did not keep (over its cap, "   \
     "the newest first); the full analysis of a hang still judges them")

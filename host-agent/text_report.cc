@@ -105,6 +105,10 @@ std::string TextReport::Render() const {
   fmt::format_to(w, "snapshot: {}\nrequests: {}\n", a.snapshot.dir, a.requests.size());
   if (const HvSource& src = a.snapshot.hv.source; src.guest_only)
     fmt::format_to(w, "{} ({})\n", kGuestOnlyNote, src.guest_only_why);
+  if (const GuestStages& g = a.snapshot.guest.stages; !g.AllTracepoints()) {
+    fmt::format_to(w, "guest stages: {}\n", g.Describe());
+    if (!g.Observes(IPT_G_STAGE_FUNC)) fmt::format_to(w, "{}\n", kNoFuncNote);
+  }
   out += "\nverdicts:\n";
   for (size_t v = 0; v < kNumVerdicts; ++v) {
     fmt::format_to(w, "  {:<26} {:>10}\n", VerdictName(static_cast<Verdict>(v)),

@@ -37,6 +37,7 @@ Tracker::Tracker(std::shared_ptr<const TrackerInputs> inputs, Stats* stats)
       stats_(stats) {
   vec_cf_ = snap_->guest.header.vec_call_function;
   vec_cfs_ = snap_->guest.header.vec_call_function_single;
+  func_observed_ = snap_->guest.stages.Observes(IPT_G_STAGE_FUNC);
   store_ = std::make_shared<const RecordStore>(*snap_);
 }
 
@@ -173,6 +174,7 @@ RequestTable Tracker::Run(DetailPolicy details) {
     SortByQueueTsc(sources, total, follow);
   ResolveRiders(&table);
   ResolveBeforeSend(&table);
+  if (!func_observed_) UnblameService(&table);
   for (size_t i = 0; i < table.details_.size(); ++i) {
     Request& r = table.details_[i];
     if (!IsNormal(r.verdict)) ComputeActivity(&r);
@@ -219,7 +221,7 @@ void Tracker::CheckCallbackExit(const Ring& t_ring, const ipt_record& queue,
   // the first exit of its csd (or function) after it, provided the next
   // entry of that key does not come first (csd reuse: that exit ends a
   // later run).
-  const bool by_func = ServedKeyOf(queue).by == ServedBy::kFunc;
+  const bool by_func = ServedKeyOf(queue, func_observed_).by == ServedBy::kFunc;
   const uint64_t key = by_func ? svc.func : svc.csd;
   EntryLists::List list = service.list;
   size_t i = service.index;
@@ -398,7 +400,7 @@ bool Tracker::FindService(const Ring& t_ring, const ipt_record& queue, Service* 
   // The served rule (served_rule.h), through the target's index: a list
   // of the records that carry the request's key.
   const RingIndex::Guest& gi = index_->guest(t_ring.index);
-  const ServedKey key = ServedKeyOf(queue);
+  const ServedKey key = ServedKeyOf(queue, func_observed_);
   svc->by_func = key.by == ServedBy::kFunc;
   switch (key.by) {
     case ServedBy::kCallfunc:
@@ -958,6 +960,21 @@ void Tracker::ConcludeEntered(const Ring& t_ring, int32_t vt, const ipt_record& 
                                "entered at tsc {} (no return, no interrupt since)",
                                req->target_cpu, irq_tsc)},
            service, req);
+}
+
+void Tracker::UnblameService(RequestTable* t) const {
+  // A guest kernel without function records cannot show the idle flush
+  // that serves an elided request, whether a handler entered just before a
+  // rider's queue still took it, nor a function that never returned: what
+  // would be a service loss is service-unobserved, never blamed.
+  for (Request& r : t->details_) {
+    if (r.verdict != Verdict::kHandlerMissedWork && r.verdict != Verdict::kCallbackStuck)
+      continue;
+    r.verdict = Verdict::kServiceUnobserved;
+    r.pending = Request::Pending::kNone;
+    r.reason = fmt::format("{}; whether CPU {} ran the function, its guest kernel cannot show ({})",
+                           r.reason, r.target_cpu, snap_->guest.stages.Describe());
+  }
 }
 
 uint64_t Tracker::SettleClockEnd() const {

@@ -238,6 +238,9 @@ class Tracker {
   // past 'tsc'; and the time it did, in ms, for reasons.
   bool Settled(uint64_t tsc) const;
   // The end of the clock the settle window is measured on.
+  // The guest kernel shows no function records: every service loss
+  // (handler-missed-work, callback-stuck) becomes service-unobserved.
+  void UnblameService(RequestTable* t) const;
   uint64_t SettleClockEnd() const;
   double MsAfter(uint64_t tsc) const;
   std::string UnsettledNote(uint64_t tsc) const;
@@ -269,6 +272,10 @@ class Tracker {
   }
   uint8_t vec_cf_ = 0;
   uint8_t vec_cfs_ = 0;
+  // Whether the guest kernel shows function records (GuestStages); without
+  // them a request is served by its target's handler entry (served_rule.h)
+  // and the service is never blamed.
+  bool func_observed_ = true;
   std::shared_ptr<const RecordStore> store_;
   StageSamples latency_samples_;
   // The literal reason of the request being followed (kNone: req.reason).

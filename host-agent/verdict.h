@@ -64,6 +64,9 @@ std::string_view StageName(Stage s);
     "a ring lost records in the window that matters")                         \
   X(kQueuedBehindLoss, "queued-behind-loss", false, kNone,                    \
     "rode on an IPI that was itself lost; the blame stays with that one")     \
+  X(kServiceUnobserved, "service-unobserved", false, kNone,                   \
+    "no handler entry followed it, and the guest kernel cannot show whether " \
+    "its function ran (no function records before Linux 6.3)")                \
   X(kInFlight, "in-flight", false, kNone, "still on its way at the end of the trace")
 
 enum class Verdict : uint8_t {

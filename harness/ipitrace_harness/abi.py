@@ -177,3 +177,19 @@ def hv_source(region):
     if struct.unpack_from("<I", region.data, off)[0] != CONSTS["IPT_HHDR_EXT_MAGIC"]:
         return None
     return region.data[off + 80:off + 112].split(b"\0", 1)[0].decode(errors="replace") or None
+
+
+# ipt_ghdr_ext.stage_src (ABI 1.2): how the guest module observed each
+# stage, in IPT_G_STAGES order; values IPT_G_SRCS.
+GUEST_STAGES = ("queue", "send", "elide", "irq", "func")
+GUEST_SOURCES = {0: "unstated", 1: "tracepoint", 2: "kprobe", 3: "none"}
+
+
+def guest_stage_src(region):
+    """{stage: source} from a guest region's header extension, or None when
+    the module wrote no extension."""
+    off = CONSTS["IPT_GHDR_EXT_OFFSET"]
+    if struct.unpack_from("<I", region.data, off)[0] != CONSTS["IPT_GHDR_EXT_MAGIC"]:
+        return None
+    raw = region.data[off + 56:off + 56 + len(GUEST_STAGES)]
+    return {s: GUEST_SOURCES.get(v, f"unknown {v}") for s, v in zip(GUEST_STAGES, raw)}

@@ -143,14 +143,19 @@ void Scenario::Eoi(uint32_t v, uint8_t vector, uint64_t tsc) {
   hv_.Append(v, r);
 }
 
-void Scenario::FullChain(uint32_t s, uint32_t t, uint64_t tsc, uint64_t func,
-                         uint64_t csd) {
+void Scenario::ChainToEntry(uint32_t s, uint32_t t, uint64_t tsc, uint64_t func,
+                            uint64_t csd) {
   Queue(s, t, tsc, func, csd);
   Send(s, t, tsc + 10);
   const uint64_t icr = Icr(s, kVecSingle, tsc + 20, {t});
   Irr(s, t, kVecSingle, icr, tsc + 30);
   Ack(t, kVecSingle, tsc + 40);
   IrqEntry(t, kVecSingle, tsc + 50);
+}
+
+void Scenario::FullChain(uint32_t s, uint32_t t, uint64_t tsc, uint64_t func,
+                         uint64_t csd) {
+  ChainToEntry(s, t, tsc, func, csd);
   FuncEntry(t, func, csd, tsc + 60);
   Eoi(t, kVecSingle, tsc + 70);
 }

@@ -53,6 +53,9 @@ class Scenario {
   void Ack(uint32_t v, uint8_t vector, uint64_t tsc);
   void Eoi(uint32_t v, uint8_t vector, uint64_t tsc);
 
+  // Single-send chain S -> T starting at tsc (records 10 ticks apart), up
+  // to the target's handler: queue, send, ICR, IRR, ACK, IRQ entry.
+  void ChainToEntry(uint32_t s, uint32_t t, uint64_t tsc, uint64_t func, uint64_t csd);
   // Whole single-send chain S -> T starting at tsc (records 10 ticks
   // apart): queue, send, ICR, IRR, ACK, IRQ entry, function entry.
   void FullChain(uint32_t s, uint32_t t, uint64_t tsc, uint64_t func,
