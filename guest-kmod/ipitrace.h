@@ -7,7 +7,7 @@
 #include <linux/percpu.h>
 #include <linux/types.h>
 
-#include "ipitrace_abi.h"
+#include "ipitrace_export.h"
 
 struct dentry;
 struct seq_file;
@@ -23,7 +23,7 @@ struct seq_file;
 DECLARE_PER_CPU(u64, ipt_load_ops);
 DECLARE_PER_CPU(u64, ipt_load_calls);
 
-/* Serialises load start/stop against device bind/unbind. */
+/* Serialises region setup/teardown and probe attach/detach. */
 extern struct mutex ipt_lock;
 /* True while a region is mapped (the probes may be detached at run time). */
 extern bool ipt_armed;
@@ -58,7 +58,6 @@ int ipt_load_validate(void);
 bool ipt_load_wanted(void);
 int ipt_load_start(void);
 void ipt_load_stop(void);
-void ipt_load_emit_mark(u32 mark);
 void ipt_load_show_ops(struct seq_file *m);
 
 /* ipitrace_selftest.c */

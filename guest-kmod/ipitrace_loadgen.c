@@ -72,19 +72,6 @@ static void ipt_load_func(void *info)
 	this_cpu_inc(ipt_load_calls);
 }
 
-void ipt_load_emit_mark(u32 mark)
-{
-	struct ipt_ev ev = {
-		.type = IPT_G_MARK,
-		.target = IPT_CPU_NONE,
-		.arg0 = mark,
-	};
-
-	preempt_disable();
-	ipt_ring_write(&ev);
-	preempt_enable();
-}
-
 static u64 ipt_load_sum(void)
 {
 	unsigned int cpu;
@@ -238,7 +225,7 @@ int ipt_load_start(void)
 	if (!ipt_load_tasks)
 		return -ENOMEM;
 
-	ipt_load_emit_mark(IPT_MARK_LOAD_START);
+	ipt_emit_mark(IPT_MARK_LOAD_START);
 	cpus_read_lock();
 	cpumask_and(&on, &ipt_load_set, cpu_online_mask);
 	if (cpumask_empty(&on)) {
@@ -293,7 +280,7 @@ void ipt_load_stop(void)
 	ipt_load_tasks = NULL;
 	ipt_load_ntasks = 0;
 	load_run = false;
-	ipt_load_emit_mark(IPT_MARK_LOAD_STOP);
+	ipt_emit_mark(IPT_MARK_LOAD_STOP);
 	pr_info(IPT_NAME ": load stopped\n");
 }
 

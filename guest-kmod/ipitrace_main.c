@@ -11,6 +11,8 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/pci.h>
+#include <linux/preempt.h>
+#include <linux/rcupdate.h>
 #include <linux/seq_file.h>
 #include <linux/string.h>
 #include <linux/utsname.h>
@@ -35,6 +37,36 @@ bool ipt_armed;
 DEFINE_PER_CPU(struct ipt_ring_header *, ipt_ring);
 DEFINE_PER_CPU(u64 [IPT_NR_GUEST_TYPES], ipt_rec_count);
 u64 ipt_ring_mask;
+
+/* The writers ipitrace_test.ko uses: ipitrace_export.h. */
+void ipt_write(const struct ipt_ev *ev)
+{
+	ipt_ring_write(ev);
+}
+EXPORT_SYMBOL_GPL(ipt_write);
+
+void ipt_emit_mark(u32 mark)
+{
+	struct ipt_ev ev = {
+		.type = IPT_G_MARK,
+		.target = IPT_CPU_NONE,
+		.arg0 = mark,
+	};
+
+	preempt_disable();
+	ipt_ring_write(&ev);
+	preempt_enable();
+}
+EXPORT_SYMBOL_GPL(ipt_emit_mark);
+
+struct ipt_ring_header *ipt_this_ring(u64 *capacity)
+{
+	struct ipt_ring_header *rh = this_cpu_read(ipt_ring);
+
+	*capacity = rh ? ipt_ring_mask + 1 : 0;
+	return rh;
+}
+EXPORT_SYMBOL_GPL(ipt_this_ring);
 
 static bool probes = true;
 module_param(probes, bool, 0444);
@@ -267,12 +299,18 @@ too_small:
 	return -ENOSPC;
 }
 
+/*
+ * No writer finds a ring any more once this returns: each writes with
+ * preemption disabled (probes, IRQ and NMI handlers included), and
+ * synchronize_rcu() waits for every such section that began before.
+ */
 static void ipt_rings_forget(void)
 {
 	unsigned int cpu;
 
 	for_each_possible_cpu(cpu)
-		per_cpu(ipt_ring, cpu) = NULL;
+		WRITE_ONCE(per_cpu(ipt_ring, cpu), NULL);
+	synchronize_rcu();
 }
 
 /*
@@ -573,7 +611,7 @@ static int ipt_mark_set(void *data, u64 val)
 {
 	if (val > U32_MAX)
 		return -EINVAL;
-	ipt_load_emit_mark(val);
+	ipt_emit_mark(val);
 	return 0;
 }
 DEFINE_DEBUGFS_ATTRIBUTE(ipt_mark_fops, NULL, ipt_mark_set, "%llu\n");

@@ -60,7 +60,6 @@ struct ipt_nest_pcpu {
 	u64 n_iw;
 	u64 interleaved;	/* another record landed around an outer write */
 	u64 midwrite;		/* ... and was reserved after the outer one */
-	u64 limit;		/* stop when the ring head reaches this */
 };
 
 static DEFINE_PER_CPU(struct ipt_nest_pcpu, ipt_nest);
@@ -79,7 +78,7 @@ static void ipt_nest_write(u32 id, u64 n)
 		.a2 = n ^ IPT_NEST_SALT,
 	};
 
-	ipt_ring_write(&ev);
+	ipt_write(&ev);
 }
 
 static int ipt_nest_nmi(unsigned int type, struct pt_regs *regs)
@@ -146,11 +145,12 @@ static int ipt_nest_thread(void *arg)
 		      HRTIMER_MODE_REL_PINNED_HARD);
 	while (!kthread_should_stop() && time_before(jiffies, deadline)) {
 		struct ipt_ring_header *rh;
+		u64 cap;
 
 		preempt_disable();
-		rh = this_cpu_read(ipt_ring);
-		if (!rh || READ_ONCE(rh->head) >= p->limit) {
-			/* Ring half full: only the nested writers go on. */
+		rh = ipt_this_ring(&cap);
+		/* Up to 3/4 of the ring; then only the nested writers go on. */
+		if (!rh || READ_ONCE(rh->head) >= cap * 3 / 4) {
 			preempt_enable();
 			usleep_range(100, 200);
 			continue;
@@ -170,7 +170,7 @@ static int ipt_nest_thread(void *arg)
 			/* not the newest slot: a nested writer came after our
 			 * reservation, i.e. while this record was being written
 			 */
-			last = ipt_ring_records(rh) + ((h1 - 1) & ipt_ring_mask);
+			last = ipt_ring_records(rh) + ((h1 - 1) & (cap - 1));
 			if (READ_ONCE(last->arg0) != IPT_MARK_NEST_OUTER ||
 			    READ_ONCE(last->a[0]) != n)
 				p->midwrite++;
@@ -187,12 +187,16 @@ static int ipt_nest_thread(void *arg)
 
 static int ipt_nest_run(unsigned int ms)
 {
-	struct ipt_region_header *h = ipt_region();
 	unsigned int cpu;
 	bool nmi = READ_ONCE(nest_nmi);
+	bool armed;
+	u64 cap;
 	int ret = 0;
 
-	if (!h)
+	preempt_disable();
+	armed = ipt_this_ring(&cap);
+	preempt_enable();
+	if (!armed)
 		return -ENODEV;
 	if (nmi) {
 		ret = register_nmi_handler(NMI_LOCAL, ipt_nest_nmi, 0, "ipt_nest");
@@ -203,9 +207,6 @@ static int ipt_nest_run(unsigned int ms)
 	for_each_online_cpu(cpu) {
 		struct ipt_nest_pcpu *p = per_cpu_ptr(&ipt_nest, cpu);
 
-		p->task = NULL;
-		/* Up to 3/4 of the ring; the rest for the other writers. */
-		p->limit = h->ring_capacity * 3 / 4;
 		p->task = kthread_create(ipt_nest_thread, (void *)(uintptr_t)ms,
 					 "ipt_nest/%u", cpu);
 		if (IS_ERR(p->task)) {
@@ -364,7 +365,7 @@ static void ipt_mark(u32 id, unsigned int target, u32 n)
 		.arg1 = n,
 	};
 
-	ipt_ring_write(&ev);
+	ipt_write(&ev);
 }
 
 /* Body of "fire", on a CPU other than the target (a work item). */
