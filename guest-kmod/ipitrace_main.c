@@ -30,9 +30,10 @@
 /* Symbol table entries (64 bytes each) carved from the end of the BAR. */
 #define IPT_SYM_CAPACITY 4096
 
-/* Serialises region setup/teardown, probe attach/detach and the load. */
-DEFINE_MUTEX(ipt_lock);
-bool ipt_armed;
+/* Serialises region setup/teardown and probe attach/detach. */
+static DEFINE_MUTEX(ipt_lock);
+/* True while a region is mapped (the probes may be detached at run time). */
+static bool ipt_armed;
 
 DEFINE_PER_CPU(struct ipt_ring_header *, ipt_ring);
 DEFINE_PER_CPU(u64 [IPT_NR_GUEST_TYPES], ipt_rec_count);
@@ -424,8 +425,6 @@ static void ipt_pci_remove(struct pci_dev *pdev)
 		return;
 
 	mutex_lock(&ipt_lock);
-	ipt_load_stop();
-	ipt_selftest_stop();
 	ipt_probes_detach();
 	ipt_armed = false;
 	ipt_syms_stop();
@@ -477,32 +476,9 @@ static int ipt_counters_show(struct seq_file *m, void *v)
 			seq_printf(m, " %llu", per_cpu(ipt_rec_count, cpu)[t]);
 		seq_putc(m, '\n');
 	}
-
-	sum = 0;
-	for_each_possible_cpu(cpu)
-		sum += per_cpu(ipt_load_ops, cpu);
-	seq_printf(m, "load_ops %llu", sum);
-	for_each_possible_cpu(cpu)
-		seq_printf(m, " %llu", per_cpu(ipt_load_ops, cpu));
-	seq_putc(m, '\n');
-
-	sum = 0;
-	for_each_possible_cpu(cpu)
-		sum += per_cpu(ipt_load_calls, cpu);
-	seq_printf(m, "load_calls %llu", sum);
-	for_each_possible_cpu(cpu)
-		seq_printf(m, " %llu", per_cpu(ipt_load_calls, cpu));
-	seq_putc(m, '\n');
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(ipt_counters);
-
-static int ipt_ops_show(struct seq_file *m, void *v)
-{
-	ipt_load_show_ops(m);
-	return 0;
-}
-DEFINE_SHOW_ATTRIBUTE(ipt_ops);
 
 static int ipt_tracepoints_show(struct seq_file *m, void *v)
 {
@@ -548,37 +524,6 @@ static int ipt_header_show(struct seq_file *m, void *v)
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(ipt_header);
-
-/* "start" / "stop": run or stop the load generator (any write). */
-static ssize_t ipt_start_write(struct file *file, const char __user *buf,
-			       size_t count, loff_t *ppos)
-{
-	int ret;
-
-	mutex_lock(&ipt_lock);
-	ret = ipt_armed ? ipt_load_start() : -ENODEV;
-	mutex_unlock(&ipt_lock);
-	return ret ? ret : count;
-}
-
-static ssize_t ipt_stop_write(struct file *file, const char __user *buf,
-			      size_t count, loff_t *ppos)
-{
-	mutex_lock(&ipt_lock);
-	ipt_load_stop();
-	mutex_unlock(&ipt_lock);
-	return count;
-}
-
-static const struct file_operations ipt_start_fops = {
-	.owner = THIS_MODULE,
-	.write = ipt_start_write,
-};
-
-static const struct file_operations ipt_stop_fops = {
-	.owner = THIS_MODULE,
-	.write = ipt_stop_write,
-};
 
 /* "probes": read 0/1; write 1 to attach, 0 to detach (at run time). */
 static int ipt_probes_get(void *data, u64 *val)
@@ -627,9 +572,6 @@ static int __init ipt_init(void)
 	BUILD_BUG_ON(sizeof(local_t) != sizeof(u64));
 	BUILD_BUG_ON(offsetof(struct ipt_ring_header, head) != 0);
 
-	ret = ipt_load_validate();
-	if (ret)
-		goto err_out;
 	ret = ipt_wd_validate();
 	if (ret)
 		goto err_out;
@@ -668,7 +610,6 @@ static int __init ipt_init(void)
 	ipt_debugfs = debugfs_create_dir(IPT_NAME, NULL);
 	debugfs_create_file("counters", 0444, ipt_debugfs, NULL,
 			    &ipt_counters_fops);
-	debugfs_create_file("ops", 0444, ipt_debugfs, NULL, &ipt_ops_fops);
 	debugfs_create_file("tracepoints", 0444, ipt_debugfs, NULL,
 			    &ipt_tracepoints_fops);
 	debugfs_create_file("symbols", 0444, ipt_debugfs, NULL, &ipt_symbols_fops);
@@ -676,25 +617,12 @@ static int __init ipt_init(void)
 			    &ipt_watchdog_fops);
 	debugfs_create_file("header", 0444, ipt_debugfs, NULL,
 			    &ipt_header_fops);
-	debugfs_create_file("start", 0200, ipt_debugfs, NULL,
-			    &ipt_start_fops);
-	debugfs_create_file("stop", 0200, ipt_debugfs, NULL, &ipt_stop_fops);
 	debugfs_create_file_unsafe("probes", 0644, ipt_debugfs, NULL,
 				   &ipt_probes_fops);
 	debugfs_create_file_unsafe("mark", 0200, ipt_debugfs, NULL,
 				   &ipt_mark_fops);
-	ipt_selftest_debugfs(ipt_debugfs);
-
-	mutex_lock(&ipt_lock);
-	ret = (ipt_armed && ipt_load_wanted()) ? ipt_load_start() : 0;
-	mutex_unlock(&ipt_lock);
-	if (ret)
-		goto err_debugfs;
 	return 0;
 
-err_debugfs:
-	debugfs_remove_recursive(ipt_debugfs);
-	cpuhp_remove_state_nocalls(ipt_cpuhp_state);
 err_unregister:
 	pci_unregister_driver(&ipt_pci_driver);
 err_out:

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * ipitrace: self-test writers and knobs (debugfs ipitrace/):
+ * ipitrace_test: self-test writers and knobs (debugfs ipitrace_test/):
  *
  *   nest   write MS: for MS ms, one kthread per online CPU writes G_MARK
  *          records back to back while a pinned hrtimer on the same CPU
@@ -29,6 +29,9 @@
 #include <linux/irq_work.h>
 #include <linux/kthread.h>
 #include <linux/moduleparam.h>
+#include <linux/mutex.h>
+#include <linux/percpu.h>
+#include <linux/preempt.h>
 #include <linux/sched.h>
 #include <linux/timekeeping.h>
 #include <linux/seq_file.h>
@@ -40,7 +43,7 @@
 #include <asm/irq_vectors.h>
 #include <asm/nmi.h>
 
-#include "ipitrace_ring.h"
+#include "ipitrace_test.h"
 
 static bool nest_nmi = true;
 module_param(nest_nmi, bool, 0644);
@@ -266,7 +269,7 @@ static ssize_t ipt_nest_write_op(struct file *file, const char __user *buf,
 	if (ret)
 		return ret;
 	if (ms < 1 || ms > 60000) {
-		pr_err(IPT_NAME ": nest: duration %u ms out of range 1..60000\n",
+		pr_err(IPT_TEST_NAME ": nest: duration %u ms out of range 1..60000\n",
 		       ms);
 		return -EINVAL;
 	}
@@ -335,7 +338,7 @@ static int ipt_busy_set(void *data, u64 val)
 	if (cpu < 0)
 		goto out;
 	if (cpu >= nr_cpu_ids || !cpu_online(cpu)) {
-		pr_err(IPT_NAME ": busy: CPU %lld is not online\n", cpu);
+		pr_err(IPT_TEST_NAME ": busy: CPU %lld is not online\n", cpu);
 		ret = -EINVAL;
 		goto out;
 	}
@@ -404,7 +407,7 @@ static int ipt_on_other_cpu(unsigned int avoid, long (*fn)(void *),
 	cpu = cpumask_any_but(cpu_online_mask, avoid);
 	if (cpu >= nr_cpu_ids || !cpu_online(avoid)) {
 		cpus_read_unlock();
-		pr_err(IPT_NAME ": CPU %u must be online, with another online CPU\n",
+		pr_err(IPT_TEST_NAME ": CPU %u must be online, with another online CPU\n",
 		       avoid);
 		return -EINVAL;
 	}
@@ -436,12 +439,12 @@ static ssize_t ipt_fire_write(struct file *file, const char __user *ubuf,
 
 	ret = ipt_parse2(ubuf, count, &n, &target);
 	if (ret) {
-		pr_err(IPT_NAME ": fire: write \"N T\" (N calls to CPU T)\n");
+		pr_err(IPT_TEST_NAME ": fire: write \"N T\" (N calls to CPU T)\n");
 		return ret;
 	}
 	if (n < 1 || n > 1000000 || target >= nr_cpu_ids ||
 	    !cpu_online(target)) {
-		pr_err(IPT_NAME ": fire: N must be 1..1000000 and T an online CPU\n");
+		pr_err(IPT_TEST_NAME ": fire: N must be 1..1000000 and T an online CPU\n");
 		return -EINVAL;
 	}
 	mutex_lock(&ipt_st_lock);
@@ -531,7 +534,7 @@ static long ipt_hang_queue(void *arg)
 	for (i = 0; i < 400 && !READ_ONCE(ipt_hang_spinning); i++)
 		msleep(20);
 	if (READ_ONCE(ipt_hang_spinning) != 1) {
-		pr_err(IPT_NAME ": hang: CPU %u did not start spinning\n",
+		pr_err(IPT_TEST_NAME ": hang: CPU %u did not start spinning\n",
 		       target);
 		WRITE_ONCE(ipt_hang_queued, 1);
 		return -EIO;
@@ -550,12 +553,12 @@ static ssize_t ipt_hang_write(struct file *file, const char __user *ubuf,
 
 	ret = ipt_parse2(ubuf, count, &target, &ms);
 	if (ret) {
-		pr_err(IPT_NAME ": hang: write \"T MS\"\n");
+		pr_err(IPT_TEST_NAME ": hang: write \"T MS\"\n");
 		return ret;
 	}
 	if (target >= nr_cpu_ids || !cpu_online(target) || ms < 1 ||
 	    ms > 15000 || num_online_cpus() < 2) {
-		pr_err(IPT_NAME ": hang: T must be an online CPU (of >= 2), MS 1..15000\n");
+		pr_err(IPT_TEST_NAME ": hang: T must be an online CPU (of >= 2), MS 1..15000\n");
 		return -EINVAL;
 	}
 	mutex_lock(&ipt_st_lock);
@@ -578,7 +581,7 @@ static ssize_t ipt_hang_write(struct file *file, const char __user *ubuf,
 	/* This CPU may be T itself: start, wait and queue from another one. */
 	ret = ipt_on_other_cpu(target, ipt_hang_queue,
 			       (void *)(uintptr_t)target);
-	pr_info(IPT_NAME ": hang: queued ipt_hang_func to CPU %u spinning %u ms: %d\n",
+	pr_info(IPT_TEST_NAME ": hang: queued ipt_hang_func to CPU %u spinning %u ms: %d\n",
 		target, ms, ret);
 out:
 	mutex_unlock(&ipt_st_lock);
@@ -615,7 +618,7 @@ void ipt_selftest_debugfs(struct dentry *dir)
 	debugfs_create_file_unsafe("busy", 0600, dir, NULL, &ipt_busy_fops);
 }
 
-/* Join the hang thread (device removal, module exit). */
+/* Join the busy and hang threads (module exit). */
 void ipt_selftest_stop(void)
 {
 	mutex_lock(&ipt_st_lock);

@@ -18,17 +18,20 @@ def qemu():
     return path
 
 
+# scripts/build-guest.sh's outputs
+GUEST_FILES = ("KERNEL", "INITRD", "MODULE", "TEST_MODULE")
+
+
 def guest():
-    """Return dict with KERNEL, INITRD, MODULE paths."""
+    """Return dict with KERNEL, INITRD, MODULE (ipitrace.ko) and TEST_MODULE
+    (ipitrace_test.ko) paths."""
     if os.environ.get("IPITRACE_KERNEL") and os.environ.get("IPITRACE_INITRD"):
-        return {"KERNEL": os.environ["IPITRACE_KERNEL"],
-                "INITRD": os.environ["IPITRACE_INITRD"],
-                "MODULE": os.environ.get("IPITRACE_MODULE", "")}
+        return {k: os.environ.get(f"IPITRACE_{k}", "") for k in GUEST_FILES}
     out = {}
     for line in _run_script("build-guest.sh"):
         if "=" in line:
             k, v = line.split("=", 1)
-            if k in ("KERNEL", "INITRD", "MODULE"):
+            if k in GUEST_FILES:
                 out[k] = v
     return out
 

@@ -1,4 +1,6 @@
-"""Guest module (guest-kmod/) checked from the host, in one TCG boot.
+"""Guest modules (guest-kmod/) checked from the host: ipitrace.ko, the
+tracing module, and ipitrace_test.ko, its test module (load generator and
+self-tests), mostly in one TCG boot.
 
 The guest's init runs, in order (ipt.action=params,cycles,nest,fire,hang,
 hotplug): invalid module parameters, load/unload cycles under load, the
@@ -90,20 +92,35 @@ def selftest(snapshots):
 
 
 def counters(text):
+    """Rows of both modules' debugfs counters: the tracing module's record
+    counts (G_*), then the test module's load counts (load_ops, load_calls);
+    each file opens with a header row."""
     rows = {}
-    for ln in block(text, "COUNTERS")[1:]:
+    for ln in block(text, "COUNTERS"):
         name, _total, *per = ln.split()
-        rows[name] = [int(x) for x in per]
+        if name != "type":
+            rows[name] = [int(x) for x in per]
     return rows
+
+
+# The invalid parameters the guest's `params` action tries, by the module
+# that has (and must refuse) each.
+BAD_PARAM_OWNER = {"load_mode": "ipitrace_test", "load_threads": "ipitrace_test",
+                   "csd_hang_ms": "ipitrace", "load_cpus": "ipitrace_test",
+                   "load_rate": "ipitrace_test"}
 
 
 def test_invalid_params_refused(selftest):
     text, _, _ = selftest
-    lines = [ln for ln in text.splitlines() if ln.startswith("IPITRACE-PARAM ")]
-    assert len(lines) == 5, lines
+    lines = [ln.strip() for ln in text.splitlines() if ln.startswith("IPITRACE-PARAM ")]
+    assert sorted(ln.split()[1].split("=")[0] for ln in lines) == sorted(BAD_PARAM_OWNER), lines
     for ln in lines:
-        assert " rc=0 " not in ln, ln          # insmod failed
-        assert "msg=ipitrace: " in ln, ln       # ... with a message saying why
+        m = re.match(r"IPITRACE-PARAM (\w+)=\S+ rc=(\d+) msg=(.*)$", ln)
+        assert m, ln
+        name, rc, msg = m.groups()
+        assert rc != "0", ln                    # insmod failed
+        # ... and the module that has the parameter said why
+        assert msg.startswith(f"{BAD_PARAM_OWNER[name]}: ") and name in msg, ln
 
 
 def test_load_unload_cycles_clean(selftest):
@@ -300,10 +317,11 @@ def test_hotplug_keeps_cpu_map_true(selftest):
     assert hang_ms == HANG_THRESHOLD_MS and bid_ok == 1
 
 
-def test_module_refuses_to_load_without_ivshmem(tmp_path):
-    """A guest without the ivshmem device: insmod fails with the module's
-    message naming the missing device, and the guest keeps running (its
-    init reports the failure instead of panicking)."""
+def boot_without_ivshmem(tmp_path, args, until):
+    """Boot the test guest under plain QEMU, with no ivshmem device and the
+    kernel arguments args, until its console shows every string of until
+    (or 180 s pass), then one second more.  Returns (console text, whether
+    the guest was still up, QEMU's stderr)."""
     from ipitrace_harness import artifacts
     g = artifacts.guest()
     console = tmp_path / "console.log"
@@ -312,14 +330,14 @@ def test_module_refuses_to_load_without_ivshmem(tmp_path):
          "-m", "512", "-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot",
          "-L", "/usr/share/qemu", "-L", "/usr/share/seabios", "-serial", f"file:{console}",
          "-kernel", g["KERNEL"], "-initrd", g["INITRD"],
-         "-append", "console=ttyS0 quiet panic=-1 ipt.action=load ipt.seconds=5"],
+         "-append", f"console=ttyS0 quiet panic=-1 {args}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     text = ""
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and p.poll() is None:
             text = console.read_text(errors="replace") if console.exists() else ""
-            if "IPITRACE-ERROR: insmod failed" in text and "ipitrace: no ivshmem" in text:
+            if all(u in text for u in until):
                 break
             time.sleep(0.5)
         time.sleep(1)  # the guest must still be up after the failure
@@ -329,12 +347,36 @@ def test_module_refuses_to_load_without_ivshmem(tmp_path):
         p.kill()
         _, err = p.communicate()
     assert "IPITRACE-BOOTED" in text, (err, text[-2000:])
+    assert "Kernel panic" not in text and "BUG:" not in text, text[-2000:]
+    return text, alive, err
+
+
+def test_module_refuses_to_load_without_ivshmem(tmp_path):
+    """A guest without the ivshmem device: insmod fails with the module's
+    message naming the missing device, and the guest keeps running (its
+    init reports the failure instead of panicking)."""
+    text, alive, _ = boot_without_ivshmem(
+        tmp_path, "ipt.action=load ipt.seconds=5",
+        ("IPITRACE-ERROR: insmod failed", "ipitrace: no ivshmem"))
     assert "IPITRACE-ERROR: insmod failed" in text, text[-2000:]
     assert ("ipitrace: no ivshmem-plain device (PCI 1af4:1110) found; "
             "give the VM a <shmem> device") in text, text[-2000:]
     assert "IPITRACE-READY" not in text
-    assert "Kernel panic" not in text and "BUG:" not in text, text[-2000:]
     assert alive, "the guest died after the refused insmod"
+
+
+def test_a_module_parameter_neither_module_has_is_refused(tmp_path):
+    """ipt.kparams gives each parameter to the module that has it; a name
+    neither module has is an error before anything is loaded, not a
+    parameter insmod would ignore."""
+    text, alive, _ = boot_without_ivshmem(
+        tmp_path, "ipt.action=load ipt.seconds=5 ipt.kparams=csd_hang_ms=1000,load_gapus=3",
+        ("IPITRACE-ERROR",))
+    errors = [ln.strip() for ln in text.splitlines() if "IPITRACE-ERROR" in ln]
+    assert errors == ["IPITRACE-ERROR: ipt.kparams: load_gapus is a parameter of neither "
+                      "ipitrace.ko nor ipitrace_test.ko"], text[-2000:]
+    assert "ipitrace: no ivshmem" not in text          # nothing was loaded
+    assert alive, "the guest died after the refused parameter"
 
 
 def test_a_foreign_ivshmem_device_is_never_touched(tmp_path):
