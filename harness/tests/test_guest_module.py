@@ -9,6 +9,7 @@ the same CPUs while the load generator's IPIs fire the probes), `fire N T`,
 an injected csd hang (CPU T spins with interrupts off while a csd is queued
 to it; csd_hang_ms=300), and CPU hotplug (cpu2 off/on, cpu3 left off).  The
 probes are then detached, so the module's counters must equal the rings.
+Another boot loads ipitrace.ko alone, as users do, then the test module.
 """
 import hashlib
 import os
@@ -24,6 +25,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ipitrace_harness import abi  # noqa: E402
+from conftest import TRACING_PARAMS  # noqa: E402
 
 CYCLES = 10
 FIRE_N = 1000
@@ -315,6 +317,108 @@ def test_hotplug_keeps_cpu_map_true(selftest):
     assert online == (0b0111, 0, 0, 0) and online_count == 3  # cpu3 left offline
     assert events == 3                                         # 2 off, 2 on, 3 off
     assert hang_ms == HANG_THRESHOLD_MS and bid_ok == 1
+
+
+# ipitrace_test.ko's parameters (ipitrace.ko's: conftest.TRACING_PARAMS).
+TEST_MODULE_PARAMS = {"load_threads", "load_mode", "load_wait", "load_rate", "load_gap_us",
+                      "load_cpus", "load_run", "nest_nmi"}
+
+
+def modinfo(ko, *args):
+    return subprocess.run(["modinfo", *args, ko], check=True, stdout=subprocess.PIPE,
+                          text=True).stdout
+
+
+def test_tracing_module_has_no_load_or_self_test_parameters():
+    """ipitrace.ko, the module users install, has the tracing parameters
+    only; the load generator's and the self-tests' are ipitrace_test.ko's,
+    which loads only on top of ipitrace.ko (it writes through its
+    exports)."""
+    from ipitrace_harness import artifacts
+    g = artifacts.guest()
+    assert g.get("MODULE") and g.get("TEST_MODULE"), \
+        ("no module paths: set IPITRACE_MODULE and IPITRACE_TEST_MODULE "
+         "(scripts/setup-env.sh) or leave IPITRACE_KERNEL unset", g)
+
+    def params(ko):
+        return {ln.split(":", 1)[0] for ln in modinfo(ko, "-p").splitlines() if ln}
+
+    assert params(g["MODULE"]) == TRACING_PARAMS
+    assert params(g["TEST_MODULE"]) == TEST_MODULE_PARAMS
+    assert modinfo(g["MODULE"], "-F", "depends").strip() == ""
+    assert modinfo(g["TEST_MODULE"], "-F", "depends").strip() == "ipitrace"
+
+
+ALONE_S = 6
+# calls/s per load thread: the load's records stay well within the rings
+# (a fast host makes 100,000 calls/s), far above what the guest does alone
+ALONE_LOAD_RATE = 2000
+# User marks the guest's init writes around the seconds ipitrace.ko runs alone.
+MARK_ALONE_BEGIN, MARK_ALONE_END = 0x206, 0x207
+MARK_LOAD_START = abi.CONSTS["IPT_MARK_LOAD_START"]
+MARK_LOAD_STOP = abi.CONSTS["IPT_MARK_LOAD_STOP"]
+
+
+@pytest.fixture(scope="module")
+def alone(snapshots):
+    """ipitrace.ko alone for ALONE_S seconds (ipt.action=alone), then the
+    test module's load for as long, in one boot."""
+    out, manifest, _ = snapshots("guest-alone", vcpus=2, seconds=60,
+                                 extra_cmdline=f"ipt.action=alone,load ipt.seconds={ALONE_S} "
+                                 f"ipt.kparams=load_rate={ALONE_LOAD_RATE}")
+    assert manifest["outcome"] == "completed", manifest.get("outcome")
+    text = open(os.path.join(out, "console.log"), errors="replace").read()
+    region = abi.Region(os.path.join(out, "guest.region"))
+    return text, region, {k: all_slots(region, k) for k in range(region.h["ring_count"])}
+
+
+def test_tracing_module_alone_arms_no_load(alone):
+    """Loaded alone, as users load it, ipitrace.ko runs no task of its own,
+    exposes only its tracing parameters, and its rings hold no record the
+    load generator caused: the load's function (known from the test
+    module's load later in the same boot) appears in none of them, and the
+    guest made a small fraction of the load's cross-CPU calls."""
+    text, region, rings = alone
+    mods = [ln.split()[0] for ln in block(text, "MODULES")]
+    assert "ipitrace" in mods and "ipitrace_test" not in mods, mods
+    assert set(block(text, "PARAMS")) == TRACING_PARAMS
+    tasks = block(text, "TASKS")
+    assert tasks and not [t for t in tasks if t.startswith("ipt_")], tasks
+
+    recs = [s for _, sl in rings.values() for s in sl]
+    cap = region.h["ring_capacity"]
+    assert all(head < cap for head, _ in rings.values())   # nothing overwritten
+    # the module's counters (probes detached before they were read) agree
+    cnt = counters(text)
+    for k, (_, slots) in rings.items():
+        for name, per in cnt.items():
+            if name.startswith("G_"):
+                assert sum(1 for s in slots if s["type"] == name) == per[k], (k, name)
+    marks = {}
+    for s in recs:
+        if s["type"] == "G_MARK":
+            marks.setdefault(s["arg0"], []).append(s["tsc"])
+    for m in (MARK_ALONE_BEGIN, MARK_ALONE_END, MARK_LOAD_START, MARK_LOAD_STOP):
+        assert len(marks.get(m, [])) == 1, (hex(m), marks)
+    a0, a1 = marks[MARK_ALONE_BEGIN][0], marks[MARK_ALONE_END][0]
+    l0, l1 = marks[MARK_LOAD_START][0], marks[MARK_LOAD_STOP][0]
+    assert a0 < a1 < l0 < l1
+
+    def queued(lo, hi):
+        return [s for s in recs if s["type"] == "G_QUEUE" and lo <= s["tsc"] <= hi]
+
+    alone_q, load_q = queued(a0, a1), queued(l0, l1)
+    funcs = {}
+    for s in load_q:
+        funcs[s["a"][0]] = funcs.get(s["a"][0], 0) + 1
+    load_func, n = max(funcs.items(), key=lambda kv: kv[1])
+    assert n > len(load_q) // 2 and n >= 1000, funcs     # the load's own calls
+    assert sum(cnt["load_calls"]) == n                    # the load's own count
+    # with ipitrace.ko alone, not one record of the load's function
+    assert not [s for s in recs if s["tsc"] < l0 and s["a"][0] == load_func
+                and s["type"] in ("G_QUEUE", "G_SEND", "G_FUNC_ENTRY", "G_FUNC_EXIT")]
+    print(f"alone: {len(alone_q)} requests in {ALONE_S} s; with the load: {len(load_q)}")
+    assert len(alone_q) * 10 < len(load_q), (len(alone_q), len(load_q))
 
 
 def boot_without_ivshmem(tmp_path, args, until):
