@@ -3,13 +3,11 @@
 #ifndef IPITRACE_H
 #define IPITRACE_H
 
-#include <linux/mutex.h>
 #include <linux/percpu.h>
 #include <linux/types.h>
 
-#include "ipitrace_abi.h"
+#include "ipitrace_export.h"
 
-struct dentry;
 struct seq_file;
 
 #define IPT_NAME "ipitrace"
@@ -18,15 +16,6 @@ struct seq_file;
 #define IPT_NR_GUEST_TYPES 16
 
 /* Guest header extension, G_HANG fields and G_MARK ids: abi/ipitrace_abi.h. */
-#define IPT_NEST_SALT 0x5a5aa5a5c3c33c3cULL
-
-DECLARE_PER_CPU(u64, ipt_load_ops);
-DECLARE_PER_CPU(u64, ipt_load_calls);
-
-/* Serialises load start/stop against device bind/unbind. */
-extern struct mutex ipt_lock;
-/* True while a region is mapped (the probes may be detached at run time). */
-extern bool ipt_armed;
 
 /* ipitrace_main.c */
 struct ipt_region_header *ipt_region(void);
@@ -57,17 +46,5 @@ void ipt_wd_start(void);
 void ipt_wd_stop(void);
 unsigned int ipt_wd_hang_ms(void);
 void ipt_wd_show(struct seq_file *m);
-
-/* ipitrace_loadgen.c */
-int ipt_load_validate(void);
-bool ipt_load_wanted(void);
-int ipt_load_start(void);
-void ipt_load_stop(void);
-void ipt_load_emit_mark(u32 mark);
-void ipt_load_show_ops(struct seq_file *m);
-
-/* ipitrace_selftest.c */
-void ipt_selftest_debugfs(struct dentry *dir);
-void ipt_selftest_stop(void);
 
 #endif /* IPITRACE_H */

@@ -10,6 +10,8 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/pci.h>
+#include <linux/preempt.h>
+#include <linux/rcupdate.h>
 #include <linux/seq_file.h>
 #include <linux/string.h>
 #include <linux/utsname.h>
@@ -27,13 +29,44 @@
 /* Symbol table entries (64 bytes each) carved from the end of the BAR. */
 #define IPT_SYM_CAPACITY 4096
 
-/* Serialises region setup/teardown, probe attach/detach and the load. */
-DEFINE_MUTEX(ipt_lock);
-bool ipt_armed;
+/* Serialises region setup/teardown and probe attach/detach. */
+static DEFINE_MUTEX(ipt_lock);
+/* True while a region is mapped (the probes may be detached at run time). */
+static bool ipt_armed;
 
 DEFINE_PER_CPU(struct ipt_ring_header *, ipt_ring);
 DEFINE_PER_CPU(u64 [IPT_NR_GUEST_TYPES], ipt_rec_count);
 u64 ipt_ring_mask;
+
+/* The writers ipitrace_test.ko uses: ipitrace_export.h. */
+void ipt_write(const struct ipt_ev *ev)
+{
+	ipt_ring_write(ev);
+}
+EXPORT_SYMBOL_GPL(ipt_write);
+
+void ipt_emit_mark(u32 mark)
+{
+	struct ipt_ev ev = {
+		.type = IPT_G_MARK,
+		.target = IPT_CPU_NONE,
+		.arg0 = mark,
+	};
+
+	preempt_disable();
+	ipt_ring_write(&ev);
+	preempt_enable();
+}
+EXPORT_SYMBOL_GPL(ipt_emit_mark);
+
+struct ipt_ring_header *ipt_this_ring(u64 *capacity)
+{
+	struct ipt_ring_header *rh = this_cpu_read(ipt_ring);
+
+	*capacity = rh ? ipt_ring_mask + 1 : 0;
+	return rh;
+}
+EXPORT_SYMBOL_GPL(ipt_this_ring);
 
 static bool probes = true;
 module_param(probes, bool, 0444);
@@ -267,12 +300,18 @@ too_small:
 	return -ENOSPC;
 }
 
+/*
+ * No writer finds a ring any more once this returns: each writes with
+ * preemption disabled (probes, IRQ and NMI handlers included), and
+ * synchronize_rcu() waits for every such section that began before.
+ */
 static void ipt_rings_forget(void)
 {
 	unsigned int cpu;
 
 	for_each_possible_cpu(cpu)
-		per_cpu(ipt_ring, cpu) = NULL;
+		WRITE_ONCE(per_cpu(ipt_ring, cpu), NULL);
+	synchronize_rcu();
 }
 
 /*
@@ -386,8 +425,6 @@ static void ipt_pci_remove(struct pci_dev *pdev)
 		return;
 
 	mutex_lock(&ipt_lock);
-	ipt_load_stop();
-	ipt_selftest_stop();
 	ipt_probes_detach();
 	ipt_armed = false;
 	ipt_syms_stop();
@@ -439,32 +476,9 @@ static int ipt_counters_show(struct seq_file *m, void *v)
 			seq_printf(m, " %llu", per_cpu(ipt_rec_count, cpu)[t]);
 		seq_putc(m, '\n');
 	}
-
-	sum = 0;
-	for_each_possible_cpu(cpu)
-		sum += per_cpu(ipt_load_ops, cpu);
-	seq_printf(m, "load_ops %llu", sum);
-	for_each_possible_cpu(cpu)
-		seq_printf(m, " %llu", per_cpu(ipt_load_ops, cpu));
-	seq_putc(m, '\n');
-
-	sum = 0;
-	for_each_possible_cpu(cpu)
-		sum += per_cpu(ipt_load_calls, cpu);
-	seq_printf(m, "load_calls %llu", sum);
-	for_each_possible_cpu(cpu)
-		seq_printf(m, " %llu", per_cpu(ipt_load_calls, cpu));
-	seq_putc(m, '\n');
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(ipt_counters);
-
-static int ipt_ops_show(struct seq_file *m, void *v)
-{
-	ipt_load_show_ops(m);
-	return 0;
-}
-DEFINE_SHOW_ATTRIBUTE(ipt_ops);
 
 static int ipt_tracepoints_show(struct seq_file *m, void *v)
 {
@@ -518,37 +532,6 @@ static int ipt_header_show(struct seq_file *m, void *v)
 }
 DEFINE_SHOW_ATTRIBUTE(ipt_header);
 
-/* "start" / "stop": run or stop the load generator (any write). */
-static ssize_t ipt_start_write(struct file *file, const char __user *buf,
-			       size_t count, loff_t *ppos)
-{
-	int ret;
-
-	mutex_lock(&ipt_lock);
-	ret = ipt_armed ? ipt_load_start() : -ENODEV;
-	mutex_unlock(&ipt_lock);
-	return ret ? ret : count;
-}
-
-static ssize_t ipt_stop_write(struct file *file, const char __user *buf,
-			      size_t count, loff_t *ppos)
-{
-	mutex_lock(&ipt_lock);
-	ipt_load_stop();
-	mutex_unlock(&ipt_lock);
-	return count;
-}
-
-static const struct file_operations ipt_start_fops = {
-	.owner = THIS_MODULE,
-	.write = ipt_start_write,
-};
-
-static const struct file_operations ipt_stop_fops = {
-	.owner = THIS_MODULE,
-	.write = ipt_stop_write,
-};
-
 /* "probes": read 0/1; write 1 to attach, 0 to detach (at run time). */
 static int ipt_probes_get(void *data, u64 *val)
 {
@@ -580,7 +563,7 @@ static int ipt_mark_set(void *data, u64 val)
 {
 	if (val > U32_MAX)
 		return -EINVAL;
-	ipt_load_emit_mark(val);
+	ipt_emit_mark(val);
 	return 0;
 }
 DEFINE_DEBUGFS_ATTRIBUTE(ipt_mark_fops, NULL, ipt_mark_set, "%llu\n");
@@ -596,9 +579,6 @@ static int __init ipt_init(void)
 	BUILD_BUG_ON(sizeof(local_t) != sizeof(u64));
 	BUILD_BUG_ON(offsetof(struct ipt_ring_header, head) != 0);
 
-	ret = ipt_load_validate();
-	if (ret)
-		goto err_out;
 	ret = ipt_wd_validate();
 	if (ret)
 		goto err_out;
@@ -637,7 +617,6 @@ static int __init ipt_init(void)
 	ipt_debugfs = debugfs_create_dir(IPT_NAME, NULL);
 	debugfs_create_file("counters", 0444, ipt_debugfs, NULL,
 			    &ipt_counters_fops);
-	debugfs_create_file("ops", 0444, ipt_debugfs, NULL, &ipt_ops_fops);
 	debugfs_create_file("tracepoints", 0444, ipt_debugfs, NULL,
 			    &ipt_tracepoints_fops);
 	debugfs_create_file("stages", 0444, ipt_debugfs, NULL, &ipt_stages_fops);
@@ -646,25 +625,12 @@ static int __init ipt_init(void)
 			    &ipt_watchdog_fops);
 	debugfs_create_file("header", 0444, ipt_debugfs, NULL,
 			    &ipt_header_fops);
-	debugfs_create_file("start", 0200, ipt_debugfs, NULL,
-			    &ipt_start_fops);
-	debugfs_create_file("stop", 0200, ipt_debugfs, NULL, &ipt_stop_fops);
 	debugfs_create_file_unsafe("probes", 0644, ipt_debugfs, NULL,
 				   &ipt_probes_fops);
 	debugfs_create_file_unsafe("mark", 0200, ipt_debugfs, NULL,
 				   &ipt_mark_fops);
-	ipt_selftest_debugfs(ipt_debugfs);
-
-	mutex_lock(&ipt_lock);
-	ret = (ipt_armed && ipt_load_wanted()) ? ipt_load_start() : 0;
-	mutex_unlock(&ipt_lock);
-	if (ret)
-		goto err_debugfs;
 	return 0;
 
-err_debugfs:
-	debugfs_remove_recursive(ipt_debugfs);
-	cpuhp_remove_state_nocalls(ipt_cpuhp_state);
 err_unregister:
 	pci_unregister_driver(&ipt_pci_driver);
 	ipt_probes_release();

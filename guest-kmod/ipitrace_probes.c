@@ -574,7 +574,7 @@ int ipt_probes_attach(void)
 	}
 	ipt_probes_on = true;
 	ipt_wd_start();
-	ipt_load_emit_mark(IPT_MARK_PROBES_ON);
+	ipt_emit_mark(IPT_MARK_PROBES_ON);
 	return 0;
 }
 
@@ -584,7 +584,7 @@ void ipt_probes_detach(void)
 	int i;
 
 	if (ipt_probes_on)
-		ipt_load_emit_mark(IPT_MARK_PROBES_OFF);
+		ipt_emit_mark(IPT_MARK_PROBES_OFF);
 	ipt_wd_stop();
 	for (i = ARRAY_SIZE(ipt_kps) - 1; i >= 0; i--) {
 		if (!ipt_kps[i].attached)

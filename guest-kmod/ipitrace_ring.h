@@ -18,29 +18,6 @@ DECLARE_PER_CPU(u64 [IPT_NR_GUEST_TYPES], ipt_rec_count);
 extern u64 ipt_ring_mask;
 
 /*
- * What a probe wants written; the writer adds seq and cpu.  tsc == 0 means
- * "stamp at reservation", which keeps the ring in TSC order unless an IRQ
- * lands in the few instructions between reservation and stamp.
- */
-struct ipt_ev {
-	u64 tsc;
-	u16 type;
-	u16 target;
-	u8 vector;
-	u8 flags;
-	u32 arg0;
-	u32 arg1;
-	u64 a0;
-	u64 a1;
-	u64 a2;
-};
-
-static inline struct ipt_record *ipt_ring_records(struct ipt_ring_header *rh)
-{
-	return (struct ipt_record *)((u8 *)rh + IPT_RING_HEADER_SIZE);
-}
-
-/*
  * Append one record to the ring of the current CPU.  Called with preemption
  * disabled (tracepoint probes, or an explicit preempt_disable()).  An IRQ or
  * NMI on this CPU may nest anywhere in here: the slot is reserved with a

@@ -19,8 +19,10 @@
 #       op costs the emulator, tracing included, without MTTCG's
 #       dependence on how the host schedules the vCPU threads).
 #   scripts/bench-guest.sh cycles [--cycles N] [--vcpus V]
-#       N insmod/rmmod cycles of the module with the load running; checks
-#       dmesg for BUG/WARNING/Oops and that no probe is left registered.
+#       N insmod/rmmod cycles of the module and its test module with the
+#       load running (the probes detached and attached again under it);
+#       checks dmesg for BUG/WARNING/Oops and that no probe is left
+#       registered.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,7 +48,7 @@ while (($#)); do
 	--cycles) CYCLES=$2; shift 2 ;;
 	--out) OUT=$2; shift 2 ;;
 	--clock) CLOCK=$2; shift 2 ;;
-	--kparams) KPARAMS=$2; shift 2 ;;  # module params, a=1,b=2
+	--kparams) KPARAMS=$2; shift 2 ;;  # params of either module, a=1,b=2
 	*) echo "bench-guest: unknown option $1" >&2; exit 2 ;;
 	esac
 done

@@ -3,7 +3,9 @@
 # Build ipitrace-dkms_VERSION_all.deb, the guest module as Debian's DKMS
 # packages carry one: the module source with the shared record format
 # inside it (abi/ipitrace_abi.h), registered with dh_dkms
-# (packaging/debian/).  Cached by its inputs under
+# (packaging/debian/).  Only the tracing module, ipitrace.ko: the sources
+# of the test module (ipitrace_test*: load generator, self-tests, hang
+# injection) stay out, and Kbuild builds it only where they are.  Cached by its inputs under
 # ${IPITRACE_CACHE:-/var/cache/ipitrace}/dkms-<key>/; the last line of
 # stdout is the .deb's path.
 #
@@ -44,7 +46,7 @@ trap 'rm -rf "$WORK"' EXIT
 STAGE="$WORK/ipitrace-$VERSION"
 mkdir -p "$STAGE/src/abi"
 find "$KMOD" -maxdepth 1 -type f \( -name '*.c' -o -name '*.h' -o -name Kbuild \) \
-	-exec cp {} "$STAGE/src/" \;
+	! -name 'ipitrace_test*' -exec cp {} "$STAGE/src/" \;
 cp "$REPO/abi/ipitrace_abi.h" "$STAGE/src/abi/"
 cp -r "$REPO/packaging/debian" "$STAGE/debian"
 cp -r "$REPO/packaging/examples" "$STAGE/examples"

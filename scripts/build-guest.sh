@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
-# Build the ipitrace test guest: kernel image, busybox initramfs, ipitrace.ko.
+# Build the ipitrace test guest: kernel image, busybox initramfs with
+# ipitrace.ko (the tracing module) and ipitrace_test.ko (its test module:
+# load generator, self-tests).
 #
 # Idempotent and cached under ${IPITRACE_CACHE:-/var/cache/ipitrace}, keyed
 # on the kernel version and every input.  All progress goes to stderr; the
-# last three lines of stdout are KERNEL=, INITRD= and MODULE= (absolute).
+# last four lines of stdout are KERNEL=, INITRD=, MODULE= (ipitrace.ko) and
+# TEST_MODULE= (ipitrace_test.ko), absolute paths.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,8 +17,8 @@ ABI="$ROOT/abi/ipitrace_abi.h"
 INIT="$KMOD/initramfs/init"
 CACHE=${IPITRACE_CACHE:-/var/cache/ipitrace}
 # Applets the init script uses (plus sh for itself).
-APPLETS=(sh mount mkdir cat echo sleep insmod rmmod dmesg tail grep sed tr taskset
-	cut printf true uname ls)
+APPLETS=(sh mount mkdir cat echo sleep insmod rmmod modinfo dmesg tail grep sed tr
+	taskset cut printf true uname ls)
 
 log() { echo "build-guest: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -38,12 +41,14 @@ OUT="$CACHE/guest-$KEY"
 KERNEL="$OUT/vmlinuz"
 INITRD="$OUT/initrd.gz"
 MODULE="$OUT/ipitrace.ko"
+TEST_MODULE="$OUT/ipitrace_test.ko"
 
 umask 022
 mkdir -p "$CACHE"
 chmod a+rx "$CACHE"
 
-if [[ -f $OUT/complete && -f $KERNEL && -f $INITRD && -f $MODULE ]]; then
+if [[ -f $OUT/complete && -f $KERNEL && -f $INITRD && -f $MODULE &&
+	-f $TEST_MODULE ]]; then
 	log "cached in $OUT"
 else
 	WORK=$(mktemp -d "$CACHE/work.XXXXXX")
@@ -61,7 +66,7 @@ else
 	cp "$KMOD"/*.c "$KMOD"/*.h "$KMOD"/Kbuild "$KMOD"/Makefile \
 		"$WORK/src/guest-kmod/"
 	cp "$ABI" "$WORK/src/abi/"
-	log "building ipitrace.ko"
+	log "building ipitrace.ko and ipitrace_test.ko"
 	make -C "$KDIR" M="$WORK/src/guest-kmod" modules >&2 ||
 		die "module build failed"
 
@@ -73,7 +78,8 @@ else
 		ln -sf busybox "$IR/bin/$a"
 	done
 	install -m 0755 "$INIT" "$IR/init"
-	install -m 0644 "$WORK/src/guest-kmod/ipitrace.ko" "$IR/ipitrace.ko"
+	install -m 0644 "$WORK/src/guest-kmod/ipitrace.ko" \
+		"$WORK/src/guest-kmod/ipitrace_test.ko" "$IR/"
 	(cd "$IR" && find . | LC_ALL=C sort |
 		cpio -o -H newc -R 0:0 --quiet | gzip -9n) >"$WORK/initrd.gz"
 
@@ -82,6 +88,7 @@ else
 	install -m 0644 "$WORK/boot/vmlinuz-$KVER" "$KERNEL"
 	install -m 0644 "$WORK/initrd.gz" "$INITRD"
 	install -m 0644 "$WORK/src/guest-kmod/ipitrace.ko" "$MODULE"
+	install -m 0644 "$WORK/src/guest-kmod/ipitrace_test.ko" "$TEST_MODULE"
 	echo "$KVER" >"$OUT/complete"
 	chmod 0755 "$OUT"
 	log "built into $OUT"
@@ -94,3 +101,4 @@ fi
 echo "KERNEL=$KERNEL"
 echo "INITRD=$INITRD"
 echo "MODULE=$MODULE"
+echo "TEST_MODULE=$TEST_MODULE"

@@ -19,6 +19,8 @@ def qemu():
     return path
 
 
+# scripts/build-guest.sh's outputs
+GUEST_FILES = ("KERNEL", "INITRD", "MODULE", "TEST_MODULE")
 # The guest kernels the test guest runs (scripts/guest-kernel.sh):
 # backports = Debian 12 backports' 6.12 (tracepoints for every stage),
 # stock = Debian 12's own 6.1 (kprobes for the queue and the send).
@@ -26,21 +28,19 @@ GUEST_KERNELS = ("backports", "stock")
 
 
 def guest(kernel="backports"):
-    """Return dict with KERNEL, INITRD, MODULE paths for the guest kernel
-    'kernel' (GUEST_KERNELS); IPITRACE_KERNEL/INITRD/MODULE give the
-    default one."""
+    """Return dict with KERNEL, INITRD, MODULE (ipitrace.ko) and TEST_MODULE
+    (ipitrace_test.ko) paths for the guest kernel 'kernel' (GUEST_KERNELS);
+    IPITRACE_KERNEL/INITRD/... give the default one."""
     if kernel not in GUEST_KERNELS:
         raise ValueError(f"unknown guest kernel '{kernel}' ({', '.join(GUEST_KERNELS)})")
     if (kernel == "backports" and os.environ.get("IPITRACE_KERNEL")
             and os.environ.get("IPITRACE_INITRD")):
-        return {"KERNEL": os.environ["IPITRACE_KERNEL"],
-                "INITRD": os.environ["IPITRACE_INITRD"],
-                "MODULE": os.environ.get("IPITRACE_MODULE", "")}
+        return {k: os.environ.get(f"IPITRACE_{k}", "") for k in GUEST_FILES}
     out = {}
     for line in _run_script("build-guest.sh", IPITRACE_GUEST_KERNEL=kernel):
         if "=" in line:
             k, v = line.split("=", 1)
-            if k in ("KERNEL", "INITRD", "MODULE"):
+            if k in GUEST_FILES:
                 out[k] = v
     return out
 

@@ -2,8 +2,9 @@
 
 The run's full output goes to a work directory outside the repository,
 $IPITRACE_NIGHTLY_DIR/<id>/ (default /var/tmp/ipitrace-nightly/<id>/):
-  manifest.json   exact inputs: QEMU binary and series hash, kernel, module,
-                  agent version, repo commit, every scenario's full text
+  manifest.json   exact inputs: QEMU binary and series hash, kernel, module
+                  and test module, agent version, repo commit, every
+                  scenario's full text
   <scenario>/     per-run snapshot metadata: report.json (verdicts),
                   faults.jsonl, console.log, manifest.json (regions are kept
                   only for failed runs)
@@ -42,6 +43,10 @@ def _sha256(path):
     return h.hexdigest()
 
 
+def _file(path):
+    return {"path": path, "sha256": _sha256(path) if path else ""}
+
+
 def inputs():
     qemu = artifacts.qemu()
     guest = artifacts.guest()
@@ -57,8 +62,8 @@ def inputs():
         "qemu": {"path": qemu, "sha256": _sha256(qemu)},
         "kernel": {"path": guest["KERNEL"], "sha256": _sha256(guest["KERNEL"]),
                    "version": os.path.basename(guest["KERNEL"]).replace("vmlinuz-", "")},
-        "module": {"path": guest.get("MODULE", ""),
-                   "sha256": _sha256(guest["MODULE"]) if guest.get("MODULE") else ""},
+        "module": _file(guest.get("MODULE", "")),
+        "test_module": _file(guest.get("TEST_MODULE", "")),
         "agent": {"path": agent, "version": ver, "sha256": _sha256(agent)},
         "repo_commit": commit,
     }

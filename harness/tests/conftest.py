@@ -37,6 +37,11 @@ def snapshots(tmp_path_factory):
     return get
 
 
+# ipitrace.ko's module parameters, all of them: the tracing module users
+# install has no load generator's or self-test's (ipitrace_test.ko has those).
+TRACING_PARAMS = {"csd_hang_ms", "device", "probes"}
+
+
 # The window starts at the guest header's start_tsc (every probe armed). An
 # IPI acknowledged just before that instant but entered just after it, or
 # acknowledged but not yet entered when the VM was suspended, is in flight:

@@ -1,15 +1,21 @@
 """ipitrace-dkms: the guest module as users install it in their own guests
 (scripts/build-dkms-deb.sh, packaging/debian/).  The package must carry the
-module's sources and the record format exactly as the repository has them,
-register them with DKMS, and DKMS must build a loadable module from them for
-the guest kernel (in a private DKMS tree: nothing on this host changes)."""
+tracing module's sources and the record format exactly as the repository
+has them, and none of the test module's (ipitrace_test*: load generator,
+self-tests), register them with DKMS, and DKMS must build a loadable
+module from them for the guest kernel, and only that one (in a private
+DKMS tree: nothing on this host changes)."""
 import glob
 import os
 import re
 import subprocess
 
+from conftest import TRACING_PARAMS
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VERSION = "0.1.0"
+# The test module's files: never in the package.
+TEST_MODULE_PREFIX = "ipitrace_test"
 
 
 def build_deb():
@@ -33,11 +39,13 @@ def test_package_carries_the_module_as_the_repo_has_it(tmp_path):
     subprocess.run(["dpkg-deb", "-x", deb, str(root)], check=True)
     src = root / "usr" / "src" / f"ipitrace-{VERSION}"
     kmod = os.path.join(REPO, "guest-kmod")
-    want = [f for f in os.listdir(kmod)
-            if f.endswith((".c", ".h")) or f == "Kbuild"]
-    assert len(want) >= 9, want
+    sources = [f for f in os.listdir(kmod) if f.endswith((".c", ".h")) or f == "Kbuild"]
+    test_module = [f for f in sources if f.startswith(TEST_MODULE_PREFIX)]
+    want = [f for f in sources if f not in test_module]
+    assert len(want) >= 9 and len(test_module) >= 3, (want, test_module)
     for f in want:
         assert (src / f).read_bytes() == open(os.path.join(kmod, f), "rb").read(), f
+    assert not list(src.glob(TEST_MODULE_PREFIX + "*")), sorted(os.listdir(src))
     assert (src / "abi" / "ipitrace_abi.h").read_bytes() == \
         open(os.path.join(REPO, "abi", "ipitrace_abi.h"), "rb").read()
     conf = (src / "dkms.conf").read_text()
@@ -69,8 +77,9 @@ def test_dkms_builds_a_loadable_module_for_the_guest_kernel(tmp_path):
                         "--sourcetree", str(root / "usr" / "src"), "--dkmstree", str(tree)],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert p.returncode == 0, p.stdout[-3000:]
-    kos = glob.glob(str(tree / "ipitrace" / VERSION / kver / "*" / "module" / "ipitrace.ko*"))
-    assert len(kos) == 1, (kos, p.stdout[-2000:])
+    kos = glob.glob(str(tree / "ipitrace" / VERSION / kver / "*" / "module" / "*.ko*"))
+    assert [os.path.basename(k).split(".")[0] for k in kos] == ["ipitrace"], \
+        (kos, p.stdout[-2000:])
     ko = kos[0]
     if ko.endswith(".xz"):
         subprocess.run(["xz", "-dk", ko], check=True)
@@ -78,5 +87,4 @@ def test_dkms_builds_a_loadable_module_for_the_guest_kernel(tmp_path):
     mi = subprocess.run(["modinfo", ko], check=True, stdout=subprocess.PIPE, text=True).stdout
     assert re.search(r"^name:\s+ipitrace$", mi, re.M), mi
     assert re.search(rf"^vermagic:\s+{re.escape(kver)} ", mi, re.M), mi
-    for parm in ("device", "probes"):
-        assert re.search(rf"^parm:\s+{parm}:", mi, re.M), (parm, mi)
+    assert set(re.findall(r"^parm:\s+(\w+):", mi, re.M)) == TRACING_PARAMS, mi

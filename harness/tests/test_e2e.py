@@ -75,11 +75,11 @@ def test_reports_name_functions_as_the_kernel_prints_them(route_fault):
     (kallsyms, off the hot path) into the region's symbol table; the reports
     print them as %pS does.  The lost IPI's request is the load generator's
     (it makes nearly every call-function-single IPI), a function of the
-    ipitrace module itself."""
+    test module ipitrace_test."""
     out, manifest, report = route_fault
     loss = report["losses"][0]
     assert PS_SYMBOL.match(loss["func_symbol"]), loss["func_symbol"]
-    assert loss["func_symbol"].endswith(" [ipitrace]"), loss["func_symbol"]
+    assert loss["func_symbol"].endswith(" [ipitrace_test]"), loss["func_symbol"]
     for r in report["served_without_ipi"]:
         assert PS_SYMBOL.match(r["func_symbol"]), r["func_symbol"]
     text = subprocess.run([artifacts.agent(), "analyze", out], check=True,

@@ -1,4 +1,6 @@
-"""Guest module (guest-kmod/) checked from the host, in one TCG boot.
+"""Guest modules (guest-kmod/) checked from the host: ipitrace.ko, the
+tracing module, and ipitrace_test.ko, its test module (load generator and
+self-tests), mostly in one TCG boot.
 
 The guest's init runs, in order (ipt.action=params,cycles,nest,fire,hang,
 hotplug): invalid module parameters, load/unload cycles under load, the
@@ -7,6 +9,7 @@ the same CPUs while the load generator's IPIs fire the probes), `fire N T`,
 an injected csd hang (CPU T spins with interrupts off while a csd is queued
 to it; csd_hang_ms=300), and CPU hotplug (cpu2 off/on, cpu3 left off).  The
 probes are then detached, so the module's counters must equal the rings.
+Another boot loads ipitrace.ko alone, as users do, then the test module.
 """
 import hashlib
 import os
@@ -22,6 +25,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ipitrace_harness import abi  # noqa: E402
+from conftest import TRACING_PARAMS  # noqa: E402
 
 CYCLES = 10
 FIRE_N = 1000
@@ -90,20 +94,35 @@ def selftest(snapshots):
 
 
 def counters(text):
+    """Rows of both modules' debugfs counters: the tracing module's record
+    counts (G_*), then the test module's load counts (load_ops, load_calls);
+    each file opens with a header row."""
     rows = {}
-    for ln in block(text, "COUNTERS")[1:]:
+    for ln in block(text, "COUNTERS"):
         name, _total, *per = ln.split()
-        rows[name] = [int(x) for x in per]
+        if name != "type":
+            rows[name] = [int(x) for x in per]
     return rows
+
+
+# The invalid parameters the guest's `params` action tries, by the module
+# that has (and must refuse) each.
+BAD_PARAM_OWNER = {"load_mode": "ipitrace_test", "load_threads": "ipitrace_test",
+                   "csd_hang_ms": "ipitrace", "load_cpus": "ipitrace_test",
+                   "load_rate": "ipitrace_test"}
 
 
 def test_invalid_params_refused(selftest):
     text, _, _ = selftest
-    lines = [ln for ln in text.splitlines() if ln.startswith("IPITRACE-PARAM ")]
-    assert len(lines) == 5, lines
+    lines = [ln.strip() for ln in text.splitlines() if ln.startswith("IPITRACE-PARAM ")]
+    assert sorted(ln.split()[1].split("=")[0] for ln in lines) == sorted(BAD_PARAM_OWNER), lines
     for ln in lines:
-        assert " rc=0 " not in ln, ln          # insmod failed
-        assert "msg=ipitrace: " in ln, ln       # ... with a message saying why
+        m = re.match(r"IPITRACE-PARAM (\w+)=\S+ rc=(\d+) msg=(.*)$", ln)
+        assert m, ln
+        name, rc, msg = m.groups()
+        assert rc != "0", ln                    # insmod failed
+        # ... and the module that has the parameter said why
+        assert msg.startswith(f"{BAD_PARAM_OWNER[name]}: ") and name in msg, ln
 
 
 def test_load_unload_cycles_clean(selftest):
@@ -300,10 +319,113 @@ def test_hotplug_keeps_cpu_map_true(selftest):
     assert hang_ms == HANG_THRESHOLD_MS and bid_ok == 1
 
 
-def test_module_refuses_to_load_without_ivshmem(tmp_path):
-    """A guest without the ivshmem device: insmod fails with the module's
-    message naming the missing device, and the guest keeps running (its
-    init reports the failure instead of panicking)."""
+# ipitrace_test.ko's parameters (ipitrace.ko's: conftest.TRACING_PARAMS).
+TEST_MODULE_PARAMS = {"load_threads", "load_mode", "load_wait", "load_rate", "load_gap_us",
+                      "load_cpus", "load_run", "nest_nmi"}
+
+
+def modinfo(ko, *args):
+    return subprocess.run(["modinfo", *args, ko], check=True, stdout=subprocess.PIPE,
+                          text=True).stdout
+
+
+def test_tracing_module_has_no_load_or_self_test_parameters():
+    """ipitrace.ko, the module users install, has the tracing parameters
+    only; the load generator's and the self-tests' are ipitrace_test.ko's,
+    which loads only on top of ipitrace.ko (it writes through its
+    exports)."""
+    from ipitrace_harness import artifacts
+    g = artifacts.guest()
+    assert g.get("MODULE") and g.get("TEST_MODULE"), \
+        ("no module paths: set IPITRACE_MODULE and IPITRACE_TEST_MODULE "
+         "(scripts/setup-env.sh) or leave IPITRACE_KERNEL unset", g)
+
+    def params(ko):
+        return {ln.split(":", 1)[0] for ln in modinfo(ko, "-p").splitlines() if ln}
+
+    assert params(g["MODULE"]) == TRACING_PARAMS
+    assert params(g["TEST_MODULE"]) == TEST_MODULE_PARAMS
+    assert modinfo(g["MODULE"], "-F", "depends").strip() == ""
+    assert modinfo(g["TEST_MODULE"], "-F", "depends").strip() == "ipitrace"
+
+
+ALONE_S = 6
+# calls/s per load thread: the load's records stay well within the rings
+# (a fast host makes 100,000 calls/s), far above what the guest does alone
+ALONE_LOAD_RATE = 2000
+# User marks the guest's init writes around the seconds ipitrace.ko runs alone.
+MARK_ALONE_BEGIN, MARK_ALONE_END = 0x206, 0x207
+MARK_LOAD_START = abi.CONSTS["IPT_MARK_LOAD_START"]
+MARK_LOAD_STOP = abi.CONSTS["IPT_MARK_LOAD_STOP"]
+
+
+@pytest.fixture(scope="module")
+def alone(snapshots):
+    """ipitrace.ko alone for ALONE_S seconds (ipt.action=alone), then the
+    test module's load for as long, in one boot."""
+    out, manifest, _ = snapshots("guest-alone", vcpus=2, seconds=60,
+                                 extra_cmdline=f"ipt.action=alone,load ipt.seconds={ALONE_S} "
+                                 f"ipt.kparams=load_rate={ALONE_LOAD_RATE}")
+    assert manifest["outcome"] == "completed", manifest.get("outcome")
+    text = open(os.path.join(out, "console.log"), errors="replace").read()
+    region = abi.Region(os.path.join(out, "guest.region"))
+    return text, region, {k: all_slots(region, k) for k in range(region.h["ring_count"])}
+
+
+def test_tracing_module_alone_arms_no_load(alone):
+    """Loaded alone, as users load it, ipitrace.ko runs no task of its own,
+    exposes only its tracing parameters, and its rings hold no record the
+    load generator caused: the load's function (known from the test
+    module's load later in the same boot) appears in none of them, and the
+    guest made a small fraction of the load's cross-CPU calls."""
+    text, region, rings = alone
+    mods = [ln.split()[0] for ln in block(text, "MODULES")]
+    assert "ipitrace" in mods and "ipitrace_test" not in mods, mods
+    assert set(block(text, "PARAMS")) == TRACING_PARAMS
+    tasks = block(text, "TASKS")
+    assert tasks and not [t for t in tasks if t.startswith("ipt_")], tasks
+
+    recs = [s for _, sl in rings.values() for s in sl]
+    cap = region.h["ring_capacity"]
+    assert all(head < cap for head, _ in rings.values())   # nothing overwritten
+    # the module's counters (probes detached before they were read) agree
+    cnt = counters(text)
+    for k, (_, slots) in rings.items():
+        for name, per in cnt.items():
+            if name.startswith("G_"):
+                assert sum(1 for s in slots if s["type"] == name) == per[k], (k, name)
+    marks = {}
+    for s in recs:
+        if s["type"] == "G_MARK":
+            marks.setdefault(s["arg0"], []).append(s["tsc"])
+    for m in (MARK_ALONE_BEGIN, MARK_ALONE_END, MARK_LOAD_START, MARK_LOAD_STOP):
+        assert len(marks.get(m, [])) == 1, (hex(m), marks)
+    a0, a1 = marks[MARK_ALONE_BEGIN][0], marks[MARK_ALONE_END][0]
+    l0, l1 = marks[MARK_LOAD_START][0], marks[MARK_LOAD_STOP][0]
+    assert a0 < a1 < l0 < l1
+
+    def queued(lo, hi):
+        return [s for s in recs if s["type"] == "G_QUEUE" and lo <= s["tsc"] <= hi]
+
+    alone_q, load_q = queued(a0, a1), queued(l0, l1)
+    funcs = {}
+    for s in load_q:
+        funcs[s["a"][0]] = funcs.get(s["a"][0], 0) + 1
+    load_func, n = max(funcs.items(), key=lambda kv: kv[1])
+    assert n > len(load_q) // 2 and n >= 1000, funcs     # the load's own calls
+    assert sum(cnt["load_calls"]) == n                    # the load's own count
+    # with ipitrace.ko alone, not one record of the load's function
+    assert not [s for s in recs if s["tsc"] < l0 and s["a"][0] == load_func
+                and s["type"] in ("G_QUEUE", "G_SEND", "G_FUNC_ENTRY", "G_FUNC_EXIT")]
+    print(f"alone: {len(alone_q)} requests in {ALONE_S} s; with the load: {len(load_q)}")
+    assert len(alone_q) * 10 < len(load_q), (len(alone_q), len(load_q))
+
+
+def boot_without_ivshmem(tmp_path, args, until):
+    """Boot the test guest under plain QEMU, with no ivshmem device and the
+    kernel arguments args, until its console shows every string of until
+    (or 180 s pass), then one second more.  Returns (console text, whether
+    the guest was still up, QEMU's stderr)."""
     from ipitrace_harness import artifacts
     g = artifacts.guest()
     console = tmp_path / "console.log"
@@ -312,14 +434,14 @@ def test_module_refuses_to_load_without_ivshmem(tmp_path):
          "-m", "512", "-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot",
          "-L", "/usr/share/qemu", "-L", "/usr/share/seabios", "-serial", f"file:{console}",
          "-kernel", g["KERNEL"], "-initrd", g["INITRD"],
-         "-append", "console=ttyS0 quiet panic=-1 ipt.action=load ipt.seconds=5"],
+         "-append", f"console=ttyS0 quiet panic=-1 {args}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     text = ""
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and p.poll() is None:
             text = console.read_text(errors="replace") if console.exists() else ""
-            if "IPITRACE-ERROR: insmod failed" in text and "ipitrace: no ivshmem" in text:
+            if all(u in text for u in until):
                 break
             time.sleep(0.5)
         time.sleep(1)  # the guest must still be up after the failure
@@ -329,12 +451,36 @@ def test_module_refuses_to_load_without_ivshmem(tmp_path):
         p.kill()
         _, err = p.communicate()
     assert "IPITRACE-BOOTED" in text, (err, text[-2000:])
+    assert "Kernel panic" not in text and "BUG:" not in text, text[-2000:]
+    return text, alive, err
+
+
+def test_module_refuses_to_load_without_ivshmem(tmp_path):
+    """A guest without the ivshmem device: insmod fails with the module's
+    message naming the missing device, and the guest keeps running (its
+    init reports the failure instead of panicking)."""
+    text, alive, _ = boot_without_ivshmem(
+        tmp_path, "ipt.action=load ipt.seconds=5",
+        ("IPITRACE-ERROR: insmod failed", "ipitrace: no ivshmem"))
     assert "IPITRACE-ERROR: insmod failed" in text, text[-2000:]
     assert ("ipitrace: no ivshmem-plain device (PCI 1af4:1110) found; "
             "give the VM a <shmem> device") in text, text[-2000:]
     assert "IPITRACE-READY" not in text
-    assert "Kernel panic" not in text and "BUG:" not in text, text[-2000:]
     assert alive, "the guest died after the refused insmod"
+
+
+def test_a_module_parameter_neither_module_has_is_refused(tmp_path):
+    """ipt.kparams gives each parameter to the module that has it; a name
+    neither module has is an error before anything is loaded, not a
+    parameter insmod would ignore."""
+    text, alive, _ = boot_without_ivshmem(
+        tmp_path, "ipt.action=load ipt.seconds=5 ipt.kparams=csd_hang_ms=1000,load_gapus=3",
+        ("IPITRACE-ERROR",))
+    errors = [ln.strip() for ln in text.splitlines() if "IPITRACE-ERROR" in ln]
+    assert errors == ["IPITRACE-ERROR: ipt.kparams: load_gapus is a parameter of neither "
+                      "ipitrace.ko nor ipitrace_test.ko"], text[-2000:]
+    assert "ipitrace: no ivshmem" not in text          # nothing was loaded
+    assert alive, "the guest died after the refused parameter"
 
 
 def test_a_foreign_ivshmem_device_is_never_touched(tmp_path):

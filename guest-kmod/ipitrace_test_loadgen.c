@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
-/* ipitrace: scftorture-like smp_call_function load generator. */
+/* ipitrace_test: scftorture-like smp_call_function load generator. */
 #include <linux/cpu.h>
 #include <linux/cpumask.h>
+#include <linux/debugfs.h>
 #include <linux/delay.h>
 #include <linux/err.h>
 #include <linux/hrtimer.h>
 #include <linux/kthread.h>
 #include <linux/ktime.h>
 #include <linux/moduleparam.h>
+#include <linux/mutex.h>
 #include <linux/preempt.h>
 #include <linux/sched.h>
 #include <linux/seq_file.h>
@@ -16,7 +18,7 @@
 #include <linux/string.h>
 
 #include "ipitrace_compat.h"
-#include "ipitrace_ring.h"
+#include "ipitrace_test.h"
 
 static int load_threads;
 module_param(load_threads, int, 0444);
@@ -51,6 +53,10 @@ MODULE_PARM_DESC(load_cpus,
 
 static bool load_run;
 
+/* Serialises load start/stop; ipt_load_live: between init and exit. */
+static DEFINE_MUTEX(ipt_load_lock);
+static bool ipt_load_live;
+
 enum ipt_load_kind { IPT_LOAD_SINGLE, IPT_LOAD_MANY, IPT_LOAD_ALL,
 		     IPT_LOAD_LOCAL };
 static enum ipt_load_kind ipt_load_kind;
@@ -61,8 +67,8 @@ static struct cpumask ipt_load_set;
 static u64 ipt_load_t0, ipt_load_t1, ipt_load_ops0, ipt_load_ops1;
 
 /* Calls issued by the load kthreads, and load functions run, per CPU. */
-DEFINE_PER_CPU(u64, ipt_load_ops);
-DEFINE_PER_CPU(u64, ipt_load_calls);
+static DEFINE_PER_CPU(u64, ipt_load_ops);
+static DEFINE_PER_CPU(u64, ipt_load_calls);
 
 static struct task_struct **ipt_load_tasks;
 static unsigned int ipt_load_ntasks;
@@ -70,19 +76,6 @@ static unsigned int ipt_load_ntasks;
 static void ipt_load_func(void *info)
 {
 	this_cpu_inc(ipt_load_calls);
-}
-
-void ipt_load_emit_mark(u32 mark)
-{
-	struct ipt_ev ev = {
-		.type = IPT_G_MARK,
-		.target = IPT_CPU_NONE,
-		.arg0 = mark,
-	};
-
-	preempt_disable();
-	ipt_ring_write(&ev);
-	preempt_enable();
 }
 
 static u64 ipt_load_sum(void)
@@ -169,7 +162,7 @@ int ipt_load_validate(void)
 	if (!load_threads)
 		load_threads = num_online_cpus();
 	if (load_threads < 1 || load_threads > 4 * (int)nr_cpu_ids) {
-		pr_err(IPT_NAME ": load_threads=%d out of range 1..%u\n",
+		pr_err(IPT_TEST_NAME ": load_threads=%d out of range 1..%u\n",
 		       load_threads, 4 * nr_cpu_ids);
 		return -EINVAL;
 	}
@@ -186,16 +179,16 @@ int ipt_load_validate(void)
 	} else if (load_mode && !strcmp(load_mode, "local")) {
 		ipt_load_kind = IPT_LOAD_LOCAL;
 	} else {
-		pr_err(IPT_NAME ": load_mode must be single, single-wait, many, all or local\n");
+		pr_err(IPT_TEST_NAME ": load_mode must be single, single-wait, many, all or local\n");
 		return -EINVAL;
 	}
 	if (load_gap_us > 1000000) {
-		pr_err(IPT_NAME ": load_gap_us=%u out of range 0..1000000\n",
+		pr_err(IPT_TEST_NAME ": load_gap_us=%u out of range 0..1000000\n",
 		       load_gap_us);
 		return -EINVAL;
 	}
 	if (load_rate > 10000000) {
-		pr_err(IPT_NAME ": load_rate=%u out of range 0..10000000\n",
+		pr_err(IPT_TEST_NAME ": load_rate=%u out of range 0..10000000\n",
 		       load_rate);
 		return -EINVAL;
 	}
@@ -203,12 +196,12 @@ int ipt_load_validate(void)
 		int ret = cpulist_parse(load_cpus, &ipt_load_set);
 
 		if (ret || cpumask_empty(&ipt_load_set)) {
-			pr_err(IPT_NAME ": load_cpus=\"%s\" is not a non-empty cpulist of possible CPUs\n",
+			pr_err(IPT_TEST_NAME ": load_cpus=\"%s\" is not a non-empty cpulist of possible CPUs\n",
 			       load_cpus);
 			return -EINVAL;
 		}
 		if (!cpumask_subset(&ipt_load_set, cpu_possible_mask)) {
-			pr_err(IPT_NAME ": load_cpus=\"%s\" names CPUs that do not exist\n",
+			pr_err(IPT_TEST_NAME ": load_cpus=\"%s\" names CPUs that do not exist\n",
 			       load_cpus);
 			return -EINVAL;
 		}
@@ -218,13 +211,10 @@ int ipt_load_validate(void)
 	return 0;
 }
 
-bool ipt_load_wanted(void)
-{
-	return load_run;
-}
+static void ipt_load_stop(void);
 
-/* Start the load kthreads; called with ipt_lock held, tracing armed. */
-int ipt_load_start(void)
+/* Start the load kthreads; called with ipt_load_lock held. */
+static int ipt_load_start(void)
 {
 	static struct cpumask on;
 	struct task_struct *t;
@@ -238,12 +228,12 @@ int ipt_load_start(void)
 	if (!ipt_load_tasks)
 		return -ENOMEM;
 
-	ipt_load_emit_mark(IPT_MARK_LOAD_START);
+	ipt_emit_mark(IPT_MARK_LOAD_START);
 	cpus_read_lock();
 	cpumask_and(&on, &ipt_load_set, cpu_online_mask);
 	if (cpumask_empty(&on)) {
 		cpus_read_unlock();
-		pr_err(IPT_NAME ": no CPU of load_cpus is online\n");
+		pr_err(IPT_TEST_NAME ": no CPU of load_cpus is online\n");
 		ret = -EINVAL;
 		goto err_stop;
 	}
@@ -253,7 +243,7 @@ int ipt_load_start(void)
 		t = kthread_create(ipt_load_thread, NULL, "ipt_load/%u", i);
 		if (IS_ERR(t)) {
 			ret = PTR_ERR(t);
-			pr_err(IPT_NAME ": cannot create load thread %u: %d\n",
+			pr_err(IPT_TEST_NAME ": cannot create load thread %u: %d\n",
 			       i, ret);
 			cpus_read_unlock();
 			goto err_stop;
@@ -269,7 +259,7 @@ int ipt_load_start(void)
 	for (i = 0; i < ipt_load_ntasks; i++)
 		wake_up_process(ipt_load_tasks[i]);
 	load_run = true;
-	pr_info(IPT_NAME ": load started: %u threads, mode %s, wait %d\n",
+	pr_info(IPT_TEST_NAME ": load started: %u threads, mode %s, wait %d\n",
 		ipt_load_ntasks, load_mode, load_wait);
 	return 0;
 
@@ -278,8 +268,8 @@ err_stop:
 	return ret;
 }
 
-/* Stop and join the load kthreads; called with ipt_lock held. */
-void ipt_load_stop(void)
+/* Stop and join the load kthreads; called with ipt_load_lock held. */
+static void ipt_load_stop(void)
 {
 	unsigned int i;
 
@@ -293,18 +283,21 @@ void ipt_load_stop(void)
 	ipt_load_tasks = NULL;
 	ipt_load_ntasks = 0;
 	load_run = false;
-	ipt_load_emit_mark(IPT_MARK_LOAD_STOP);
-	pr_info(IPT_NAME ": load stopped\n");
+	ipt_emit_mark(IPT_MARK_LOAD_STOP);
+	pr_info(IPT_TEST_NAME ": load stopped\n");
 }
 
 /* ops/s of the current run (if running) or of the last one. */
-void ipt_load_show_ops(struct seq_file *m)
+static int ipt_load_ops_show(struct seq_file *m, void *v)
 {
-	u64 t1 = ipt_load_t1, ops1 = ipt_load_ops1, ns;
+	u64 t1, ops1, ns;
 
+	mutex_lock(&ipt_load_lock);
+	t1 = ipt_load_t1;
+	ops1 = ipt_load_ops1;
 	if (!ipt_load_t0) {
 		seq_puts(m, "running 0 ops 0 ns 0 ops_per_s 0\n");
-		return;
+		goto out;
 	}
 	if (!t1) {
 		t1 = ktime_get_ns();
@@ -314,6 +307,59 @@ void ipt_load_show_ops(struct seq_file *m)
 	seq_printf(m, "running %d ops %llu ns %llu ops_per_s %llu\n",
 		   !!ipt_load_tasks, ops1 - ipt_load_ops0, ns,
 		   ns ? div64_u64((ops1 - ipt_load_ops0) * NSEC_PER_SEC, ns) : 0);
+out:
+	mutex_unlock(&ipt_load_lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(ipt_load_ops);
+
+static void ipt_load_show_row(struct seq_file *m, const char *name,
+			      u64 __percpu *count)
+{
+	unsigned int cpu;
+	u64 sum = 0;
+
+	for_each_possible_cpu(cpu)
+		sum += *per_cpu_ptr(count, cpu);
+	seq_printf(m, "%s %llu", name, sum);
+	for_each_possible_cpu(cpu)
+		seq_printf(m, " %llu", *per_cpu_ptr(count, cpu));
+	seq_putc(m, '\n');
+}
+
+/* Calls issued and load functions run: total, then per CPU. */
+static int ipt_load_counters_show(struct seq_file *m, void *v)
+{
+	unsigned int cpu;
+
+	seq_puts(m, "type total");
+	for_each_possible_cpu(cpu)
+		seq_printf(m, " cpu%u", cpu);
+	seq_putc(m, '\n');
+	ipt_load_show_row(m, "load_ops", &ipt_load_ops);
+	ipt_load_show_row(m, "load_calls", &ipt_load_calls);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(ipt_load_counters);
+
+/*
+ * Start (on) or stop (off) the load.  Before module init is done (insmod
+ * parameters) and after exit began, only record the wish in load_run:
+ * init starts the load if it is set.
+ */
+static int ipt_load_switch(bool on)
+{
+	int ret = 0;
+
+	mutex_lock(&ipt_load_lock);
+	if (!ipt_load_live)
+		load_run = on;
+	else if (on)
+		ret = ipt_load_start();
+	else
+		ipt_load_stop();
+	mutex_unlock(&ipt_load_lock);
+	return ret;
 }
 
 static int ipt_load_run_set(const char *val, const struct kernel_param *kp)
@@ -322,22 +368,7 @@ static int ipt_load_run_set(const char *val, const struct kernel_param *kp)
 	int ret;
 
 	ret = kstrtobool(val, &on);
-	if (ret)
-		return ret;
-
-	mutex_lock(&ipt_lock);
-	if (!ipt_armed) {
-		/* At insmod time: module init starts the load once armed. */
-		load_run = on;
-		ret = 0;
-	} else if (on) {
-		ret = ipt_load_start();
-	} else {
-		ipt_load_stop();
-		ret = 0;
-	}
-	mutex_unlock(&ipt_lock);
-	return ret;
+	return ret ? ret : ipt_load_switch(on);
 }
 
 static const struct kernel_param_ops ipt_load_run_ops = {
@@ -346,4 +377,63 @@ static const struct kernel_param_ops ipt_load_run_ops = {
 };
 
 module_param_cb(load_run, &ipt_load_run_ops, &load_run, 0644);
-MODULE_PARM_DESC(load_run, "1: start the load generator, 0: stop and join it");
+MODULE_PARM_DESC(load_run, "1: start the load generator, 0: stop and join it (default 0)");
+
+/* "start" / "stop": run or stop the load generator (any write). */
+static ssize_t ipt_load_start_write(struct file *file, const char __user *buf,
+				    size_t count, loff_t *ppos)
+{
+	int ret = ipt_load_switch(true);
+
+	return ret ? ret : count;
+}
+
+static ssize_t ipt_load_stop_write(struct file *file, const char __user *buf,
+				   size_t count, loff_t *ppos)
+{
+	ipt_load_switch(false);
+	return count;
+}
+
+static const struct file_operations ipt_load_start_fops = {
+	.owner = THIS_MODULE,
+	.write = ipt_load_start_write,
+};
+
+static const struct file_operations ipt_load_stop_fops = {
+	.owner = THIS_MODULE,
+	.write = ipt_load_stop_write,
+};
+
+void ipt_load_debugfs(struct dentry *dir)
+{
+	debugfs_create_file("start", 0200, dir, NULL, &ipt_load_start_fops);
+	debugfs_create_file("stop", 0200, dir, NULL, &ipt_load_stop_fops);
+	debugfs_create_file("ops", 0444, dir, NULL, &ipt_load_ops_fops);
+	debugfs_create_file("counters", 0444, dir, NULL,
+			    &ipt_load_counters_fops);
+}
+
+/* Module init: from now on load_run starts and stops; start it if set. */
+int ipt_load_arm(void)
+{
+	int ret = 0;
+
+	mutex_lock(&ipt_load_lock);
+	ipt_load_live = true;
+	if (load_run)
+		ret = ipt_load_start();
+	if (ret)
+		ipt_load_live = false;
+	mutex_unlock(&ipt_load_lock);
+	return ret;
+}
+
+/* Module exit (or failed init): stop the load; nothing starts it again. */
+void ipt_load_disarm(void)
+{
+	mutex_lock(&ipt_load_lock);
+	ipt_load_live = false;
+	ipt_load_stop();
+	mutex_unlock(&ipt_load_lock);
+}

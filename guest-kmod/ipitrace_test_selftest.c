@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * ipitrace: self-test writers and knobs (debugfs ipitrace/):
+ * ipitrace_test: self-test writers and knobs (debugfs ipitrace_test/):
  *
  *   nest   write MS: for MS ms, one kthread per online CPU writes G_MARK
  *          records back to back while a pinned hrtimer on the same CPU
@@ -30,6 +30,9 @@
 #include <linux/irq_work.h>
 #include <linux/kthread.h>
 #include <linux/moduleparam.h>
+#include <linux/mutex.h>
+#include <linux/percpu.h>
+#include <linux/preempt.h>
 #include <linux/sched.h>
 #include <linux/timekeeping.h>
 #include <linux/seq_file.h>
@@ -41,7 +44,7 @@
 #include <asm/irq_vectors.h>
 #include <asm/nmi.h>
 
-#include "ipitrace_ring.h"
+#include "ipitrace_test.h"
 
 static bool nest_nmi = true;
 module_param(nest_nmi, bool, 0644);
@@ -61,7 +64,6 @@ struct ipt_nest_pcpu {
 	u64 n_iw;
 	u64 interleaved;	/* another record landed around an outer write */
 	u64 midwrite;		/* ... and was reserved after the outer one */
-	u64 limit;		/* stop when the ring head reaches this */
 };
 
 static DEFINE_PER_CPU(struct ipt_nest_pcpu, ipt_nest);
@@ -80,7 +82,7 @@ static void ipt_nest_write(u32 id, u64 n)
 		.a2 = n ^ IPT_NEST_SALT,
 	};
 
-	ipt_ring_write(&ev);
+	ipt_write(&ev);
 }
 
 static int ipt_nest_nmi(unsigned int type, struct pt_regs *regs)
@@ -147,11 +149,12 @@ static int ipt_nest_thread(void *arg)
 		      HRTIMER_MODE_REL_PINNED_HARD);
 	while (!kthread_should_stop() && time_before(jiffies, deadline)) {
 		struct ipt_ring_header *rh;
+		u64 cap;
 
 		preempt_disable();
-		rh = this_cpu_read(ipt_ring);
-		if (!rh || READ_ONCE(rh->head) >= p->limit) {
-			/* Ring half full: only the nested writers go on. */
+		rh = ipt_this_ring(&cap);
+		/* Up to 3/4 of the ring; then only the nested writers go on. */
+		if (!rh || READ_ONCE(rh->head) >= cap * 3 / 4) {
 			preempt_enable();
 			usleep_range(100, 200);
 			continue;
@@ -171,7 +174,7 @@ static int ipt_nest_thread(void *arg)
 			/* not the newest slot: a nested writer came after our
 			 * reservation, i.e. while this record was being written
 			 */
-			last = ipt_ring_records(rh) + ((h1 - 1) & ipt_ring_mask);
+			last = ipt_ring_records(rh) + ((h1 - 1) & (cap - 1));
 			if (READ_ONCE(last->arg0) != IPT_MARK_NEST_OUTER ||
 			    READ_ONCE(last->a[0]) != n)
 				p->midwrite++;
@@ -188,12 +191,16 @@ static int ipt_nest_thread(void *arg)
 
 static int ipt_nest_run(unsigned int ms)
 {
-	struct ipt_region_header *h = ipt_region();
 	unsigned int cpu;
 	bool nmi = READ_ONCE(nest_nmi);
+	bool armed;
+	u64 cap;
 	int ret = 0;
 
-	if (!h)
+	preempt_disable();
+	armed = ipt_this_ring(&cap);
+	preempt_enable();
+	if (!armed)
 		return -ENODEV;
 	if (nmi) {
 		ret = register_nmi_handler(NMI_LOCAL, ipt_nest_nmi, 0, "ipt_nest");
@@ -204,9 +211,6 @@ static int ipt_nest_run(unsigned int ms)
 	for_each_online_cpu(cpu) {
 		struct ipt_nest_pcpu *p = per_cpu_ptr(&ipt_nest, cpu);
 
-		p->task = NULL;
-		/* Up to 3/4 of the ring; the rest for the other writers. */
-		p->limit = h->ring_capacity * 3 / 4;
 		p->task = kthread_create(ipt_nest_thread, (void *)(uintptr_t)ms,
 					 "ipt_nest/%u", cpu);
 		if (IS_ERR(p->task)) {
@@ -266,7 +270,7 @@ static ssize_t ipt_nest_write_op(struct file *file, const char __user *buf,
 	if (ret)
 		return ret;
 	if (ms < 1 || ms > 60000) {
-		pr_err(IPT_NAME ": nest: duration %u ms out of range 1..60000\n",
+		pr_err(IPT_TEST_NAME ": nest: duration %u ms out of range 1..60000\n",
 		       ms);
 		return -EINVAL;
 	}
@@ -335,7 +339,7 @@ static int ipt_busy_set(void *data, u64 val)
 	if (cpu < 0)
 		goto out;
 	if (cpu >= nr_cpu_ids || !cpu_online(cpu)) {
-		pr_err(IPT_NAME ": busy: CPU %lld is not online\n", cpu);
+		pr_err(IPT_TEST_NAME ": busy: CPU %lld is not online\n", cpu);
 		ret = -EINVAL;
 		goto out;
 	}
@@ -365,7 +369,7 @@ static void ipt_mark(u32 id, unsigned int target, u32 n)
 		.arg1 = n,
 	};
 
-	ipt_ring_write(&ev);
+	ipt_write(&ev);
 }
 
 /* Body of "fire", on a CPU other than the target (a work item). */
@@ -404,7 +408,7 @@ static int ipt_on_other_cpu(unsigned int avoid, long (*fn)(void *),
 	cpu = cpumask_any_but(cpu_online_mask, avoid);
 	if (cpu >= nr_cpu_ids || !cpu_online(avoid)) {
 		cpus_read_unlock();
-		pr_err(IPT_NAME ": CPU %u must be online, with another online CPU\n",
+		pr_err(IPT_TEST_NAME ": CPU %u must be online, with another online CPU\n",
 		       avoid);
 		return -EINVAL;
 	}
@@ -436,12 +440,12 @@ static ssize_t ipt_fire_write(struct file *file, const char __user *ubuf,
 
 	ret = ipt_parse2(ubuf, count, &n, &target);
 	if (ret) {
-		pr_err(IPT_NAME ": fire: write \"N T\" (N calls to CPU T)\n");
+		pr_err(IPT_TEST_NAME ": fire: write \"N T\" (N calls to CPU T)\n");
 		return ret;
 	}
 	if (n < 1 || n > 1000000 || target >= nr_cpu_ids ||
 	    !cpu_online(target)) {
-		pr_err(IPT_NAME ": fire: N must be 1..1000000 and T an online CPU\n");
+		pr_err(IPT_TEST_NAME ": fire: N must be 1..1000000 and T an online CPU\n");
 		return -EINVAL;
 	}
 	mutex_lock(&ipt_st_lock);
@@ -531,7 +535,7 @@ static long ipt_hang_queue(void *arg)
 	for (i = 0; i < 400 && !READ_ONCE(ipt_hang_spinning); i++)
 		msleep(20);
 	if (READ_ONCE(ipt_hang_spinning) != 1) {
-		pr_err(IPT_NAME ": hang: CPU %u did not start spinning\n",
+		pr_err(IPT_TEST_NAME ": hang: CPU %u did not start spinning\n",
 		       target);
 		WRITE_ONCE(ipt_hang_queued, 1);
 		return -EIO;
@@ -550,12 +554,12 @@ static ssize_t ipt_hang_write(struct file *file, const char __user *ubuf,
 
 	ret = ipt_parse2(ubuf, count, &target, &ms);
 	if (ret) {
-		pr_err(IPT_NAME ": hang: write \"T MS\"\n");
+		pr_err(IPT_TEST_NAME ": hang: write \"T MS\"\n");
 		return ret;
 	}
 	if (target >= nr_cpu_ids || !cpu_online(target) || ms < 1 ||
 	    ms > 15000 || num_online_cpus() < 2) {
-		pr_err(IPT_NAME ": hang: T must be an online CPU (of >= 2), MS 1..15000\n");
+		pr_err(IPT_TEST_NAME ": hang: T must be an online CPU (of >= 2), MS 1..15000\n");
 		return -EINVAL;
 	}
 	mutex_lock(&ipt_st_lock);
@@ -578,7 +582,7 @@ static ssize_t ipt_hang_write(struct file *file, const char __user *ubuf,
 	/* This CPU may be T itself: start, wait and queue from another one. */
 	ret = ipt_on_other_cpu(target, ipt_hang_queue,
 			       (void *)(uintptr_t)target);
-	pr_info(IPT_NAME ": hang: queued ipt_hang_func to CPU %u spinning %u ms: %d\n",
+	pr_info(IPT_TEST_NAME ": hang: queued ipt_hang_func to CPU %u spinning %u ms: %d\n",
 		target, ms, ret);
 out:
 	mutex_unlock(&ipt_st_lock);
@@ -615,7 +619,7 @@ void ipt_selftest_debugfs(struct dentry *dir)
 	debugfs_create_file_unsafe("busy", 0600, dir, NULL, &ipt_busy_fops);
 }
 
-/* Join the hang thread (device removal, module exit). */
+/* Join the busy and hang threads (module exit). */
 void ipt_selftest_stop(void)
 {
 	mutex_lock(&ipt_st_lock);
