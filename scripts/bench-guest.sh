@@ -6,10 +6,15 @@
 #   scripts/bench-guest.sh overhead [--rounds N] [--round-s S] [--vcpus V]
 #                                   [--mode M] [--wait 0|1] [--out FILE.md]
 #                                   [--clock virtual|host] [--kparams a=1,b=2]
+#                                   [--kernel backports|stock]
 #       load-generator ops/s with no tracing, with the same tracepoints
 #       enabled through tracefs (ftrace), and with the module's probes
 #       attached; A/B/C alternating (rotated order) for N rounds of S
 #       seconds; prints medians and ratios (markdown) and writes FILE.md.
+#       --kernel: the guest kernel (scripts/guest-kernel.sh): backports 6.12
+#       (default) or Debian 12's stock 6.1, where ftrace has only the events
+#       that exist there (the guest prints which) and the module uses its
+#       kprobe fallbacks.
 #       --clock virtual (default): -icount shift=0,sleep=off, single-threaded
 #       TCG: guest time counts guest instructions (1 ns each), so ops/s is
 #       measured in instructions and the host's load (other VMs and builds
@@ -37,6 +42,7 @@ WAIT=1
 CYCLES=100
 CLOCK=virtual
 KPARAMS=
+KERNEL_KIND=backports
 OUT=
 while (($#)); do
 	case $1 in
@@ -49,12 +55,13 @@ while (($#)); do
 	--out) OUT=$2; shift 2 ;;
 	--clock) CLOCK=$2; shift 2 ;;
 	--kparams) KPARAMS=$2; shift 2 ;;  # params of either module, a=1,b=2
+	--kernel) KERNEL_KIND=$2; shift 2 ;;
 	*) echo "bench-guest: unknown option $1" >&2; exit 2 ;;
 	esac
 done
 
 QEMU=${IPITRACE_QEMU:-$(bash scripts/build-qemu.sh | tail -n 1)}
-guest=$(bash scripts/build-guest.sh)
+guest=$(IPITRACE_GUEST_KERNEL=$KERNEL_KIND bash scripts/build-guest.sh)
 KERNEL=$(sed -n 's/^KERNEL=//p' <<<"$guest")
 INITRD=$(sed -n 's/^INITRD=//p' <<<"$guest")
 
@@ -123,13 +130,20 @@ if [[ $WHAT = cycles ]]; then
 	exit
 fi
 
-CMD="scripts/bench-guest.sh overhead --rounds $ROUNDS --round-s $ROUND_S --vcpus $VCPUS --mode $MODE --wait $WAIT --clock $CLOCK${KPARAMS:+ --kparams $KPARAMS}"
+CMD="scripts/bench-guest.sh overhead --rounds $ROUNDS --round-s $ROUND_S --vcpus $VCPUS --mode $MODE --wait $WAIT --clock $CLOCK --kernel $KERNEL_KIND${KPARAMS:+ --kparams $KPARAMS}"
 /usr/bin/python3 - "$CONSOLE" "$CMD" "$OUT" <<'EOF'
 import re, statistics, sys
 console, cmd, out = sys.argv[1:4]
 runs = {}
 rows = []
+info = {"kernel": "?", "events": "?", "stages": []}
 for ln in open(console, errors="replace"):
+    m = re.match(r"IPITRACE-BENCH-(KERNEL|EVENTS) (.*)", ln)
+    if m:
+        info[m.group(1).lower()] = m.group(2).strip()
+    m = re.match(r"IPITRACE-STAGE (\w+) (\w+)", ln)
+    if m:
+        info["stages"].append(f"{m.group(1).lower()} {m.group(2).lower()}")
     m = re.match(r"IPITRACE-BENCH round=(\d+) cfg=(\w+) .*ops_per_s (\d+)", ln)
     if m:
         r, cfg, v = int(m.group(1)), m.group(2), int(m.group(3))
@@ -146,6 +160,8 @@ for r in sorted({r for r, _, _ in rows}):
         ratio[c].append([v for rr, cc, v in rows if rr == r and cc == c][0] / base)
 lines = [
     f"Command: `{cmd}`", "",
+    f"Guest kernel {info['kernel']}; the module's stages: {', '.join(info['stages']) or '?'}; "
+    f"ftrace enables the events that exist: {info['events']}.", "",
     "| config | median ops/s | overhead vs none (medians) | median of per-round ratios | per-round ops/s |",
     "|---|---|---|---|---|",
 ]
