@@ -39,7 +39,7 @@ def snapshots(tmp_path_factory):
 
 # ipitrace.ko's module parameters, all of them: the tracing module users
 # install has no load generator's or self-test's (ipitrace_test.ko has those).
-TRACING_PARAMS = {"csd_hang_ms", "device", "probes"}
+TRACING_PARAMS = {"csd_hang_ms", "device", "fallback", "probes"}
 
 
 # The window starts at the guest header's start_tsc (every probe armed). An
