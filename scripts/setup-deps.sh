@@ -21,6 +21,7 @@ PKGS=(
 	qemu-system-common/bookworm-backports qemu-system-gui/bookworm-backports seabios/bookworm-backports ipxe-qemu
 	busybox-static ccache openssh-server
 	debhelper dh-dkms dkms
+	debootstrap qemu-utils/bookworm-backports e2fsprogs
 	libtracefs-dev libtraceevent-dev trace-cmd libbpf-dev bpftool
 	linux-headers-amd64/bookworm-backports
 )

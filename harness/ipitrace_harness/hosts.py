@@ -11,6 +11,7 @@ import urllib.parse
 
 
 CHUNK = 1 << 20
+OVERLAY_ARGV = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2"]
 
 
 def sparse_copy(path, dest):
@@ -52,6 +53,14 @@ class LocalHost:
     def make_shared_file(self, path):
         open(path, "w").close()
         os.chmod(path, 0o666)
+
+    def make_overlay(self, base, path):
+        """A qcow2 overlay at path on the image base (left unchanged): the
+        disk of one VM."""
+        p = subprocess.run(OVERLAY_ARGV + ["-b", base, path], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            raise OSError(f"qemu-img create {path}: {p.stderr.strip()}")
 
     def claim_region(self, agent, path, size_mb):
         """The host's claim on a guest region (`ipitrace claim`): the guest
@@ -97,6 +106,13 @@ class SshHost:
         p = self._run(f": > {q} && chmod 666 {q}", stdout=subprocess.DEVNULL)
         if p.returncode != 0:
             raise OSError(f"cannot create {path} on the remote host: {p.stderr.decode()}")
+
+    def make_overlay(self, base, path):
+        """As LocalHost.make_overlay, with the image at the same path there."""
+        p = self._run(shlex.join(OVERLAY_ARGV + ["-b", base, path]), stdout=subprocess.DEVNULL)
+        if p.returncode != 0:
+            raise OSError(f"qemu-img create {path} on the remote host: "
+                          f"{p.stderr.decode().strip()}")
 
     def claim_region(self, agent, path, size_mb):
         """As LocalHost.claim_region, with the agent at the same path there."""

@@ -34,15 +34,13 @@ def run_scenario(sc, out, uri=None, log=print, on_start=None, stop_event=None,
     report, manifest, err = None, {}, None
     try:
         manifest = vm.run(out, vcpus=sc["vm"]["vcpus"], seconds=sc["load"]["seconds"],
-                          faults=sc["faults"], uri=uri, mode=sc["load"]["mode"],
-                          wait=sc["load"]["wait"], x2apic=sc["vm"]["x2apic"],
-                          mem_mb=sc["vm"]["memory_mb"], timeout=sc["timeout"],
-                          threads=sc["load"]["threads"] or None, log=log,
+                          faults=sc["faults"], uri=uri, x2apic=sc["vm"]["x2apic"],
+                          mem_mb=sc["vm"]["memory_mb"], timeout=sc["timeout"], log=log,
                           extra_cmdline=sc["load"]["guest_args"],
                           on_start=on_start, stop_event=stop_event,
                           watch_hang_ms=sc["watch"]["hang_ms"] or None,
                           watch_poll_ms=sc["watch"]["poll_ms"],
-                          hypervisor=sc["vm"]["hypervisor"],
+                          hypervisor=sc["vm"]["hypervisor"], **scenario.vm_load_args(sc),
                           **({"hv_capacity": sc["vm"]["hv_capacity"]}
                              if sc["vm"].get("hv_capacity") else {}))
         report = analyze(out)

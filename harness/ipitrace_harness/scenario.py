@@ -4,8 +4,10 @@ to inject, the duration, the expected verdicts and a required timeout.
     name = "route-single"
     timeout = 240                      # seconds, required
     tags = ["nightly", "fault"]
-    [vm]     vcpus = 4, memory_mb = 768, cpu_model = "qemu64", x2apic = false
+    [vm]     vcpus = 4, memory_mb = 768, cpu_model = "qemu64", x2apic = false,
+             guest = "busybox"         # or "debian12" (vm.GUESTS)
     [load]   mode = "single", wait = 1, seconds = 8, threads = 4
+             # debian12: stress = "tlb-shootdown,membarrier" (stress-ng)
     faults = ["route:nth=1500:vector=251"]
     [expect] outcome = "lost-ipi", losses = { "lost-in-routing" = 1 },
              min_requests = 1000
@@ -59,9 +61,12 @@ STAGE_VERDICT = {
 }
 
 _VM_KEYS = {"vcpus": int, "memory_mb": int, "cpu_model": str, "x2apic": bool,
-            "hypervisor": str, "hv_capacity": int}
+            "hypervisor": str, "hv_capacity": int, "guest": str}
 HYPERVISORS = ("tcg", "kvm-nested")
-_LOAD_KEYS = {"mode": str, "wait": int, "seconds": int, "threads": int, "guest_args": str}
+_LOAD_KEYS = {"mode": str, "wait": int, "seconds": int, "threads": int, "guest_args": str,
+              "stress": str}
+# What drives the busybox guest's load generator, not the debian12 guest.
+_LOADGEN_KEYS = ("mode", "wait", "threads")
 _WATCH_KEYS = {"hang_ms": int, "poll_ms": int}
 _EXPECT_KEYS = {"outcome": str, "losses": (dict, str), "min_requests": int, "min_injected": int}
 
@@ -102,8 +107,9 @@ def load(path):
         "timeout": raw["timeout"],
         "tags": list(raw.get("tags", [])),
         "vm": {"vcpus": 4, "memory_mb": 768, "cpu_model": "qemu64", "x2apic": False,
-               "hypervisor": "tcg"},
-        "load": {"mode": "single", "wait": 1, "seconds": 8, "threads": 0, "guest_args": ""},
+               "hypervisor": "tcg", "guest": "busybox"},
+        "load": {"mode": "single", "wait": 1, "seconds": 8, "threads": 0, "guest_args": "",
+                 "stress": ""},
         "faults": list(raw.get("faults", [])),
         "expect": {"outcome": "passed", "losses": {}, "min_requests": 0, "min_injected": 0},
         # Like the kernel's csd_lock_timeout: a request outstanding 5 s is a hang.
@@ -128,6 +134,8 @@ def load(path):
         raise ScenarioError(f"{path}: vm.vcpus must be within 2..64")
     if sc["load"]["mode"] not in ("single", "many"):
         raise ScenarioError(f"{path}: load.mode must be 'single' or 'many'")
+    sc["loadgen_keys"] = sorted(k for k in _LOADGEN_KEYS if k in raw.get("load", {}))
+    _check_guest(path, sc)
     for f in sc["faults"]:
         try:
             if sc["vm"]["hypervisor"] == "kvm-nested":
@@ -152,6 +160,43 @@ def load(path):
         raise ScenarioError(f"{path}: timeout {sc['timeout']}s is shorter than the load "
                             f"plus boot ({budget}s)")
     return sc
+
+
+def _check_guest(path, sc):
+    guest = sc["vm"]["guest"]
+    if guest not in vm.GUESTS:
+        raise ScenarioError(f"{path}: vm.guest must be one of {vm.GUESTS}")
+    if guest == "busybox":
+        if sc["load"]["stress"]:
+            raise ScenarioError(f"{path}: load.stress (stress-ng) applies to vm.guest "
+                                "'debian12'")
+        return
+    if sc["vm"]["hypervisor"] != "tcg":
+        raise ScenarioError(f"{path}: vm.guest '{guest}' runs under vm.hypervisor 'tcg' only")
+    if sc["loadgen_keys"]:
+        raise ScenarioError(f"{path}: load.{', load.'.join(sc['loadgen_keys'])} drive the "
+                            f"busybox guest's load generator; vm.guest '{guest}' runs "
+                            "stress-ng (load.stress)")
+    try:
+        vm.parse_stress(sc["load"]["stress"] or vm.DEFAULT_STRESS)
+    except ValueError as e:
+        raise ScenarioError(f"{path}: load.stress: {e}") from e
+
+
+def with_guest(sc, guest):
+    """The scenario run in another guest (ipitrace-harness run --guest),
+    checked as if its file said so."""
+    out = {**sc, "vm": {**sc["vm"], "guest": guest}}
+    _check_guest(sc["path"], out)
+    return out
+
+
+def vm_load_args(sc):
+    """vm.run()'s arguments for the scenario's load, by its guest."""
+    load = sc["load"]
+    if sc["vm"]["guest"] == "busybox":
+        return {"mode": load["mode"], "wait": load["wait"], "threads": load["threads"] or None}
+    return {"guest": sc["vm"]["guest"], "stress": load["stress"] or None}
 
 
 def _check_losses(path, losses):

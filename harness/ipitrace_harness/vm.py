@@ -3,13 +3,21 @@
 The VM is a transient, auto-destroyed libvirt domain that uses the patched
 QEMU as <emulator>, carries an ivshmem-plain <shmem> device for the guest
 module's region, and creates the QEMU `ipitrace` object (hypervisor region
-plus fault injection) through <qemu:commandline>.  The guest's busybox init
-(guest-kmod/initramfs/init) prints markers on the serial console; when it
-prints IPITRACE-DONE the VM is suspended (freezing the evidence), both
-regions are copied, and the VM is destroyed.
+plus fault injection) through <qemu:commandline>.  The guest prints markers
+on the serial console; when it prints IPITRACE-DONE the VM is suspended
+(freezing the evidence), both regions are copied, and the VM is destroyed.
+
+Two guests (GUESTS): "busybox", an initramfs whose init
+(guest-kmod/initramfs/init) loads the module and runs its load generator;
+and "debian12", the Debian 12 image of scripts/build-debian12.sh (systemd,
+Debian's kernel, the module from the ipitrace-dkms package loaded at boot)
+on a qcow2 overlay of its own, whose test driver (harness/debian12/) runs
+stress-ng.
 """
+import functools
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -112,11 +120,17 @@ def start_flags(uri):
 
 
 def domain_xml(name, qemu, kernel, initrd, cmdline, vcpus, mem_mb, x2apic,
-               console, shm_name, shm_mb, ipt_object, machine="pc", foreign_shm=None):
+               console, shm_name, shm_mb, ipt_object, machine="pc", foreign_shm=None,
+               disk=None):
     """x2apic=True also gives the guest an interrupt-remapping IOMMU (q35 +
     intel-iommu, eim on): without one, Linux under TCG stays in xAPIC mode.
     foreign_shm=(name, mb): another ivshmem device, not ipitrace's, ahead of
-    it on the PCI bus (the module must leave it alone)."""
+    it on the PCI bus (the module must leave it alone).  disk: a qcow2
+    image, the guest's virtio disk vda."""
+    vda = ""
+    if disk:
+        vda = (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+               f"<source file={quoteattr(disk)}/><target dev='vda' bus='virtio'/></disk>\n    ")
     foreign = ""
     if foreign_shm:
         foreign = (f"<shmem name={quoteattr(foreign_shm[0])}><model type='ivshmem-plain'/>"
@@ -151,7 +165,7 @@ def domain_xml(name, qemu, kernel, initrd, cmdline, vcpus, mem_mb, x2apic,
   <devices>
     <emulator>{escape(qemu)}</emulator>
     <serial type='file'><source path={quoteattr(console)}/><target port='0'/></serial>
-    {foreign}<shmem name={quoteattr(shm_name)}><model type='ivshmem-plain'/><size unit='M'>{shm_mb}</size></shmem>
+    {vda}{foreign}<shmem name={quoteattr(shm_name)}><model type='ivshmem-plain'/><size unit='M'>{shm_mb}</size></shmem>
     <memballoon model='none'/>
     {iommu}
   </devices>
@@ -220,18 +234,46 @@ def _wait_console(host, path, marker, deadline, dom, stop_event=None, watch=None
     raise HarnessError("hung-unexplained", f"timed out waiting for {marker}")
 
 
-def run(out, *args, boot_retries=2, log=print, hypervisor="tcg", **kw):
+GUESTS = ("busybox", "debian12")
+# The Debian guest's workload: stress-ng stressors that make cross-CPU
+# calls (TLB shootdowns, membarrier's IPIs), one instance per vCPU each.
+DEFAULT_STRESS = "tlb-shootdown,membarrier"
+_STRESS = re.compile(r"^[a-z0-9-]+(:[0-9]+)?(,[a-z0-9-]+(:[0-9]+)?)*$")
+# Seconds from start to the workload (TCG, a loaded 2-core host), and from
+# its planned end to IPITRACE-DONE before the guest counts as hung.
+BOOT_ALLOWANCE = {"busybox": 120, "debian12": 480}
+STOP_GRACE = {"busybox": 25, "debian12": 60}
+# Each guest's kernel unless told (artifacts.GUEST_KERNELS): the Debian
+# guest is a stock Debian 12 by default.
+GUEST_KERNEL = {"busybox": "backports", "debian12": "stock"}
+
+
+def parse_stress(spec):
+    """'tlb-shootdown,membarrier:2' (stress-ng stressors, STRESSOR[:N]
+    instances, N=0 or none: one per vCPU) -> the same string.  Raises
+    ValueError."""
+    if not _STRESS.match(spec):
+        raise ValueError(f"bad stress-ng workload '{spec}': STRESSOR[:N] separated by commas")
+    return spec
+
+
+def run(out, *args, boot_retries=2, log=print, hypervisor="tcg", guest="busybox", **kw):
     """Boot, load, snapshot. Returns the manifest dict.
 
     hypervisor "tcg" (the patched QEMU's emulated LAPIC, through libvirt) or
-    "kvm-nested" (KVM in an L1 under TCG: nested.run()).
+    "kvm-nested" (KVM in an L1 under TCG: nested.run()).  guest one of
+    GUESTS (kvm-nested: busybox only).
     A VM that crashes before its load starts (QEMU died during guest boot:
     nothing under test has happened yet) is booted again, at most
     boot_retries times; the manifest records every such crash."""
     if hypervisor not in ("tcg", "kvm-nested"):
         raise ValueError(f"unknown hypervisor '{hypervisor}' (tcg or kvm-nested)")
-    once = _run_once
+    if guest not in GUESTS:
+        raise ValueError(f"unknown guest '{guest}' ({' or '.join(GUESTS)})")
+    once = functools.partial(_run_once, guest=guest)
     if hypervisor == "kvm-nested":
+        if guest != "busybox":
+            raise ValueError(f"--hypervisor kvm-nested runs the busybox guest, not '{guest}'")
         from . import nested
         once = nested.run
     crashes = []
@@ -268,15 +310,27 @@ def _note_crashes(out, crashes):
 
 def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait=1,
         x2apic=False, mem_mb=768, shm_mb=256, hv_capacity=1 << 19, timeout=None,
-        threads=None, hang_grace=25, extra_cmdline="", machine="pc", log=print,
+        threads=None, hang_grace=None, extra_cmdline="", machine="pc", log=print,
         on_start=None, stop_event=None, watch_hang_ms=None, watch_poll_ms=1000,
-        foreign_shm=None, guest_kernel="backports"):
-    """Boot, load, snapshot. Returns the manifest dict."""
+        foreign_shm=None, guest_kernel=None, guest="busybox", stress=None):
+    """Boot, load, snapshot. Returns the manifest dict.  mode, wait and
+    threads drive the busybox guest's load generator; stress the debian12
+    guest's stress-ng (parse_stress; default DEFAULT_STRESS).  guest_kernel
+    (artifacts.GUEST_KERNELS) defaults to GUEST_KERNEL[guest]."""
     os.makedirs(out, exist_ok=True)
     for stage_opts in faults:
         parse_fault(stage_opts)
+    if guest == "debian12":
+        if (mode, wait, threads) != ("single", 1, None):
+            raise ValueError("mode, wait and threads drive the busybox guest's load "
+                             "generator; the debian12 guest runs stress-ng (stress=)")
+        stress = parse_stress(stress or DEFAULT_STRESS)
+    elif stress is not None:
+        raise ValueError("stress= (stress-ng) applies to the debian12 guest only")
+    if hang_grace is None:
+        hang_grace = STOP_GRACE[guest]
+    guest_kernel = guest_kernel or GUEST_KERNEL[guest]
     qemu = artifacts.qemu()
-    guest = artifacts.guest(guest_kernel)
     uri = uri or default_uri()
     tag = uuid.uuid4().hex[:8]
     name = f"ipt-{tag}"
@@ -295,36 +349,55 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
     if faults:
         obj += f",faults={';'.join(faults)},truth={truth_path}"
         host.make_shared_file(truth_path)
-    threads = threads or vcpus
-    cmdline = (f"console=ttyS0 quiet panic=-1 ipt.seconds={seconds} "
-               f"ipt.threads={threads} ipt.mode={mode} ipt.wait={wait} ipt.action=load "
-               f"{extra_cmdline}").strip()
-    xml = domain_xml(name, qemu, guest["KERNEL"], guest["INITRD"], cmdline, vcpus,
+    disk = None
+    if guest == "debian12":
+        boot = artifacts.debian12(guest_kernel)
+        # The image stays as built: the VM writes to an overlay of its own.
+        disk = f"/var/tmp/ipt-disk-{tag}.qcow2"
+        cmdline = (f"root=/dev/vda rw console=ttyS0 quiet panic=-1 "
+                   f"systemd.show_status=false ipt.seconds={seconds} ipt.stress={stress} "
+                   f"{extra_cmdline}").strip()
+    else:
+        boot = artifacts.guest(guest_kernel)
+        threads = threads or vcpus
+        cmdline = (f"console=ttyS0 quiet panic=-1 ipt.seconds={seconds} "
+                   f"ipt.threads={threads} ipt.mode={mode} ipt.wait={wait} ipt.action=load "
+                   f"{extra_cmdline}").strip()
+    xml = domain_xml(name, qemu, boot["KERNEL"], boot["INITRD"], cmdline, vcpus,
                      mem_mb, x2apic, console, shm_name, shm_mb, obj, machine=machine,
-                     foreign_shm=foreign_shm)
+                     foreign_shm=foreign_shm, disk=disk)
     manifest = {
-        "name": name, "uri": uri, "vcpus": vcpus, "seconds": seconds,
+        "name": name, "uri": uri, "guest": guest, "vcpus": vcpus, "seconds": seconds,
         "mode": mode, "wait": wait, "threads": threads, "x2apic": x2apic,
-        "faults": list(faults), "extra_cmdline": extra_cmdline, "qemu": qemu, "kernel": guest["KERNEL"],
+        "faults": list(faults), "extra_cmdline": extra_cmdline, "qemu": qemu, "kernel": boot["KERNEL"],
         "guest_kernel": guest_kernel,
-        "initrd": guest["INITRD"], "hv_capacity": hv_capacity, "shm_mb": shm_mb,
+        "initrd": boot["INITRD"], "hv_capacity": hv_capacity, "shm_mb": shm_mb,
         "started": time.time(), "complete": False,
     }
+    if guest == "debian12":
+        manifest.update({"mode": None, "wait": None, "image": boot["IMAGE"],
+                         "stress": stress})
     with open(os.path.join(out, "domain.xml"), "w") as f:
         f.write(xml)
     conn = open_connection(uri)
     dom = None
     watch = None
     try:
+        if disk:
+            try:
+                host.make_overlay(boot["IMAGE"], disk)
+            except OSError as e:
+                raise HarnessError("infra-failed", str(e)) from e
         try:
             dom = conn.createXML(xml, start_flags(uri))
         except libvirt.libvirtError as e:
             raise HarnessError("infra-failed", f"VM failed to start: {e}") from e
-        log(f"[{name}] started: {vcpus} vCPUs, load {seconds}s {mode} wait={wait}")
+        load = f"stress-ng {stress}" if guest == "debian12" else f"{mode} wait={wait}"
+        log(f"[{name}] started: {guest}, {vcpus} vCPUs, load {seconds}s {load}")
         if on_start:
             on_start({"name": name, "guest_region": shm_path, "hv_region": hv_path,
                       "console": console, "uri": uri})
-        limit = timeout or (120 + 4 * seconds)
+        limit = timeout or (BOOT_ALLOWANCE[guest] + 4 * seconds)
         deadline = time.time() + limit
         if watch_hang_ms:
             # The agent follows both regions live and calls a hang from the
@@ -382,6 +455,7 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
             manifest["partial"] = True
             raise HarnessError("infra-failed", f"cannot write the snapshot to {out}: {e}") from e
         manifest["interrupts"] = parse_interrupts(text)
+        manifest["interrupts_baseline"] = parse_interrupts(text, "INTERRUPTS-BASELINE")
         manifest["complete"] = True
     finally:
         manifest["finished"] = time.time()
@@ -403,7 +477,7 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
             except OSError as e:
                 log(f"[{name}] cannot fetch the console log: {e}")
             host.remove(console)
-        host.remove(shm_path, hv_path, truth_path)
+        host.remove(shm_path, hv_path, truth_path, *([disk] if disk else []))
         write_manifest(out, manifest, name, log)
     return manifest
 
@@ -418,13 +492,15 @@ def write_manifest(out, manifest, name, log):
         log(f"[{name}] cannot write manifest.json: {e}")
 
 
-def parse_interrupts(console_text):
-    """The guest's /proc/interrupts, printed between markers, as
-    {row_name: [count per CPU]} (rows with per-CPU numeric columns)."""
+def parse_interrupts(console_text, block="INTERRUPTS"):
+    """The guest's /proc/interrupts, printed between the markers
+    IPITRACE-<block>-BEGIN/END (INTERRUPTS: the last read, after the load;
+    INTERRUPTS-BASELINE: before it), as {row_name: [count per CPU]} (rows
+    with per-CPU numeric columns)."""
     lines = console_text.splitlines()
     try:
-        b = next(i for i, ln in enumerate(lines) if "IPITRACE-INTERRUPTS-BEGIN" in ln)
-        e = next(i for i, ln in enumerate(lines) if "IPITRACE-INTERRUPTS-END" in ln)
+        b = next(i for i, ln in enumerate(lines) if f"IPITRACE-{block}-BEGIN" in ln)
+        e = next(i for i, ln in enumerate(lines) if f"IPITRACE-{block}-END" in ln)
     except StopIteration:
         return {}
     block = [ln.strip("\r") for ln in lines[b + 1:e]]

@@ -59,8 +59,29 @@ def vcpu_of(guest, hv):
     return {c: by_apic.get(guest.apic_id[c], c) for c in range(guest.h["cpu_count"])}
 
 
-# User marks the guest's init writes around its last /proc/interrupts read.
+# User marks the guests write around their last /proc/interrupts read, and
+# the Debian guest's driver around its baseline read (harness/debian12/).
 MARK_INTR_BEGIN, MARK_INTR_END = 0x204, 0x205
+MARK_BASE_BEGIN, MARK_BASE_END = 0x206, 0x207
+
+
+def guest_marks(guest):
+    """{mark id: tsc} of the guest's user marks (G_MARK, the last of each)."""
+    marks = {}
+    for c in range(guest.h["cpu_count"]):
+        for r in guest.records(c):
+            if r["type"] == "G_MARK":
+                marks[r["arg0"]] = r["tsc"]
+    return marks
+
+
+def callfunc_irq_entries(guest, cpu):
+    """The tsc of each call-function IRQ entry (G_IRQ_ENTRY of either
+    call-function vector) on the guest CPU's ring, from the window's start."""
+    vecs = callfunc_vectors(guest)
+    start = guest.h["start_tsc"]
+    return [r["tsc"] for r in guest.records(cpu)
+            if r["type"] == "G_IRQ_ENTRY" and r["vector"] in vecs and r["tsc"] >= start]
 
 
 def independent_counts(snapdir):
@@ -72,17 +93,12 @@ def independent_counts(snapdir):
     vecs = callfunc_vectors(guest)
     start = guest.h["start_tsc"]
     m = vcpu_of(guest, hv)
-    marks = {}
-    for c in range(guest.h["cpu_count"]):
-        for r in guest.records(c):
-            if r["type"] == "G_MARK" and r["arg0"] in (MARK_INTR_BEGIN, MARK_INTR_END):
-                marks[r["arg0"]] = r["tsc"]
+    marks = {k: v for k, v in guest_marks(guest).items()
+             if k in (MARK_INTR_BEGIN, MARK_INTR_END)}
     out = {}
     for c in range(guest.h["cpu_count"]):
         v = m[c]
-        g_irq = sum(1 for r in guest.records(c)
-                    if r["type"] == "G_IRQ_ENTRY" and r["vector"] in vecs
-                    and r["tsc"] >= start)
+        g_irq = len(callfunc_irq_entries(guest, c))
         acks = [r for r in hv.records(v) if r["type"] == "H_ACK" and r["vector"] in vecs]
         out[c] = {"guest_irq": g_irq,
                   "hv_ack_window": sum(1 for r in acks if r["tsc"] >= start),
@@ -108,3 +124,51 @@ def check_acks_match_proc_interrupts(cal, ind):
         assert "hv_ack_by_read_end" in mine, "the guest marks its /proc/interrupts read"
         assert mine["hv_ack_before_read"] - IN_FLIGHT_SLACK <= n <= mine["hv_ack_by_read_end"], \
             (c, n, mine)
+
+
+def check_irq_entries_match_proc_interrupts(base_cal, cal, snapdir):
+    """The guest's /proc/interrupts CAL deltas between its baseline read
+    and its last read equal, per CPU, the call-function IRQ entries the
+    module traced between the two reads.  Each read took a moment; the
+    guest marked its start and end (MARK_BASE_*, MARK_INTR_*): an entry
+    during a read may or may not be in it, so the traced count is a range,
+    [entries from the end of the first read to the start of the last, from
+    the start of the first to the end of the last], one number when no
+    call-function IRQ came during either read.  Returns, per CPU,
+    (delta, low, high)."""
+    guest = abi.Region(os.path.join(snapdir, "guest.region"))
+    marks = guest_marks(guest)
+    want = (MARK_BASE_BEGIN, MARK_BASE_END, MARK_INTR_BEGIN, MARK_INTR_END)
+    assert all(k in marks for k in want), ("the guest marks its /proc/interrupts reads",
+                                           sorted(marks))
+    b0, e0, b1, e1 = (marks[k] for k in want)
+    assert guest.h["start_tsc"] <= b0 < e0 <= b1 < e1, (guest.h["start_tsc"], b0, e0, b1, e1)
+    ncpu = guest.h["cpu_count"]
+    assert len(base_cal) == len(cal) == ncpu, (base_cal, cal, ncpu)
+    rows = []
+    for c in range(ncpu):
+        assert guest.overwritten(c) == 0, f"CPU {c}'s ring overwrote records"
+        tscs = callfunc_irq_entries(guest, c)
+        delta = cal[c] - base_cal[c]
+        low = sum(1 for t in tscs if e0 < t < b1)
+        high = sum(1 for t in tscs if b0 <= t <= e1)
+        assert low <= delta <= high, (c, delta, low, high)
+        rows.append((delta, low, high))
+    return rows
+
+
+def check_one_loss_matches_truth(report, t, verdict):
+    """The agent names exactly one loss, `verdict`, and nothing else: the
+    injected fault t (one line of faults.jsonl), at its source and target
+    vCPUs and vector, with the injector's H_ICR as evidence.  Returns the
+    loss."""
+    losses = report["losses"]
+    assert [x["verdict"] for x in losses] == [verdict], losses
+    loss = losses[0]
+    assert loss["source_vcpu"] == t["source"] and loss["target_vcpu"] == t["target"], (loss, t)
+    assert loss["vector"] == t["vector"]
+    icr = [e for e in loss["evidence"] if e["stream"] == "hv" and e["type"] == "H_ICR"]
+    assert icr and icr[0]["seq"] == t["icr_seq"] and icr[0]["tsc"] == t["tsc"], (icr, t)
+    for v in LOSS_VERDICTS:
+        assert report["verdict_counts"].get(v, 0) == (1 if v == verdict else 0), v
+    return loss

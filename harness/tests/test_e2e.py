@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ipitrace_harness import abi, artifacts  # noqa: E402
 from conftest import (IN_FLIGHT_SLACK, LOSS_VERDICTS, check_acks_match_proc_interrupts,  # noqa: E402
-                      independent_counts)
+                      check_one_loss_matches_truth, independent_counts)
 
 # Long enough for >= 10,000 CSD requests with margin on a 2-core host (an
 # idle host gives ~500-700 requests/s under TCG; a loaded one far fewer).
@@ -93,13 +93,4 @@ def test_route_fault_reported_exactly(route_fault):
     assert len(truth) == 1, truth
     t = truth[0]
     assert t["stage"] == "route" and t["vector"] == 251 and t["nth"] == 1500
-    losses = report["losses"]
-    assert [x["verdict"] for x in losses] == ["lost-in-routing"], losses
-    loss = losses[0]
-    assert loss["source_vcpu"] == t["source"] and loss["target_vcpu"] == t["target"], (loss, t)
-    assert loss["vector"] == t["vector"]
-    icr = [e for e in loss["evidence"] if e["stream"] == "hv" and e["type"] == "H_ICR"]
-    assert icr and icr[0]["seq"] == t["icr_seq"] and icr[0]["tsc"] == t["tsc"], (icr, t)
-    # nothing else is blamed
-    for v in LOSS_VERDICTS:
-        assert report["verdict_counts"].get(v, 0) == (1 if v == "lost-in-routing" else 0), v
+    check_one_loss_matches_truth(report, t, "lost-in-routing")

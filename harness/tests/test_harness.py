@@ -38,6 +38,12 @@ def test_library_scenarios_are_valid():
     ('timeout=10\n[load]\nseconds=30\n', "shorter than the load"),
     ('timeout=200\n[expect]\nlosses={"lost-in-space"=1}\n', "expect.losses"),
     ('timeout=200\n[load]\nseconds="ten"\n', "must be int"),
+    ('timeout=200\n[vm]\nguest="fedora"\n', "vm.guest must be one of"),
+    ('timeout=200\n[load]\nstress="tlb-shootdown"\n', "applies to vm.guest 'debian12'"),
+    ('timeout=200\n[vm]\nguest="debian12"\n[load]\nmode="many"\n', "load.mode drive"),
+    ('timeout=200\n[vm]\nguest="debian12"\n[load]\nstress="tlb shootdown"\n',
+     "bad stress-ng workload"),
+    ('timeout=200\n[vm]\nguest="debian12"\nhypervisor="kvm-nested"\n', "'tcg' only"),
 ])
 def test_bad_scenarios_are_rejected_with_a_reason(tmp_path, text, msg):
     with pytest.raises(scenario.ScenarioError, match=msg):
