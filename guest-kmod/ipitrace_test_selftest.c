@@ -44,6 +44,7 @@
 #include <asm/irq_vectors.h>
 #include <asm/nmi.h>
 
+#include "ipitrace_compat.h"
 #include "ipitrace_test.h"
 
 static bool nest_nmi = true;

@@ -67,7 +67,7 @@ else
 		"$WORK/src/guest-kmod/"
 	cp "$ABI" "$WORK/src/abi/"
 	log "building ipitrace.ko and ipitrace_test.ko"
-	make -C "$KDIR" M="$WORK/src/guest-kmod" modules >&2 ||
+	make -C "$KDIR" M="$WORK/src/guest-kmod" "${KMAKE[@]}" modules >&2 ||
 		die "module build failed"
 
 	# 6. Busybox initramfs.

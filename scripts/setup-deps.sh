@@ -8,7 +8,7 @@ set -euo pipefail
 SRC=/etc/apt/sources.list.d/ipitrace-backports.sources
 STAMP=/var/lib/ipitrace/deps-stamp
 PKGS=(
-	build-essential pkg-config ninja-build git xz-utils zstd cpio
+	build-essential pkg-config ninja-build git xz-utils zstd cpio curl
 	python3-pycotap/bookworm-backports meson/bookworm-backports
 	libfdt-dev libglib2.0-dev libpixman-1-dev libslirp-dev zlib1g-dev
 	dpkg-dev

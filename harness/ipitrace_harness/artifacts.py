@@ -65,8 +65,9 @@ def qemu():
 GUEST_FILES = ("KERNEL", "INITRD", "MODULE", "TEST_MODULE")
 # The guest kernels the test guest runs (scripts/guest-kernel.sh):
 # backports = Debian 12 backports' 6.12 (tracepoints for every stage),
-# stock = Debian 12's own 6.1 (kprobes for the queue and the send).
-GUEST_KERNELS = ("backports", "stock")
+# stock = Debian 12's own 6.1 (kprobes for the queue and the send),
+# bullseye = Debian 11's 5.10 (the same kprobes).
+GUEST_KERNELS = ("backports", "stock", "bullseye")
 
 
 def _check_kernel(kernel):

@@ -1,7 +1,7 @@
-"""The guest module on the kernels fleets run: Debian 12's stock 6.1 (no
-csd:* or ipi:ipi_send_* tracepoints: kprobes for the queue and the send, no
-function records) beside the backports 6.12 the other tests use, and the
-kprobe fallback forced on 6.12.
+"""The guest module on the kernels fleets run: Debian 12's stock 6.1 and
+Debian 11's 5.10 (no csd:* or ipi:ipi_send_* tracepoints: kprobes for the
+queue and the send, no function records) beside the backports 6.12 the
+other tests use, and the kprobe fallback forced on 6.12.
 
 Each guest's region header says per stage how the module observed it (read
 here with the harness's own decoder); the agent judges what the guest
@@ -29,6 +29,7 @@ KPROBE_STAGES = {"queue": "kprobe", "send": "kprobe", "elide": "tracepoint",
 # kernel release's prefix, stage sources from the region header).
 CONFIGS = {
     "stock-6.1": ("stock", "", "6.1.", {**KPROBE_STAGES, "func": "none"}),
+    "bullseye-5.10": ("bullseye", "", "5.10.", {**KPROBE_STAGES, "func": "none"}),
     "6.12-fallback": ("backports", "fallback=1", "6.12.", {**KPROBE_STAGES, "func": "none"}),
 }
 
