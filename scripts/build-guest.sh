@@ -92,8 +92,9 @@ else
 	echo "$KVER" >"$OUT/complete"
 	chmod 0755 "$OUT"
 	log "built into $OUT"
-	# Keep the three newest builds.
-	ls -dt "$CACHE"/guest-* 2>/dev/null | tail -n +4 | while read -r old; do
+	# Keep the newest builds: two for each guest kernel (guest-kernel.sh
+	# has three), so a run's tests never lose a build another test uses.
+	ls -dt "$CACHE"/guest-* 2>/dev/null | tail -n +7 | while read -r old; do
 		rm -rf "$old"
 	done
 fi
