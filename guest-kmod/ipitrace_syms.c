@@ -113,11 +113,31 @@ static void ipt_sym_add(u64 addr)
 	ipt_sym_used++;
 }
 
+/*
+ * A ring repeats a few addresses (a load's function and callsite, the IPI
+ * handler): the last few, checked before the table, spare the scan most
+ * lookups.  Every address still reaches ipt_sym_add() once.
+ */
+#define IPT_SYM_RECENT 4
+
+static void ipt_sym_add_recent(u64 addr, u64 *recent)
+{
+	unsigned int i;
+
+	for (i = 0; i < IPT_SYM_RECENT; i++)
+		if (recent[i] == addr)
+			return;
+	memmove(recent + 1, recent, (IPT_SYM_RECENT - 1) * sizeof(*recent));
+	recent[0] = addr;
+	ipt_sym_add(addr);
+}
+
 static void ipt_sym_scan_ring(unsigned int k, struct ipt_ring_header *rh)
 {
 	struct ipt_record *recs = ipt_ring_records(rh);
 	u64 head = READ_ONCE(rh->head);
 	u64 idx = ipt_sym_cursor[k];
+	u64 recent[IPT_SYM_RECENT] = { };
 
 	if (head - idx > ipt_ring_mask + 1)
 		idx = head - (ipt_ring_mask + 1);
@@ -138,12 +158,12 @@ static void ipt_sym_scan_ring(unsigned int k, struct ipt_ring_header *rh)
 			continue; /* overwritten by a later lap */
 		switch (type) {
 		case IPT_G_QUEUE:
-			ipt_sym_add(a0);
-			ipt_sym_add(a2);
+			ipt_sym_add_recent(a0, recent);
+			ipt_sym_add_recent(a2, recent);
 			break;
 		case IPT_G_SEND:
 		case IPT_G_FUNC_ENTRY:
-			ipt_sym_add(a0);
+			ipt_sym_add_recent(a0, recent);
 			break;
 		}
 	}
