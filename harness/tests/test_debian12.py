@@ -110,39 +110,71 @@ def test_clean_run_acks_match_proc_interrupts(clean):
 
 # The route fault's target boots offline (maxcpus=) and comes online just
 # before the workload (the driver's ipt.online=): QEMU counts the matching
-# IPIs from its own start, and none go to an offline CPU.  One stock-6.1
-# boot sent CPU 3 31 call-function-single IPIs from its onlining to the
-# baseline read, then 871 during a 15 s workload (and 2,776 call-function
-# IPIs before it, text patching: the reason for the vector).
+# IPIs from its own start, and none go to an offline CPU.  Onlining it
+# sends a burst of call-function IPIs (text patching: do_sync_core, 1,000 to
+# 2,800 here) but few call-function-single ones: 20 and 31 in two boots,
+# then 91 and 871 during a 15 s workload (host load decides).  A boot that
+# sent more before its workload than the fault's nth, or fewer during it,
+# says so in its ground truth and marks; the next attempt then counts past
+# what that boot sent before its workload (at most ROUTE_ATTEMPTS boots).
 FAULT_TARGET = VCPUS - 1
-FAULT_NTH = 300
+FAULT_NTH = 60
+ROUTE_ATTEMPTS = 3
+
+
+def irr_sets_to(out, vector, target, marks):
+    """(before the workload, during it): H_IRR records of the vector to the
+    target, each one (IPI, target) pair that QEMU's route fault counts."""
+    hv = abi.Region(os.path.join(out, "hv.region"))
+    ts = [r["tsc"] for v in range(hv.h["cpu_count"]) for r in hv.records(v)
+          if r["type"] == "H_IRR" and r["vector"] == vector and r["target"] == target]
+    end = marks.get(MARK_INTR_BEGIN, float("inf"))
+    return (sum(1 for t in ts if t < marks[MARK_BASE_END]),
+            sum(1 for t in ts if marks[MARK_BASE_END] <= t < end))
+
+
+def fault_in_workload(out):
+    """The injector's ground truth when its one fault fired during the
+    workload (the module tracing), else None."""
+    with open(os.path.join(out, "faults.jsonl")) as f:
+        truth = [json.loads(ln) for ln in f if ln.strip()]
+    marks = guest_marks(abi.Region(os.path.join(out, "guest.region")))
+    if len(truth) == 1 and \
+            marks[MARK_BASE_END] < truth[0]["tsc"] < marks.get(MARK_INTR_BEGIN, float("inf")):
+        return truth[0]
+    return None
 
 
 @pytest.fixture(scope="module")
 def route_fault(snapshots, image):
-    # The agent watches live: a lost call-function IPI hangs the guest (its
-    # sender waits for ever), and the VM is frozen 5 s into the hang.
-    return snapshots("debian12-route", guest="debian12", guest_kernel=KERNEL, vcpus=VCPUS,
-                     seconds=FAULT_SECONDS,
-                     extra_cmdline=f"maxcpus={VCPUS - 1} ipt.online={FAULT_TARGET}",
-                     faults=(f"route:nth={FAULT_NTH}:vector={FAULT_VECTOR}:target={FAULT_TARGET}",),
-                     watch_hang_ms=5000)
+    nth = FAULT_NTH
+    for attempt in range(1, ROUTE_ATTEMPTS + 1):
+        # The agent watches live: a lost call-function IPI hangs the guest
+        # (its sender waits for ever), and the VM is frozen 5 s into it.
+        out, manifest, report = snapshots(
+            f"debian12-route-{attempt}", guest="debian12", guest_kernel=KERNEL, vcpus=VCPUS,
+            seconds=FAULT_SECONDS,
+            extra_cmdline=f"maxcpus={VCPUS - 1} ipt.online={FAULT_TARGET}",
+            faults=(f"route:nth={nth}:vector={FAULT_VECTOR}:target={FAULT_TARGET}",),
+            watch_hang_ms=5000)
+        if fault_in_workload(out) or attempt == ROUTE_ATTEMPTS:
+            return out, manifest, report
+        marks = guest_marks(abi.Region(os.path.join(out, "guest.region")))
+        before, during = irr_sets_to(out, FAULT_VECTOR, FAULT_TARGET, marks)
+        print(f"debian12 route attempt {attempt}: nth={nth} missed the workload "
+              f"({before} before it, {during} during); see {out}", file=sys.stderr)
+        nth = before + max(during // 3, FAULT_NTH)
 
 
 def test_route_fault_in_stress_ng_is_lost_in_routing(route_fault):
     out, manifest, report = route_fault
     with open(os.path.join(out, "faults.jsonl")) as f:
         truth = [json.loads(ln) for ln in f if ln.strip()]
-    assert len(truth) == 1, (f"the fault fired {len(truth)} times ({manifest['faults']})",
-                             truth)
-    t = truth[0]
+    # One fault, fired during the workload with the module tracing.
+    t = fault_in_workload(out)
+    assert t, (f"{ROUTE_ATTEMPTS} boots, and in the last the fault "
+               f"({manifest['faults']}) fired {len(truth)} times, outside the workload", truth)
     assert t["stage"] == "route" and t["vector"] == FAULT_VECTOR, t
     assert t["target"] == FAULT_TARGET, t
     assert f"IPITRACE-ONLINE {FAULT_TARGET}" in console(out)
-    # it fired during the workload, with the module tracing
-    marks = guest_marks(abi.Region(os.path.join(out, "guest.region")))
-    assert marks[MARK_BASE_END] < t["tsc"] < marks.get(MARK_INTR_BEGIN, float("inf")), \
-        ("the fault fired outside the workload: CPU "
-         f"{FAULT_TARGET} got {FAULT_NTH} {FAULT_VECTOR:#x} IPIs before it, or the workload "
-         "sent it fewer", t, marks)
     check_one_loss_matches_truth(report, t, "lost-in-routing")
