@@ -104,3 +104,22 @@ def agent():
         subprocess.run(["bash", os.path.join(REPO, "scripts", "build-agent.sh")], check=True,
                        stdout=subprocess.DEVNULL)
     return path
+
+
+def kernel_release(path):
+    """The release a bzImage was built as (e.g. 6.12.95+deb12-amd64): its
+    setup header's kernel_version string (offset 0x20E holds its address
+    less 0x200; x86 boot protocol 2.00+), read from the image itself, not
+    from its file name (the caches call every image vmlinuz).  None when
+    the file is no bzImage."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(0x10000)
+    except OSError:
+        return None
+    if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
+        return None
+    at = 0x200 + int.from_bytes(head[0x20E:0x210], "little")
+    text = head[at:at + 256].split(b"\0", 1)[0].decode(errors="replace")
+    return text.split(" ", 1)[0] or None
+

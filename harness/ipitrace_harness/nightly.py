@@ -1,7 +1,8 @@
 """Nightly reproducer job: run a scenario matrix and write a report set.
 
 The run's full output goes to a work directory outside the repository,
-$IPITRACE_NIGHTLY_DIR/<id>/ (default /var/tmp/ipitrace-nightly/<id>/):
+DIR/<id>/ with `nightly --out DIR`, else $IPITRACE_NIGHTLY_DIR/<id>/
+(default /var/tmp/ipitrace-nightly/<id>/):
   manifest.json   exact inputs: QEMU binary and series hash, kernel, module
                   and test module, agent version, repo commit, every
                   scenario's full text
@@ -61,7 +62,7 @@ def inputs():
     return {
         "qemu": {"path": qemu, "sha256": _sha256(qemu)},
         "kernel": {"path": guest["KERNEL"], "sha256": _sha256(guest["KERNEL"]),
-                   "version": os.path.basename(guest["KERNEL"]).replace("vmlinuz-", "")},
+                   "version": artifacts.kernel_release(guest["KERNEL"])},
         "module": _file(guest.get("MODULE", "")),
         "test_module": _file(guest.get("TEST_MODULE", "")),
         "agent": {"path": agent, "version": ver, "sha256": _sha256(agent)},

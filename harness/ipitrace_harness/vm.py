@@ -370,6 +370,7 @@ def _run_once(out, vcpus=4, seconds=10, faults=(), uri=None, mode="single", wait
         "name": name, "uri": uri, "guest": guest, "vcpus": vcpus, "seconds": seconds,
         "mode": mode, "wait": wait, "threads": threads, "x2apic": x2apic,
         "faults": list(faults), "extra_cmdline": extra_cmdline, "qemu": qemu, "kernel": boot["KERNEL"],
+        "kernel_release": artifacts.kernel_release(boot["KERNEL"]),
         "guest_kernel": guest_kernel,
         "initrd": boot["INITRD"], "hv_capacity": hv_capacity, "shm_mb": shm_mb,
         "started": time.time(), "complete": False,

@@ -148,6 +148,50 @@ def _synthetic_region(path, rings=2, cap=8, heads=(5, 11), torn=None):
         f.write(hdr + body)
 
 
+def test_kernel_release_is_read_from_the_image(tmp_path):
+    """The manifests name the kernel's release from the bzImage's own setup
+    header, not the cache's file name (every image there is 'vmlinuz')."""
+    from ipitrace_harness import artifacts
+    img = bytearray(0x1000)
+    img[0x202:0x206] = b"HdrS"
+    img[0x20E:0x210] = (0x300).to_bytes(2, "little")
+    img[0x500:0x500 + 40] = b"5.10.0-46-amd64 (debian-kernel@lists)\0".ljust(40, b"\0")
+    (tmp_path / "vmlinuz").write_bytes(bytes(img))
+    assert artifacts.kernel_release(str(tmp_path / "vmlinuz")) == "5.10.0-46-amd64"
+    (tmp_path / "not-a-kernel").write_bytes(b"\0" * 0x1000)
+    assert artifacts.kernel_release(str(tmp_path / "not-a-kernel")) is None
+    assert artifacts.kernel_release(str(tmp_path / "missing")) is None
+    # The test guest's real image: the release its build recorded (the
+    # cache entry's 'complete' file, from the headers' package name).
+    kernel = artifacts.guest()["KERNEL"]
+    with open(os.path.join(os.path.dirname(kernel), "complete")) as f:
+        built_as = f.read().strip()
+    assert artifacts.kernel_release(kernel) == built_as
+    assert nightly.inputs()["kernel"]["version"] == built_as
+
+
+def test_nightly_out_puts_the_runs_under_dir(tmp_path, monkeypatch):
+    import importlib.machinery
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "ipitrace-harness")
+    loader = importlib.machinery.SourceFileLoader("ipitrace_harness_cli", path)
+    cli = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(cli)
+    seen = {}
+
+    def fake_run_matrix(scs, work_dir=None, log=print, **kw):
+        seen["work_dir"] = work_dir
+        seen["scenarios"] = [s["name"] for s in scs]
+        return os.path.join(work_dir, "ID"), {"partial": False, "failed": 0}
+
+    monkeypatch.setattr(cli.nightly, "run_matrix", fake_run_matrix)
+    sc = os.path.join(abi.REPO, "harness", "scenarios", "route-single.toml")
+    monkeypatch.setattr(sys, "argv", ["ipitrace-harness", "nightly", "--out", str(tmp_path), sc])
+    assert cli.main() == 0
+    assert seen == {"work_dir": str(tmp_path), "scenarios": ["route-single"]}
+
+
 def test_live_region_counts_incrementally_and_distrusts_torn(tmp_path):
     p = str(tmp_path / "g.region")
     _synthetic_region(p, heads=(5, 6))
