@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "watch.h"
 
+#include <ctime>
+
 #include <sys/stat.h>
 
 #include <cstring>
@@ -91,6 +93,20 @@ Watcher::~Watcher() = default;
 std::vector<Json> Watcher::Poll(uint64_t now_ns) {
   std::vector<Json> ev;
   for (auto& vm : vms_) PollVm(vm.get(), now_ns, &ev);
+  if (ev.empty()) return ev;
+  // Every event says when: the wall clock (for people and other logs) and
+  // the monotonic clock the poll ran on (for intervals), and which event
+  // schema it follows.
+  struct timespec wall {};
+  ::clock_gettime(CLOCK_REALTIME, &wall);
+  const double wall_s = static_cast<double>(wall.tv_sec) + static_cast<double>(wall.tv_nsec) / 1e9;
+  for (Json& e : ev) {
+    Json stamped = {{"schema_version", kWatchEventSchemaVersion},
+                    {"time", wall_s},
+                    {"monotonic_ns", now_ns}};
+    for (auto& [k, v] : e.items()) stamped[k] = std::move(v);
+    e = std::move(stamped);
+  }
   return ev;
 }
 

@@ -58,10 +58,14 @@ WatchTarget ParseWatchTarget(const std::string& spec);
 // by the outstanding requests (HangScreen), not by the trace or region
 // size.
 //
-// Events (JSON objects, one per line on stdout in `ipitrace watch`):
+// Events (JSON objects, one per line on stdout in `ipitrace watch`), each
+// first stamped {"schema_version":kWatchEventSchemaVersion,"time":unix
+// seconds (wall clock),"monotonic_ns":the poll's monotonic clock}, then:
 //   {"event":"vm_attached","vm":..,"hv":..,"guest":..,"generation":..}
 //   {"event":"hang_detected","vm":..,"snapshot":DIR,"verdict":..,...}
 //   {"event":"vm_detached","vm":..,"reason":..}
+inline constexpr int kWatchEventSchemaVersion = 1;
+
 class Watcher {
  public:
   Watcher(std::vector<WatchTarget> targets, WatchOptions options);

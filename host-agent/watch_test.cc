@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -81,9 +82,20 @@ TEST_CASE("watch - live region appended by a thread: attach, hang, detach, reatt
   opts.hang_ms = 50;
   opts.out_dir = dir + "/out";
   Watcher w({ParseWatchTarget(vm)}, opts);
-  auto ev = w.Poll(NowNs());
+  const uint64_t first_poll = NowNs();
+  auto ev = w.Poll(first_poll);
   REQUIRE(Find(ev, "vm_attached") != nullptr);
   CHECK(Find(ev, "hang_detected") == nullptr);
+  {
+    // Stamped: the schema, the poll's monotonic clock, the wall clock.
+    const Json& a = *Find(ev, "vm_attached");
+    CHECK(a.begin().key() == "schema_version");
+    CHECK(a["schema_version"] == kWatchEventSchemaVersion);
+    CHECK(a["monotonic_ns"] == first_poll);
+    const double now = static_cast<double>(std::time(nullptr));
+    CHECK(a["time"].get<double>() > now - 60);
+    CHECK(a["time"].get<double>() < now + 60);
+  }
 
   // Producer thread: an IPI lost in routing, then time goes on (timer ACKs
   // on both vCPUs, 10 ms apart) while the request stays outstanding.
