@@ -259,7 +259,7 @@ struct ipt_csq {
 static struct ipt_csq *ipt_csq;
 static unsigned int ipt_nr_csq;
 static unsigned long ipt_ttwu_func;	/* sched_ttwu_pending, or 0 */
-static unsigned long ipt_ipi_callback;	/* the call-function IPI handler */
+static unsigned long ipt_ipi_callback;	/* the call-function IPI handler, or 0 */
 
 static int ipt_csq_cmp(const void *a, const void *b)
 {
@@ -307,19 +307,27 @@ static int ipt_kp_queue(struct kprobe *p, struct pt_regs *regs)
 	return 0;
 }
 
+/*
+ * A send's callback: the call-function IPI handler, as 6.3's tracepoints
+ * name it, else the probed send function.  Never 0: the agent takes a send
+ * with no callback for a reschedule IPI, and would miss the request's.
+ */
+static void *ipt_kp_callback(struct kprobe *p)
+{
+	return ipt_ipi_callback ? (void *)ipt_ipi_callback : (void *)p->addr;
+}
+
 static int ipt_kp_send_single(struct kprobe *p, struct pt_regs *regs)
 {
 	ipt_probe_send_cpu(NULL, regs_get_kernel_argument(regs, 0),
-			   regs_get_kernel_stack_nth(regs, 0),
-			   (void *)ipt_ipi_callback);
+			   regs_get_kernel_stack_nth(regs, 0), ipt_kp_callback(p));
 	return 0;
 }
 
 static int ipt_kp_send_mask(struct kprobe *p, struct pt_regs *regs)
 {
 	ipt_probe_send_mask(NULL, (void *)regs_get_kernel_argument(regs, 0),
-			    regs_get_kernel_stack_nth(regs, 0),
-			    (void *)ipt_ipi_callback);
+			    regs_get_kernel_stack_nth(regs, 0), ipt_kp_callback(p));
 	return 0;
 }
 
