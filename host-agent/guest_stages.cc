@@ -41,12 +41,11 @@ GuestStages GuestStagesOf(const ipt_region_header& h) {
   std::memcpy(&x, reinterpret_cast<const std::byte*>(&h) + IPT_GHDR_EXT_OFFSET, sizeof(x));
   GuestStages g;
   if (x.magic != IPT_GHDR_EXT_MAGIC) return g;  // unstated: a module before 1.2
-  for (size_t i = 0; i < g.src.size(); ++i) {
+  // Slots past the ABI's stages stay UNSTATED: nothing to observe there.
+  for (size_t i = 0; i < GuestStages::kStages; ++i) {
     const uint8_t v = x.stage_src[i];
     g.src[i] = v <= IPT_G_SRC_NONE ? v : uint8_t{IPT_G_SRC_NONE};
   }
-  // Stages the ABI does not define yet: nothing to observe.
-  for (size_t i = IPT_G_STAGE_FUNC + 1; i < g.src.size(); ++i) g.src[i] = IPT_G_SRC_UNSTATED;
   return g;
 }
 
